@@ -1,0 +1,43 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-fast bench serve clean help
+
+help:
+	@echo "make demo   set up .venv and run the whole loop on the embedded synthetic shop"
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make bench  run the speed benchmarks (ratios against same-run baselines)"
+	@echo "make serve  serve the champion models on 127.0.0.1:3000"
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m flows.training
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+serve: $(STAMP)
+	$(VENV)/bin/shopsight serve
+
+clean:
+	rm -rf data artifacts metrics plots monitoring/reports .dvc/tmp

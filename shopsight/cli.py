@@ -1,0 +1,128 @@
+"""`shopsight` command line: each command wires one library function (TensorFlow is imported only where needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="shopsight: predict what e-commerce shoppers do next.", no_args_is_help=True, add_completion=False)
+train_app = typer.Typer(help="Train a task's models.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate a task's models on the test split.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry (BentoML model store).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(models_app, name="models")
+console = Console()
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params.yaml to read")
+
+
+def _params(path: Path):
+    from shopsight.config import ConfigError, load_params
+
+    try:
+        return load_params(path)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def ingest(params: Path = ParamsOpt) -> None:
+    """Convert the configured source into canonical events; rejects go to data/rejects.parquet."""
+    from shopsight.ingest import ingest as run_ingest
+    from shopsight.validation import ContractError
+
+    try:
+        report = run_ingest(_params(params))
+    except (ContractError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"ingest: {report.source}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("rows_in", "rows_out", "rejected", "duplicates_removed", "users", "items", "start", "end"):
+        table.add_row(key, str(getattr(report, key)))
+    for reason, count in report.rejects_by_reason.items():
+        table.add_row(f"reject: {reason}", str(count))
+    console.print(table)
+
+
+@app.command()
+def features(params: Path = ParamsOpt) -> None:
+    """Build user features at rolling cutoffs with labels and the time-based split."""
+    from shopsight.pipeline import run_features
+
+    console.print_json(json.dumps(run_features(_params(params))))
+
+
+@train_app.command("propensity")
+def train_propensity(params: Path = ParamsOpt) -> None:
+    """Train the propensity MLP and the logistic-regression baseline."""
+    from shopsight.train import train_propensity as run
+
+    console.print_json(json.dumps(run(_params(params))))
+
+
+@evaluate_app.command("propensity")
+def evaluate_propensity(params: Path = ParamsOpt) -> None:
+    """Test-split metrics and plots for the propensity models."""
+    from shopsight.evaluate import evaluate_propensity as run
+
+    console.print_json(json.dumps(run(_params(params))))
+
+
+@app.command()
+def drift(params: Path = ParamsOpt) -> None:
+    """Evidently drift report: training-window features against the latest cutoff."""
+    from shopsight.monitor import pipeline_drift_report
+
+    summary = pipeline_drift_report(_params(params))
+    console.print(f"drift: {summary.reason} -> {summary.decision}; report {summary.html}")
+
+
+@app.command()
+def register(params: Path = ParamsOpt) -> None:
+    """Register the trained propensity model in the BentoML model store (champion if it passes the gate)."""
+    from shopsight.pipeline import register_propensity
+
+    reg = register_propensity(_params(params))
+    console.print(f"registered {reg.tag} as {reg.status}: {reg.reason}")
+
+
+@models_app.command("list")
+def models_list(task: str = typer.Option(None, help="only this task")) -> None:
+    """All registered versions with status and score."""
+    from shopsight.registry import list_models
+
+    table = Table(title="shopsight models")
+    for col in ("task", "tag", "status", "main_metric", "score", "registered_at"):
+        table.add_column(col)
+    for row in list_models(task):
+        table.add_row(*(str(row.get(c, "")) for c in ("task", "tag", "status", "main_metric", "score", "registered_at")))
+    console.print(table)
+
+
+@app.command()
+def serve(port: int = typer.Option(3000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
+    """Serve the champion models with BentoML (binds 127.0.0.1 unless told otherwise)."""
+    import subprocess
+    import sys
+
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bentoml", "serve", "service:ShopsightService", "--working-dir", "bentos", "--host", host, "--port", str(port)]))
+
+
+@app.command("build-bento")
+def build_bento() -> None:
+    """`bentoml build` of bentos/ with the champion models."""
+    from shopsight.packaging import build_bento as run
+
+    console.print(f"built bento {run()}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,182 @@
+"""Ingest: convert a source into canonical events, reject what breaks the contract, report what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shopsight import paths
+from shopsight.config import Params
+from shopsight.schema import EVENT_TYPES
+from shopsight.validation import validate_events
+
+CANONICAL_ARROW = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("timestamp", pa.timestamp("ns", tz="UTC")),
+        ("session_id", pa.string()),
+        ("category", pa.string()),
+        ("price", pa.float64()),
+        ("quantity", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class IngestReport:
+    source: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rejected: int = 0
+    duplicates_removed: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    users: int = 0
+    items: int = 0
+    start: str | None = None
+    end: str | None = None
+    sessions_derived: bool = False
+
+
+def iter_source_chunks(params: Params) -> tuple[str, Iterator[pd.DataFrame]]:
+    """Yield raw chunks (canonical column names, unvalidated) from the configured source."""
+    data = params.data
+    if data.source == "synthetic":
+        from shopsight.simulator import generate_shop
+
+        result = generate_shop(data.synthetic, paths.SYNTHETIC_DIR)
+        events_path = Path(result.events_path)
+        return str(events_path), _iter_parquet(events_path, data.chunksize, delete_after=True)
+    from shopsight.sources import read_source
+
+    return str(data.path), read_source(data.source, data.path, chunksize=data.chunksize, options=data.options)
+
+
+def _iter_parquet(path: Path, chunksize: int, delete_after: bool = False) -> Iterator[pd.DataFrame]:
+    offset = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize):
+        frame = batch.to_pandas()
+        frame["raw_line"] = range(offset + 1, offset + len(frame) + 1)
+        offset += len(frame)
+        yield frame
+    if delete_after:
+        path.unlink()  # the canonical copy is data/events.parquet; the simulator's raw copy is not kept twice
+
+
+def _publish_truth(params: Params) -> None:
+    """data/truth/: the simulator's ground truth (or a note that a file source has none)."""
+    if paths.TRUTH_DIR.exists():
+        shutil.rmtree(paths.TRUTH_DIR)
+    paths.TRUTH_DIR.mkdir(parents=True)
+    if params.data.source == "synthetic":
+        for item in paths.SYNTHETIC_DIR.iterdir():
+            shutil.move(str(item), paths.TRUTH_DIR / item.name)
+        shutil.rmtree(paths.SYNTHETIC_DIR, ignore_errors=True)
+    else:
+        (paths.TRUTH_DIR / "NO_GROUND_TRUTH.json").write_text(json.dumps({"source": params.data.source, "ground_truth": False}))
+
+
+def ingest(params: Params) -> IngestReport:
+    """Run ingest end to end: events.parquet, rejects.parquet and the ingest report JSON."""
+    source, chunks = iter_source_chunks(params)
+    report = IngestReport(source=source)
+    reasons: Counter[str] = Counter()
+    paths.STAGING_EVENTS.parent.mkdir(parents=True, exist_ok=True)
+    paths.REJECTS.parent.mkdir(parents=True, exist_ok=True)
+    valid_writer = pq.ParquetWriter(paths.STAGING_EVENTS, CANONICAL_ARROW)
+    reject_frames: list[pd.DataFrame] = []
+    try:
+        for chunk in chunks:
+            report.rows_in += len(chunk)
+            valid, rejects = validate_events(
+                chunk, source=source, min_timestamp=params.ingest.min_timestamp, max_timestamp=params.ingest.max_timestamp
+            )
+            if len(valid):
+                table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False)
+                valid_writer.write_table(table.cast(CANONICAL_ARROW))
+            if len(rejects):
+                reject_frames.append(rejects)
+                for reason in rejects["reason"]:
+                    for part in str(reason).split("; "):
+                        reasons[part] += 1
+    finally:
+        valid_writer.close()
+    _write_rejects(reject_frames)
+    report.rejected = sum(len(f) for f in reject_frames)
+    report.rejects_by_reason = dict(reasons.most_common())
+    _finalise(params, report)
+    _publish_truth(params)
+    paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    paths.INGEST_REPORT.write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def _write_rejects(frames: list[pd.DataFrame]) -> None:
+    if frames:
+        rejects = pd.concat(frames, ignore_index=True).astype("string")
+    else:
+        rejects = pd.DataFrame({c: pd.Series(dtype="string") for c in ["user_id", "item_id", "event_type", "timestamp", "reason", "source"]})
+    rejects.to_parquet(paths.REJECTS, index=False)
+
+
+def _finalise(params: Params, report: IngestReport) -> None:
+    """Deduplicate, sessionise where the source has no sessions, pseudonymise, sort: out-of-core in DuckDB."""
+    gap = int(params.ingest.session_gap_minutes)
+    salt_env = params.ingest.pseudonymise_salt_env
+    salt = os.environ.get(salt_env, "") if salt_env else ""
+    if salt_env and not salt:
+        raise ValueError(f"params.yaml ingest.pseudonymise_salt_env={salt_env!r} but ${salt_env} is empty: export a salt")
+    user_expr = "sha256(? || user_id)[:16]" if salt else "user_id"
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    staging = str(paths.STAGING_EVENTS)
+    tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
+    query = f"""
+        COPY (
+          WITH d AS (SELECT DISTINCT * FROM read_parquet('{staging}')),
+          g AS (
+            SELECT *, CASE WHEN lag(timestamp) OVER w IS NULL
+                            OR lag(timestamp) OVER w < timestamp - INTERVAL {gap} MINUTE THEN 1 ELSE 0 END AS new_session
+            FROM d WINDOW w AS (PARTITION BY user_id ORDER BY timestamp)
+          ),
+          s AS (SELECT *, sum(new_session) OVER (PARTITION BY user_id ORDER BY timestamp ROWS UNBOUNDED PRECEDING) AS sess_no FROM g)
+          SELECT {user_expr} AS user_id, item_id, event_type, timestamp,
+                 coalesce(NULLIF(session_id, ''), user_id || '-s' || CAST(sess_no AS VARCHAR)) AS session_id,
+                 category, price, quantity
+          FROM s ORDER BY timestamp, user_id
+        ) TO '{tmp_events}' (FORMAT PARQUET)
+    """
+    con.execute(query, [salt] if salt else [])
+    os.replace(tmp_events, paths.EVENTS)  # a failed run never leaves a half-written events file
+    staged = con.execute(f"SELECT count(*), count(*) FILTER (WHERE session_id IS NULL) FROM read_parquet('{staging}')").fetchone()
+    stats = con.execute(
+        f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), min(timestamp), max(timestamp) FROM read_parquet('{paths.EVENTS}')"
+    ).fetchone()
+    con.close()
+    report.rows_out, report.users, report.items = int(stats[0]), int(stats[1]), int(stats[2])
+    report.duplicates_removed = int(staged[0]) - report.rows_out
+    report.sessions_derived = int(staged[1]) > 0
+    report.start = stats[3].isoformat() if stats[3] is not None else None
+    report.end = stats[4].isoformat() if stats[4] is not None else None
+    paths.STAGING_EVENTS.unlink(missing_ok=True)
+
+
+def load_events(path: str | Path = paths.EVENTS) -> pd.DataFrame:
+    """Read canonical events with their canonical dtypes."""
+    frame = pd.read_parquet(path)
+    frame["event_type"] = pd.Categorical(frame["event_type"], categories=list(EVENT_TYPES))
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    for col in ("user_id", "item_id", "session_id", "category"):
+        frame[col] = frame[col].astype("string")
+    return frame

@@ -1,0 +1,41 @@
+"""The pipeline steps as plain functions: the CLI, DVC stages and Prefect tasks all call these."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shopsight import paths
+from shopsight.config import Params
+
+
+def run_features(params: Params) -> dict[str, Any]:
+    """events.parquet -> data/features/propensity.parquet (user x cutoff rows with label and split)."""
+    from shopsight.features import build_propensity_dataset
+    from shopsight.ingest import load_events
+
+    events = load_events(paths.EVENTS)
+    dataset = build_propensity_dataset(events, params.features)
+    paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
+    dataset.to_parquet(paths.PROPENSITY_FEATURES, index=False)
+    summary = dataset.groupby("split")["label"].agg(["size", "mean"]).round(4)
+    return {split: {"rows": int(r["size"]), "positive_rate": float(r["mean"])} for split, r in summary.iterrows()}
+
+
+def register_propensity(params: Params, model_dir: Path = paths.PROPENSITY_DIR):
+    """Register the trained propensity MLP with its test metrics and lineage; the gate decides champion."""
+    from shopsight.registry import register_model
+
+    metrics = json.loads(paths.PROPENSITY_METRICS.read_text())
+    gate = params.registry.gate
+    return register_model(
+        "propensity",
+        model_dir,
+        metrics,
+        {"propensity": params.propensity.model_dump(), "features": params.features.model_dump()},
+        main_metric=gate.metric,
+        model_key="mlp",
+        min_improvement=gate.min_improvement,
+        lineage={"reference_features": str(paths.PROPENSITY_FEATURES), "reference_split": "train"},
+    )

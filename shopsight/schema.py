@@ -1,0 +1,23 @@
+"""The canonical event contract every source is converted to at ingest (see DESIGN.md)."""
+
+from __future__ import annotations
+
+EVENT_TYPES: tuple[str, ...] = ("view", "cart", "remove_from_cart", "favorite", "purchase")
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "event_type", "timestamp")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("session_id", "category", "price", "quantity")
+CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+# pandas dtypes of a canonical frame after ingest.
+CANONICAL_DTYPES: dict[str, str] = {
+    "user_id": "string",
+    "item_id": "string",
+    "event_type": "category",
+    "timestamp": "datetime64[ns, UTC]",
+    "session_id": "string",
+    "category": "string",
+    "price": "float64",
+    "quantity": "int64",
+}
+
+SESSION_GAP_MINUTES = 30

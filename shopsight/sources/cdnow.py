@@ -1,0 +1,82 @@
+"""CDNOW `CDNOW_master.txt` (Fader & Hardie's CD purchase panel).
+
+Whitespace-separated `customer_id date(YYYYMMDD) number_of_cds dollar_value`, with or without a
+header line. Every row is a purchase: quantity = number_of_cds, price = dollar_value /
+number_of_cds (a unit price; a row with 0 CDs keeps quantity 0, which the validator rejects,
+and has no price).
+
+The data has no products, so item_id is the constant ITEM_PLACEHOLDER ("cdnow:any") and
+source_info("cdnow").has_item_ids is False: user-level tasks (propensity, churn) and total
+demand work; next-item recommendation has nothing to learn. Dates are days: the timestamp is
+midnight UTC of that day. No sessions, no categories.
+
+options: header (None = detect: a first line with no number in it is a header), encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shopsight.sources import SourceError
+from shopsight.sources.canonical import canonical_chunk, parse_timestamps, to_float, to_quantity
+from shopsight.sources.reading import (
+    DEFAULT_ENCODING,
+    RAW_LINE,
+    check_options,
+    first_line_fields,
+    iter_csv_chunks,
+    looks_like_header,
+    resolve_paths,
+)
+
+KIND = "cdnow"
+ITEM_PLACEHOLDER = "cdnow:any"
+COLUMNS = ["customer_id", "date", "number_of_cds", "dollar_value"]
+DATE_FORMAT = "%Y%m%d"
+OPTIONS = ("header", "encoding")
+
+
+def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
+    """Stream CDNOW_master.txt as canonical purchase chunks."""
+    check_options(KIND, options, OPTIONS)
+    encoding = options.get("encoding", DEFAULT_ENCODING)
+    files = resolve_paths(path, kind=KIND)
+    header_lines = {}
+    for file in files:
+        fields = first_line_fields(file, encoding=encoding, whitespace=True)
+        has_header = options.get("header")
+        if has_header is None:
+            has_header = looks_like_header(fields)
+        if len(fields) != len(COLUMNS):
+            raise SourceError(
+                f"{file}: expected {len(COLUMNS)} whitespace-separated fields ({' '.join(COLUMNS)}) for "
+                f"data.source={KIND}, the first line has {len(fields)}. Fix: use the original CDNOW_master.txt "
+                f"or data.source=generic."
+            )
+        header_lines[file] = int(bool(has_header))
+    return _generate(files, header_lines, chunksize, encoding)
+
+
+def _generate(files: list[Path], header_lines: dict[Path, int], chunksize: int, encoding: str) -> Iterator[pd.DataFrame]:
+    for file in files:
+        for raw in iter_csv_chunks(
+            file, columns=COLUMNS, header_lines=header_lines[file], chunksize=chunksize, encoding=encoding, sep=r"\s+"
+        ):
+            cds = to_float(raw["number_of_cds"])
+            dollars = to_float(raw["dollar_value"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                unit_price = (dollars / cds).where(cds != 0)
+            yield canonical_chunk(
+                raw_line=raw[RAW_LINE],
+                user_id=raw["customer_id"],
+                item_id=ITEM_PLACEHOLDER,
+                event_type="purchase",
+                timestamp=parse_timestamps(raw["date"], DATE_FORMAT),
+                price=unit_price,
+                quantity=to_quantity(raw["number_of_cds"]),
+            )

@@ -1,0 +1,69 @@
+"""Taobao `UserBehavior.csv` (Alibaba user behaviour data, Tianchi).
+
+No header: `user_id,item_id,category_id,behavior_type,timestamp`, timestamp in unix seconds,
+behavior_type pv / cart / fav / buy. Some timestamps fall outside the documented
+2017-11-25..2017-12-03 window; they are kept for the validator's time-range check.
+No sessions, prices or quantities.
+
+options: header (None = detect: a first line with no number in it is a header), encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shopsight.sources import SourceError
+from shopsight.sources.canonical import canonical_chunk, epoch_to_utc, map_event_types
+from shopsight.sources.reading import (
+    DEFAULT_ENCODING,
+    RAW_LINE,
+    check_options,
+    first_line_fields,
+    iter_csv_chunks,
+    looks_like_header,
+    resolve_paths,
+)
+
+KIND = "taobao"
+COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
+EVENT_MAP = {"pv": "view", "cart": "cart", "fav": "favorite", "buy": "purchase"}
+OPTIONS = ("header", "encoding")
+
+
+def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
+    """Stream UserBehavior.csv as canonical chunks."""
+    check_options(KIND, options, OPTIONS)
+    encoding = options.get("encoding", DEFAULT_ENCODING)
+    files = resolve_paths(path, kind=KIND)
+    header_lines = {}
+    for file in files:
+        fields = first_line_fields(file, encoding=encoding)
+        has_header = options.get("header")
+        if has_header is None:
+            has_header = looks_like_header(fields)
+        if not has_header and len(fields) != len(COLUMNS):
+            raise SourceError(
+                f"{file}: expected {len(COLUMNS)} fields per line ({','.join(COLUMNS)}) for data.source={KIND}, "
+                f"the first line has {len(fields)}. Fix: use the original UserBehavior.csv or data.source=generic."
+            )
+        header_lines[file] = int(bool(has_header))
+    return _generate(files, header_lines, chunksize, encoding)
+
+
+def _generate(files: list[Path], header_lines: dict[Path, int], chunksize: int, encoding: str) -> Iterator[pd.DataFrame]:
+    for file in files:
+        for raw in iter_csv_chunks(
+            file, columns=COLUMNS, header_lines=header_lines[file], chunksize=chunksize, encoding=encoding
+        ):
+            yield canonical_chunk(
+                raw_line=raw[RAW_LINE],
+                user_id=raw["user_id"],
+                item_id=raw["item_id"],
+                event_type=map_event_types(raw["behavior_type"], EVENT_MAP),
+                timestamp=epoch_to_utc(raw["timestamp"], "s"),
+                category=raw["category_id"],
+            )

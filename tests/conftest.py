@@ -1,0 +1,110 @@
+"""Shared fixtures: isolated tool homes, tiny canonical events built in code, a tiny-params project copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Isolate every tool's home before any of them is imported (BentoML and Prefect read these at import).
+_HOMES = Path(tempfile.mkdtemp(prefix="shopsight-test-homes-"))
+os.environ["BENTOML_HOME"] = str(_HOMES / "bentoml")
+os.environ["PREFECT_HOME"] = str(_HOMES / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # BentoML usage analytics off (no network here)
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# Small enough for seconds per stage, big enough for both classes in every split.
+TINY_PARAMS = {
+    "data": {"synthetic": {"n_users": 600, "n_items": 120, "n_categories": 6, "days": 84, "seed": 11}},
+    "features": {"windows_days": [7, 28], "horizon_days": 7, "cutoff_step_days": 7, "n_train_cutoffs": 2},
+    "propensity": {"mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]}},
+}
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def write_params(project: Path, update: dict) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(deep_update(params, update), sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh git repository holding the project's tracked and untracked-but-not-ignored files."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO_ROOT / rel
+        if src.is_file() and not rel.startswith("tests/"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q"], dest)
+    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"], dest)
+    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A project copy with tiny params, `dvc repro` already run once (shared by the integration tests)."""
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    write_params(project, TINY_PARAMS)
+    run([sys.executable, "-m", "dvc", "repro"], project)
+    return project
+
+
+def make_events(rows: list[tuple]) -> pd.DataFrame:
+    """Canonical events from (user, item, event_type, ISO timestamp[, price[, category[, session]]]) tuples."""
+    records = []
+    for r in rows:
+        user, item, etype, ts = r[:4]
+        records.append(
+            {
+                "user_id": user,
+                "item_id": item,
+                "event_type": etype,
+                "timestamp": pd.Timestamp(ts, tz="UTC"),
+                "session_id": r[6] if len(r) > 6 else None,
+                "category": r[5] if len(r) > 5 else "c1",
+                "price": r[4] if len(r) > 4 else 10.0,
+                "quantity": 1,
+            }
+        )
+    frame = pd.DataFrame(records)
+    from shopsight.schema import EVENT_TYPES
+    from shopsight.sessions import assign_sessions
+
+    frame["event_type"] = pd.Categorical(frame["event_type"], categories=list(EVENT_TYPES))
+    for col in ("user_id", "item_id", "category", "session_id"):
+        frame[col] = frame[col].astype("string")
+    frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
+    frame["session_id"] = assign_sessions(frame)
+    return frame

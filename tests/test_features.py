@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopsight.config import FeatureParams
+from shopsight.features import build_user_features, feature_columns, plan_cutoffs, purchase_labels
+from tests.conftest import make_events
+
+PARAMS = FeatureParams(windows_days=[7, 28], horizon_days=7, cutoff_step_days=7, n_train_cutoffs=3)
+CUTOFF = pd.Timestamp("2026-02-01", tz="UTC")
+
+
+@pytest.fixture
+def events():
+    return make_events(
+        [
+            ("a", "i1", "view", "2026-01-31 10:00", 10.0, "c1"),
+            ("a", "i1", "cart", "2026-01-31 10:02", 10.0, "c1"),
+            ("a", "i1", "purchase", "2026-01-31 10:05", 10.0, "c1"),
+            ("a", "i2", "view", "2026-01-10 09:00", 30.0, "c2"),
+            ("b", "i3", "view", "2026-01-20 12:00", 5.0, "c1"),
+            ("b", "i3", "view", "2026-01-20 12:10", 5.0, "c1"),
+            ("c", "i1", "view", "2025-11-01 12:00", 5.0, "c1"),  # outside the 28-day look-back
+            ("a", "i9", "purchase", "2026-02-03 12:00", 99.0, "c3"),  # after the cutoff: label only
+        ]
+    )
+
+
+def test_counts_windows_recency_and_rates(events):
+    f = build_user_features(events, CUTOFF, PARAMS)
+    assert list(f.columns) == feature_columns([7, 28])
+    assert set(f.index) == {"a", "b"}, "only users active in the look-back window"
+    a, b = f.loc["a"], f.loc["b"]
+    assert (a["views_7d"], a["views_28d"], a["purchases_7d"], a["carts_28d"]) == (1, 2, 1, 1)
+    assert a["revenue_7d"] == pytest.approx(10.0)
+    assert a["sessions_28d"] == 2 and b["sessions_28d"] == 1
+    assert a["distinct_items"] == 2 and a["distinct_categories"] == 2
+    assert a["recency_days"] == pytest.approx((CUTOFF - pd.Timestamp("2026-01-31 10:05", tz="UTC")) / pd.Timedelta(days=1))
+    assert b["purchase_recency_days"] == 29, "no purchase -> look-back + 1"
+    assert b["views_7d"] == 0 and b["views_28d"] == 2
+    assert a["mean_view_price"] == pytest.approx(20.0)
+
+
+def test_events_after_the_cutoff_never_change_features(events):
+    before = build_user_features(events, CUTOFF, PARAMS)
+    later = pd.concat([events, make_events([("b", "i7", "purchase", "2026-02-01 00:00:01")])], ignore_index=True)
+    after = build_user_features(later, CUTOFF, PARAMS)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_labels_come_from_the_horizon_only(events):
+    labels = purchase_labels(events, CUTOFF, 7)
+    assert labels.to_dict() == {"a": 1}
+    assert purchase_labels(events, CUTOFF, 1).empty
+
+
+def test_cutoff_plan_keeps_label_windows_apart():
+    plan = plan_cutoffs(pd.Timestamp("2026-04-01", tz="UTC"), PARAMS)
+    h = pd.Timedelta(days=PARAMS.horizon_days)
+    assert plan["test"][0] + h <= pd.Timestamp("2026-04-01", tz="UTC")
+    assert plan["valid"][0] + h <= plan["test"][0]
+    assert max(plan["train"]) + h <= plan["valid"][0]
+    assert len(plan["train"]) == 3 and plan["train"] == sorted(plan["train"])
+
+
+def test_empty_window_gives_empty_frame_with_columns(events):
+    f = build_user_features(events, pd.Timestamp("2020-01-01", tz="UTC"), PARAMS)
+    assert f.empty and list(f.columns) == feature_columns([7, 28])
+    assert np.all(np.isfinite(build_user_features(events, CUTOFF, PARAMS).to_numpy()))
