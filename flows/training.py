@@ -89,7 +89,7 @@ def _print_summary(result: dict, project_dir: Path) -> None:
     print(f"  plots:          {project_dir / paths.PROPENSITY_PLOTS}/roc.png, history.png  (`dvc plots show`)")
     print(f"  ingest report:  {project_dir / paths.INGEST_REPORT}; rejects: {project_dir / paths.REJECTS}")
     print(f"  model:          {reg['tag']} ({reg['status']}) in the BentoML store at {bentoml_home()}  (`shopsight models list`)")
-    print(f"  drift report:   {result['drift']['html']}  -> {result['drift']['decision']} ({result['drift']['reason']})")
+    print(f"  drift report:   {project_dir / result['drift']['html']}  -> {result['drift']['decision']} ({result['drift']['reason']})")
     print("  serve it:       make serve   (then POST to http://127.0.0.1:3000/predict_propensity)")
 
 

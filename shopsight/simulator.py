@@ -303,14 +303,15 @@ class _World:
         s = p.drift_strength
         self.drift_info: dict = {"scenario": p.drift_scenario, "start_day": self.drift_day}
         if p.drift_scenario == "new_traffic_source":
-            self.arrival_mult[after] = 1 + 4.0 * s
+            self.arrival_mult[after] = 1 + 2.5 * s
         elif p.drift_scenario == "price_increase":
-            c = int(np.argmax(self.cat_base))
+            c = int(np.argmax(self.cat_base * self.cat_ref_price))  # the category with the largest spend
             self.price_mult[after, c] = 1 + 0.4 * s
             self.drift_info["category"] = int(c)
         elif p.drift_scenario == "category_shift":
-            cats = np.argsort(self.cat_base)[: max(2, C // 4)]  # interest moves to (formerly) niche categories
-            self.interest_log[:, cats] += (np.log1p(4.0 * s) * ramp)[:, None]
+            # interest moves to mid-popularity categories (not the leaders), so the category mix changes visibly
+            cats = np.argsort(-self.cat_base)[2 : 2 + max(1, C // 4)]
+            self.interest_log[:, cats] += (np.log1p(3.0 * s) * ramp)[:, None]
             self.drift_info["categories"] = [int(c) for c in cats]
         elif p.drift_scenario == "seasonal_peak":
             self.session_mult *= 1 + 0.6 * s * ramp

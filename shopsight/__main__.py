@@ -1,0 +1,3 @@
+from shopsight.cli import app
+
+app(prog_name="shopsight")
