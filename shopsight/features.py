@@ -131,7 +131,7 @@ def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[p
     valid - horizon. Label windows of earlier splits end before the next split's cutoff.
     """
     h = params.horizon_days
-    test = (pd.Timestamp(t_end) - h * DAY).floor("D")
+    test = pd.Timestamp(t_end).ceil("D") - h * DAY
     valid = test - h * DAY
     last_train = valid - h * DAY
     train = [last_train - k * params.cutoff_step_days * DAY for k in range(params.n_train_cutoffs)][::-1]

@@ -55,12 +55,26 @@ def iter_source_chunks(params: Params) -> tuple[str, Iterator[pd.DataFrame]]:
     if data.source == "synthetic":
         from shopsight.simulator import generate_shop
 
-        result = generate_shop(data.synthetic, paths.SYNTHETIC_DIR)
+        result = generate_shop(simulator_params_for_pipeline(params), paths.SYNTHETIC_DIR)
         events_path = Path(result.events_path)
         return str(events_path), _iter_parquet(events_path, data.chunksize, delete_after=True)
     from shopsight.sources import read_source
 
     return str(data.path), read_source(data.source, data.path, chunksize=data.chunksize, options=data.options)
+
+
+def simulator_params_for_pipeline(params: Params):
+    """Simulator params whose ground truth lines up with the pipeline: truth at every planned cutoff,
+    over the features' horizon (so evaluation can put the oracle next to the models)."""
+    from shopsight.features import plan_cutoffs
+
+    sim = params.data.synthetic
+    end = pd.Timestamp(sim.start_date, tz="UTC") + pd.Timedelta(days=sim.days)
+    update: dict = {"horizon_days": params.features.horizon_days}
+    if sim.truth_cutoffs is None:
+        cutoffs = sorted({c for cs in plan_cutoffs(end, params.features).values() for c in cs})
+        update["truth_cutoffs"] = [c.strftime("%Y-%m-%d") for c in cutoffs if c > pd.Timestamp(sim.start_date, tz="UTC")]
+    return sim.model_copy(update=update)
 
 
 def _iter_parquet(path: Path, chunksize: int, delete_after: bool = False) -> Iterator[pd.DataFrame]:

@@ -613,12 +613,16 @@ def _materialise(w: _World, us: _Users, rng: np.random.Generator, s_user, s_day,
 
 
 def _sample_taste_categories(w: _World, us: _Users, users: np.ndarray, di: np.ndarray, rng) -> np.ndarray:
-    p = w.p
-    log_boost = w.interest_log[di] + p.promo_interest_effect * w.promo_share_weight[di]
-    wgt = us.theta[users] * np.exp(log_boost)
-    cdf = np.cumsum(wgt, axis=1)
-    u = rng.random(len(users))[:, None] * cdf[:, -1:]
-    return np.minimum((u > cdf).sum(axis=1), w.C - 1)
+    """Draw one category per (user, day index) from that day's taste; looped by day to bound memory."""
+    u = rng.random(len(users))
+    out = np.empty(len(users), dtype=np.int64)
+    order = np.argsort(di, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, di[order][1:] != di[order][:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = order[lo:hi]
+        cdf = np.cumsum(w.taste_on(us.theta[users[sel]], int(di[sel[0]])), axis=1)
+        out[sel] = np.minimum((u[sel, None] > cdf).sum(axis=1), w.C - 1)
+    return out
 
 
 def _session_starts(w: _World, rng, s_user, s_day, duration) -> np.ndarray:
@@ -779,7 +783,8 @@ def generate_shop(params: SimulatorParams, out_dir: str | Path, progress: bool =
     event_types = pa.array(list(EVENT_TYPES))
 
     n_events = n_sessions = n_active_users = 0
-    chunks = range(0, w.n_users_total, p.chunk_users)
+    # users are numbered in arrival order; striding mixes early and late arrivals so chunks are equally heavy
+    n_chunks = max(1, math.ceil(w.n_users_total / p.chunk_users))
     writers = {
         "events": pq.ParquetWriter(paths["events"], EVENTS_SCHEMA, compression="zstd"),
         "purchase": pq.ParquetWriter(paths["purchase"], TRUTH_PURCHASE_SCHEMA, compression="zstd"),
@@ -788,9 +793,9 @@ def generate_shop(params: SimulatorParams, out_dir: str | Path, progress: bool =
     }
     bar = tqdm(total=w.n_users_total, desc="simulating shop", unit="user", disable=not progress)
     try:
-        for ci, lo in enumerate(chunks):
+        for ci in range(n_chunks):
             rng = w.chunk_rng(ci)
-            gids = np.arange(lo, min(lo + p.chunk_users, w.n_users_total))
+            gids = np.arange(ci, w.n_users_total, n_chunks)
             us = _make_users(w, gids, rng)
             s_user, s_day, s_buy, snaps = _simulate_days(w, us, rng, cutoffs)
             ev, steps, S = _materialise(w, us, rng, s_user, s_day, s_buy)

@@ -1,0 +1,90 @@
+"""Ingest end to end on small files in real formats: contract errors, rejects with reasons, dedup, sessions."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from shopsight.config import Params
+from shopsight.ingest import ingest, load_events
+from shopsight.sources import SourceError
+
+HEADER = "uid,sku,action,ts,price\n"
+
+
+def _params(path, **options):
+    return Params.model_validate(
+        {
+            "data": {
+                "source": "generic",
+                "path": str(path),
+                "options": {"columns": {"user_id": "uid", "item_id": "sku", "event_type": "action", "timestamp": "ts"}, **options},
+            }
+        }
+    )
+
+
+def test_bad_rows_go_to_rejects_with_reasons_and_are_counted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = tmp_path / "clicks.csv"
+    csv.write_text(
+        HEADER
+        + "u1,a,view,2026-01-05T10:00:00Z,3.5\n"
+        + "u1,a,view,2026-01-05T10:00:00Z,3.5\n"  # exact duplicate: removed and counted
+        + "u1,b,purchase,2026-01-05T10:10:00Z,9\n"
+        + "u1,c,view,2026-01-05T12:00:00Z,1\n"  # > 30 minutes later: a new session
+        + "u2,a,teleport,2026-01-05T10:00:00Z,3.5\n"  # unknown event type
+        + "u2,a,view,not-a-time,3.5\n"  # bad timestamp
+        + "u3,a,view,2026-01-06T10:00:00Z,-2\n"  # negative price
+        + ",a,view,2026-01-06T10:00:00Z,1\n"  # missing user
+    )
+    report = ingest(_params(csv))
+    assert (report.rows_in, report.rows_out, report.rejected, report.duplicates_removed) == (8, 3, 4, 1)
+    assert report.rows_in == report.rows_out + report.rejected + report.duplicates_removed
+    assert report.rejects_by_reason == {
+        "unknown event_type (expected one of view, cart, remove_from_cart, favorite, purchase)": 1,
+        "missing or unparseable timestamp": 1,
+        "negative price": 1,
+        "missing user_id": 1,
+    }
+    rejects = pd.read_parquet("data/rejects.parquet")
+    assert sorted(rejects["raw_line"].astype(int)) == [6, 7, 8, 9], "rejects point at the source lines"
+    assert json.loads(open("metrics/ingest.json").read())["rejected"] == 4
+
+    events = load_events()
+    assert str(events["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert events["event_type"].tolist() == ["view", "purchase", "view"]
+    sessions = events.set_index("item_id")["session_id"]
+    assert sessions["a"] == sessions["b"] != sessions["c"], "sessions derived by the 30-minute gap"
+
+
+def test_missing_required_column_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = tmp_path / "clicks.csv"
+    csv.write_text("uid,sku,ts\nu1,a,2026-01-05T10:00:00Z\n")
+    with pytest.raises(SourceError) as err:
+        ingest(_params(csv))
+    assert "clicks.csv" in str(err.value) and "action" in str(err.value)
+
+
+def test_failed_ingest_keeps_previous_events(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "u1,a,view,2026-01-05T10:00:00Z,3.5\n")
+    ingest(_params(good))
+    before = (tmp_path / "data/events.parquet").read_bytes()
+    with pytest.raises(SourceError):
+        ingest(_params(tmp_path / "absent.csv"))
+    assert (tmp_path / "data/events.parquet").read_bytes() == before
+
+
+def test_salted_pseudonymisation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPSIGHT_TEST_SALT", "pepper")
+    csv = tmp_path / "clicks.csv"
+    csv.write_text(HEADER + "alice@example.com,a,view,2026-01-05T10:00:00Z,3.5\n")
+    params = _params(csv)
+    params.ingest.pseudonymise_salt_env = "SHOPSIGHT_TEST_SALT"
+    ingest(params)
+    uid = load_events()["user_id"].iloc[0]
+    assert "alice" not in uid and len(uid) == 16
