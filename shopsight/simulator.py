@@ -311,7 +311,7 @@ class _World:
         elif p.drift_scenario == "category_shift":
             # interest moves to mid-popularity categories (not the leaders), so the category mix changes visibly
             cats = np.argsort(-self.cat_base)[2 : 2 + max(1, C // 4)]
-            self.interest_log[:, cats] += (np.log1p(3.0 * s) * ramp)[:, None]
+            self.interest_log[:, cats] += (np.log1p(4.0 * s) * ramp)[:, None]
             self.drift_info["categories"] = [int(c) for c in cats]
         elif p.drift_scenario == "seasonal_peak":
             self.session_mult *= 1 + 0.6 * s * ramp

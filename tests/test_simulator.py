@@ -153,14 +153,14 @@ def test_sequential_dependence_and_repeat_purchases(base, tmp_path):
         b = frame[frame.event_type == "purchase"]
         return b.duplicated(["user_id", "item_id"]).mean()
 
+    small = {**BASE, "n_users": 600, "days": 56}
     off = generate_shop(
-        SimulatorParams(**{**BASE, "n_users": 600, "days": 56}, sequential_dependence=0.0, complement_prob=0.0, repeat_purchase=0.0),
-        tmp_path,
-        progress=False,
+        SimulatorParams(**small, sequential_dependence=0.0, complement_prob=0.0, repeat_purchase=0.0), tmp_path / "off", progress=False
     )
+    loyal = generate_shop(SimulatorParams(**small, repeat_purchase=0.7), tmp_path / "loyal", progress=False)
     oe = _read(off.events_path)
-    assert same_category_rate(ev) > same_category_rate(oe) + 0.3
-    assert repeat_share(ev) > repeat_share(oe) + 0.05
+    assert same_category_rate(ev) > same_category_rate(oe) + 0.2
+    assert repeat_share(_read(loyal.events_path)) > repeat_share(oe) + 0.1
 
 
 def test_promotions_raise_conversion(base):
@@ -253,7 +253,7 @@ def test_drift_category_shift(drift_runs):
     _, none = drift_runs["none"]
     assert _mix_shift(stats) > 2 * _mix_shift(none) and _mix_shift(stats) > 0.1
     cats = [f"c{c:02d}" for c in json.loads(Path(result.summary_path).read_text())["drift"]["categories"]]
-    assert stats["post"]["mix"].reindex(cats).sum() > 1.5 * stats["pre"]["mix"].reindex(cats).fillna(0).sum()
+    assert stats["post"]["mix"].reindex(cats).sum() > 1.3 * stats["pre"]["mix"].reindex(cats).fillna(0).sum()
 
 
 def test_drift_seasonal_peak(drift_runs):
