@@ -1,14 +1,19 @@
-"""Prefect flow: run the DVC pipeline, register the propensity model, report drift.
+"""Prefect flow: run the DVC pipeline stage by stage, gate and register each task's model, build the bento.
 
-Runs without a Prefect server (a temporary local API starts): `python -m flows.training`.
+Runs without a Prefect server (a temporary local API starts): `python -m flows.training`. The stages come
+from dvc.yaml through DVC's own graph (shopsight.orchestration.pipeline_stages), each runs as its own task
+(`dvc repro --single-item`, so DVC's cache still skips unchanged stages) with retries for transient failures.
+A failed stage stops the run before any registration; a challenger that fails the gate is registered but
+the champion stays. Deployments (weekly, on demand) are in flows/deploy.py.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -17,79 +22,146 @@ from prefect.artifacts import create_markdown_artifact
 from shopsight import paths
 from shopsight.config import PROJECT_ROOT, load_params
 
-
-def _dvc(*args: str, cwd: Path) -> None:
-    logger = get_run_logger()
-    cmd = [sys.executable, "-m", "dvc", *args]
-    logger.info("running %s in %s", " ".join(cmd[2:]), cwd)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            print(line, flush=True)  # DVC/Keras progress stays visible on the console and in the flow logs
-    if proc.wait() != 0:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed with exit code {proc.returncode} in {cwd}; see the log above")
+# One entry per task: (task name, "module:function" that registers its trained model). Each function takes the
+# Params, runs in the project directory, and returns a shopsight.registry.Registration. Add a task here.
+REGISTRATIONS: list[tuple[str, str]] = [
+    ("propensity", "shopsight.pipeline:register_propensity"),
+]
 
 
-@task(name="dvc-repro", retries=1, retry_delay_seconds=5)
-def reproduce_pipeline(project_dir: str) -> dict:
-    """`dvc repro`: unchanged stages are skipped from DVC's cache."""
-    _dvc("repro", cwd=Path(project_dir))
-    return json.loads((Path(project_dir) / paths.PROPENSITY_METRICS).read_text())
-
-
-@task(name="register-propensity")
-def register_propensity_model(project_dir: str, params_file: str) -> dict:
-    from shopsight.pipeline import register_propensity
-
+@contextmanager
+def _working_dir(path: str | Path) -> Iterator[None]:
     cwd = os.getcwd()
-    os.chdir(project_dir)
+    os.chdir(path)
     try:
-        reg = register_propensity(load_params(params_file))
+        yield
     finally:
         os.chdir(cwd)
-    get_run_logger().info("registered %s as %s (%s)", reg.tag, reg.status, reg.reason)
-    return {"tag": reg.tag, "status": reg.status, "reason": reg.reason}
 
 
-@task(name="drift-summary")
-def read_drift_summary(project_dir: str) -> dict:
-    return json.loads((Path(project_dir) / paths.PIPELINE_DRIFT_DIR / "drift_summary.json").read_text())
+@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10)
+def run_dvc_stage(project_dir: str, stage: str) -> dict:
+    """One DVC stage (`dvc repro --single-item`): skipped by DVC when nothing it depends on changed."""
+    from shopsight.orchestration import run_stage
+
+    logger = get_run_logger()
+    result = run_stage(project_dir, stage, on_line=logger.info)
+    logger.info("stage %s %s in %.1fs", stage, "ran" if result.ran else "unchanged (skipped by DVC)", result.seconds)
+    return {"stage": stage, "ran": result.ran, "seconds": round(result.seconds, 2)}
+
+
+@task(name="register", task_run_name="register-{task_name}")
+def register_task_model(task_name: str, target: str, project_dir: str, params_file: str) -> dict:
+    """Gate the challenger against the champion, register it, promote it only if it passes."""
+    module, func = target.split(":")
+    with _working_dir(project_dir):
+        reg = getattr(importlib.import_module(module), func)(load_params(params_file))
+    get_run_logger().info("%s: %s -> %s (%s)", task_name, reg.tag, reg.status, reg.reason)
+    table = reg.decision.markdown() if reg.decision is not None else ""
+    return {"task": task_name, "tag": reg.tag, "status": reg.status, "reason": reg.reason, "promoted": reg.promoted,
+            "registered": reg.registered, "comparison": table}
+
+
+@task(name="build-bento")
+def build_bento_task(project_dir: str) -> str:
+    from shopsight.packaging import build_bento
+
+    with _working_dir(project_dir):
+        return build_bento(Path(project_dir))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _comparison_markdown(reason: str, stages: list[dict], registrations: list[dict], bento: str | None) -> str:
+    lines = [f"## shopsight training run\n\nTrigger: {reason}\n", "| stage | result | seconds |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {'ran' if s['ran'] else 'unchanged'} | {s['seconds']} |" for s in stages]
+    for reg in registrations:
+        lines.append(f"\n### {reg['task']}: {reg['tag']} -> **{reg['status']}**\n\n{reg['reason']}\n")
+        if reg["comparison"]:
+            lines.append(reg["comparison"])
+    lines.append(f"\nBento: {bento or 'not rebuilt (no champion changed)'}")
+    return "\n".join(lines)
 
 
 @flow(name="shopsight-training", log_prints=False)
-def training_flow(project_dir: str = str(PROJECT_ROOT), params_file: str = "params.yaml") -> dict:
-    """dvc repro -> register (champion gate) -> drift summary; publishes a Markdown artifact with the results."""
-    metrics = reproduce_pipeline(project_dir)
-    registration = register_propensity_model(project_dir, params_file)
-    drift = read_drift_summary(project_dir)
-    rows = "\n".join(f"| {name} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} |" for name, m in metrics["test"].items())
-    create_markdown_artifact(
-        key="propensity-evaluation",
-        markdown=(
-            f"## Purchase propensity (test cutoff {metrics['test_cutoff']})\n\n| model | ROC-AUC | PR-AUC |\n|---|---|---|\n{rows}\n\n"
-            f"Registered **{registration['tag']}** as {registration['status']}: {registration['reason']}.\n\n"
-            f"Drift: {drift['reason']} -> **{drift['decision']}**."
-        ),
-    )
-    return {"metrics": metrics, "registration": registration, "drift": drift}
+def training_flow(
+    project_dir: str = str(PROJECT_ROOT),
+    params_file: str = "params.yaml",
+    reason: str = "manual run",
+    tasks: list[str] | None = None,
+    build_bento: bool | None = None,
+    dry_run: bool = False,
+) -> dict:
+    """DVC stages (graph order) -> gate + register each task's model -> bento -> comparison artifact.
+
+    `tasks` limits the registrations (None = all of REGISTRATIONS); `build_bento` None follows params.yaml;
+    `dry_run` only reports the stage plan (for checking a deployment end to end without training).
+    """
+    from shopsight.orchestration import pipeline_stages
+    from shopsight.registry import rollback
+
+    logger = get_run_logger()
+    project = Path(project_dir)
+    params = load_params(project / params_file)
+    orch = params.orchestration
+    plan = pipeline_stages(project)
+    logger.info("trigger: %s; stages in DVC graph order: %s", reason, [s.name for s in plan])
+    if dry_run:
+        return {"reason": reason, "dry_run": True, "stages": [s.name for s in plan]}
+
+    stage_task = run_dvc_stage.with_options(retries=orch.stage_retries, retry_delay_seconds=orch.stage_retry_delay_seconds)
+    stages = [stage_task(project_dir, s.name) for s in plan]  # sequential: DVC holds one repo lock at a time
+
+    registrations = [
+        register_task_model(name, target, project_dir, params_file)
+        for name, target in REGISTRATIONS
+        if tasks is None or name in tasks
+    ]
+    promoted = [r for r in registrations if r["promoted"]]
+    bento = None
+    if promoted and (orch.build_bento if build_bento is None else build_bento):
+        try:
+            bento = build_bento_task(project_dir)
+        except Exception:
+            # The new champions are not packaged: reinstate the previous ones so serving stays consistent.
+            for reg in promoted:
+                rollback(reg["task"], reason=f"bento build failed after promoting {reg['tag']}")
+            raise
+    create_markdown_artifact(key="training-comparison", markdown=_comparison_markdown(reason, stages, registrations, bento))
+
+    by_task = {r["task"]: r for r in registrations}
+    return {
+        "reason": reason,
+        "stages": stages,
+        "registrations": by_task,
+        "registration": by_task.get("propensity"),
+        "metrics": _read_json(project / paths.PROPENSITY_METRICS),
+        "drift": _read_json(project / paths.PIPELINE_DRIFT_DIR / "drift_summary.json"),
+        "bento": bento,
+    }
 
 
 def _print_summary(result: dict, project_dir: Path) -> None:
     from shopsight.registry import bentoml_home
 
-    test = result["metrics"]["test"]
-    reg = result["registration"]
     print("\n=== shopsight demo: results ===")
-    for name, m in test.items():
-        print(f"  {name:<22} test ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}")
+    ran = [s["stage"] for s in result["stages"] if s["ran"]]
+    print(f"  stages run:     {ran or 'none (all unchanged)'}")
+    if result.get("metrics"):
+        for name, m in result["metrics"]["test"].items():
+            print(f"  {name:<22} test ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}")
     print(f"  metrics:        {project_dir / paths.PROPENSITY_METRICS}  (also `dvc metrics show`)")
     print(f"  plots:          {project_dir / paths.PROPENSITY_PLOTS}/roc.png, history.png  (`dvc plots show`)")
     print(f"  ingest report:  {project_dir / paths.INGEST_REPORT}; rejects: {project_dir / paths.REJECTS}")
-    print(f"  model:          {reg['tag']} ({reg['status']}) in the BentoML store at {bentoml_home()}  (`shopsight models list`)")
-    print(f"  drift report:   {project_dir / result['drift']['html']}  -> {result['drift']['decision']} ({result['drift']['reason']})")
+    for reg in result["registrations"].values():
+        print(f"  model:          {reg['tag']} ({reg['status']}: {reg['reason']})")
+    print(f"  model store:    {bentoml_home()}  (`shopsight models list`)")
+    if result.get("bento"):
+        print(f"  bento:          {result['bento']}")
+    if result.get("drift"):
+        print(f"  drift report:   {project_dir / result['drift']['html']}  -> {result['drift']['decision']} ({result['drift']['reason']})")
     print("  serve it:       make serve   (then POST to http://127.0.0.1:3000/predict_propensity)")
 
 

@@ -95,16 +95,56 @@ def register(params: Path = ParamsOpt) -> None:
 
 
 @models_app.command("list")
-def models_list(task: str = typer.Option(None, help="only this task")) -> None:
-    """All registered versions with status and score."""
+def models_list(
+    task: str = typer.Option(None, help="only this task"),
+    as_json: bool = typer.Option(False, "--json", help="print every field (metrics, full lineage) as JSON"),
+) -> None:
+    """All registered versions per task: status (champion/challenger/retired), test metrics, lineage."""
     from shopsight.registry import list_models
 
+    rows = list_models(task)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
     table = Table(title="shopsight models")
-    for col in ("task", "tag", "status", "main_metric", "score", "registered_at"):
+    for col in ("task", "tag", "status", "test metrics", "git revision", "data hash", "trained at", "gate"):
         table.add_column(col)
-    for row in list_models(task):
-        table.add_row(*(str(row.get(c, "")) for c in ("task", "tag", "status", "main_metric", "score", "registered_at")))
+    for row in rows:
+        lineage = row.get("lineage", {})
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {row["main_metric"]: row["score"]}).items())
+        table.add_row(
+            row["task"], row["tag"], row["status"], metrics, str(lineage.get("git_revision", ""))[:12],
+            str(lineage.get("data_hash", ""))[:16], str(lineage.get("trained_at", "")), str(row.get("gate", "")),
+        )
     console.print(table)
+
+
+def _registry_call(fn, *args):
+    from shopsight.registry import RegistryError
+
+    try:
+        return fn(*args)
+    except RegistryError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@models_app.command("promote")
+def models_promote(tag: str = typer.Argument(..., help="<task>:<version> from `shopsight models list`")) -> None:
+    """Make a registered version its task's champion (the current champion is retired)."""
+    from shopsight.registry import promote
+
+    previous = _registry_call(promote, tag)
+    console.print(f"{tag} is now the champion (was {previous or 'none'})")
+
+
+@models_app.command("rollback")
+def models_rollback(task: str = typer.Argument(..., help="task name, e.g. propensity")) -> None:
+    """Reinstate the previous champion of TASK (the current one is retired)."""
+    from shopsight.registry import rollback
+
+    tag = _registry_call(rollback, task)
+    console.print(f"{task}: rolled back to {tag}")
 
 
 @app.command()

@@ -79,10 +79,22 @@ class PropensityParams(_Section):
 class GateParams(_Section):
     metric: str = "roc_auc"
     min_improvement: float = Field(0.0, description="challenger must beat the champion by at least this much")
+    max_regression: float | None = Field(
+        0.02, ge=0, description="no other test metric may get worse by more than this (absolute); null = not enforced"
+    )
+    guard_metrics: list[str] | None = Field(None, description="metrics that may not regress; null = every other metric both report")
+    lower_is_better: list[str] = Field(
+        default_factory=lambda: ["log_loss", "brier", "ece", "wape", "mase", "mae", "rmse"],
+        description="metrics where a decrease is an improvement",
+    )
 
 
 class RegistryParams(_Section):
     gate: GateParams = Field(default_factory=GateParams)
+    tasks: dict[str, GateParams] = Field(default_factory=dict, description="per-task gate (replaces `gate` for that task)")
+
+    def gate_for(self, task: str) -> GateParams:
+        return self.tasks.get(task, self.gate)
 
 
 class DriftParams(_Section):
@@ -103,6 +115,31 @@ class ServingParams(_Section):
     max_latency_ms: int = Field(1000, gt=0)
 
 
+class DaskParams(_Section):
+    address: str | None = Field(None, description="scheduler of an existing Dask cluster; null = a LocalCluster (env SHOPSIGHT_DASK_ADDRESS wins)")
+    n_workers: int = Field(2, gt=0, description="LocalCluster workers")
+    threads_per_worker: int = Field(1, gt=0)
+
+
+class OrchestrationParams(_Section):
+    retrain_cron: str = Field("0 3 * * 1", description="weekly retraining deployment (cron, in `timezone`)")
+    monitoring_cron: str = Field("0 6 * * 1", description="weekly monitoring deployment")
+    timezone: str = "UTC"
+    stage_retries: int = Field(2, ge=0, description="retries of a failed DVC stage (transient failures)")
+    stage_retry_delay_seconds: float = Field(10.0, ge=0)
+    build_bento: bool = Field(True, description="build the bento when a champion changed")
+    dask: DaskParams = Field(default_factory=DaskParams)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="hyperparameter grid for flows/sweep.py: dotted params key -> values"
+    )
+
+
+class TrainingParams(_Section):
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="tf.distribute strategy: none | mirrored (GPUs of one host) | multi_worker (TF_CONFIG)"
+    )
+
+
 class Params(_Section):
     data: DataParams = Field(default_factory=DataParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
@@ -111,6 +148,8 @@ class Params(_Section):
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
     serving: ServingParams = Field(default_factory=ServingParams)
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
+    training: TrainingParams = Field(default_factory=TrainingParams)
 
 
 class ConfigError(ValueError):

@@ -13,10 +13,8 @@ from shopsight.config import Params
 def run_features(params: Params) -> dict[str, Any]:
     """events.parquet -> data/features/propensity.parquet (user x cutoff rows with label and split)."""
     from shopsight.features import build_propensity_dataset
-    from shopsight.ingest import load_events
 
-    events = load_events(paths.EVENTS)
-    dataset = build_propensity_dataset(events, params.features)
+    dataset = build_propensity_dataset(paths.EVENTS, params.features)
     paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     dataset.to_parquet(paths.PROPENSITY_FEATURES, index=False)
     summary = dataset.groupby("split")["label"].agg(["size", "mean"]).round(4)
@@ -27,8 +25,15 @@ def register_propensity(params: Params, model_dir: Path = paths.PROPENSITY_DIR):
     """Register the trained propensity MLP with its test metrics and lineage; the gate decides champion."""
     from shopsight.registry import register_model
 
+    import pandas as pd
+
+    from shopsight.features import feature_columns
+
     metrics = json.loads(paths.PROPENSITY_METRICS.read_text())
-    gate = params.registry.gate
+    gate = params.registry.gate_for("propensity")
+    # The drift reference travels with the model: the training-split features it was fit on.
+    features = pd.read_parquet(paths.PROPENSITY_FEATURES)
+    reference = features.loc[features["split"] == "train", ["cutoff", "user_id", *feature_columns(params.features.windows_days)]]
     return register_model(
         "propensity",
         model_dir,
@@ -36,6 +41,7 @@ def register_propensity(params: Params, model_dir: Path = paths.PROPENSITY_DIR):
         {"propensity": params.propensity.model_dump(), "features": params.features.model_dump()},
         main_metric=gate.metric,
         model_key="mlp",
-        min_improvement=gate.min_improvement,
+        gate=gate,
+        reference=reference,
         lineage={"reference_features": str(paths.PROPENSITY_FEATURES), "reference_split": "train"},
     )

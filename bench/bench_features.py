@@ -1,0 +1,81 @@
+"""Feature stage speed: user features at all planned cutoffs (with labels) over ~10M simulated events,
+as a ratio against one DuckDB `GROUP BY user_id` aggregate pass over the same Parquet file.
+
+    python bench/bench_features.py [--events 10000000] [--quick]
+
+Target (issue 3): ratio <= 3x, peak memory < 4 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def generate(events: int, out: Path) -> None:
+    """Simulate in a child process so its memory does not count against the feature stage."""
+    code = textwrap.dedent(
+        f"""
+        from shopsight.simulator import SimulatorParams, generate_shop
+        pilot = generate_shop(SimulatorParams(n_users=2000), {str(out / 'pilot')!r}, progress=False)
+        n_users = max(200, round(2000 * {events} / pilot.n_events))
+        r = generate_shop(SimulatorParams(n_users=n_users), {str(out / 'sim')!r}, progress=False)
+        print(r.n_events, r.n_users)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    n_events, n_users = done.stdout.split()
+    print(f"data: {int(n_events):,} events, {int(n_users):,} users")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--quick", action="store_true", help="1M events")
+    args = ap.parse_args()
+    n = 1_000_000 if args.quick else args.events
+
+    from shopsight.config import FeatureParams
+    from shopsight.feature_sql import connection
+    from shopsight.features import build_propensity_dataset
+
+    with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
+        tmp = Path(tmp)
+        generate(n, tmp)
+        events = tmp / "sim" / "events.parquet"
+        con = connection()
+        con.execute(f"SELECT count(*) FROM read_parquet('{events}')").fetchone()  # warm the file cache for both
+
+        t0 = time.perf_counter()
+        con.execute(
+            f"""COPY (SELECT user_id, count(*) AS n, count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
+                        sum(price) AS spend, min(timestamp) AS first, max(timestamp) AS last, count(DISTINCT item_id) AS items
+                      FROM read_parquet('{events}') GROUP BY user_id) TO '{tmp / "baseline.parquet"}' (FORMAT PARQUET)"""
+        )
+        baseline_s = time.perf_counter() - t0
+
+        params = FeatureParams()
+        t0 = time.perf_counter()
+        dataset = build_propensity_dataset(events, params)
+        dataset.to_parquet(tmp / "features.parquet", index=False)
+        features_s = time.perf_counter() - t0
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"duckdb GROUP BY user_id pass: {baseline_s:.2f} s")
+    print(f"feature stage ({dataset['cutoff'].nunique()} cutoffs, {len(dataset):,} user-cutoff rows, "
+          f"{len(dataset.columns)} columns): {features_s:.2f} s")
+    print(f"ratio feature stage / duckdb group-by: {features_s / baseline_s:.2f}x (target <= 3x)")
+    print(f"peak RSS of this process: {peak:,.0f} MiB (target < 4096 MiB)")
+
+
+if __name__ == "__main__":
+    main()

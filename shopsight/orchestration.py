@@ -1,0 +1,125 @@
+"""Orchestration helpers: the DVC stage graph (read from DVC itself), running one stage, the Dask task runner.
+
+The Prefect flows in flows/ wire these; the stage list is never written by hand a second time: it comes from
+dvc.yaml through DVC's own index, so a stage added to dvc.yaml shows up in the training flow by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
+
+    from shopsight.config import DaskParams
+
+DASK_ADDRESS_ENV = "SHOPSIGHT_DASK_ADDRESS"
+
+
+@dataclass(frozen=True)
+class StageNode:
+    name: str  # DVC's address: `train_propensity`, `train@churn` for foreach stages, `sub/dvc.yaml:stage` in subdirs
+    upstream: tuple[str, ...]  # stages whose outputs it depends on
+
+
+@dataclass(frozen=True)
+class StageRun:
+    name: str
+    ran: bool  # False when DVC found the stage unchanged and skipped it
+    seconds: float
+    log_tail: str
+
+
+class StageFailed(RuntimeError):
+    """`dvc repro --single-item <stage>` exited non-zero."""
+
+
+def pipeline_stages(project_dir: Path | str) -> list[StageNode]:
+    """The pipeline's stages in an order DVC can run them (every stage after its upstream stages).
+
+    Read from dvc.yaml through DVC's index graph; ties keep the order of dvc.yaml. Stages without a command
+    (`.dvc` files of imported data) are left out: there is nothing to run.
+    """
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(project_dir)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        position = {s.addressing: i for i, s in enumerate(stages)}
+        runnable = graph.subgraph([s for s in graph if getattr(s, "cmd", None)]).reverse(copy=True)
+        order = nx.lexicographical_topological_sort(runnable, key=lambda s: position.get(s.addressing, len(position)))
+        return [StageNode(s.addressing, tuple(sorted(d.addressing for d in graph.successors(s) if getattr(d, "cmd", None)))) for s in order]
+
+
+def _dvc_env() -> dict[str, str]:
+    # The stage commands call `python -m shopsight`: the venv's python must come first on PATH.
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_stage(project_dir: Path | str, stage: str, on_line: Callable[[str], None] = print, force: bool = False) -> StageRun:
+    """`dvc repro --single-item <stage>`: DVC skips it when its deps, params and outs are unchanged.
+
+    Each output line goes to `on_line` (the Prefect logger in the flow). Raises StageFailed on a non-zero exit.
+    """
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage, *(["--force"] if force else [])]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=project_dir, env=_dvc_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for raw in proc.stdout:
+        line = raw.rstrip()
+        if line:
+            lines.append(line)
+            on_line(line)
+    code = proc.wait()
+    tail = "\n".join(lines[-40:])
+    if code != 0:
+        raise StageFailed(f"stage {stage!r}: `dvc repro --single-item {stage}` failed with exit code {code} in {project_dir}:\n{tail}")
+    ran = any(line.startswith(f"Running stage '{stage}'") for line in lines)
+    return StageRun(stage, ran, time.perf_counter() - start, tail)
+
+
+def dask_address(params: "DaskParams") -> str | None:
+    """The scheduler to use: $SHOPSIGHT_DASK_ADDRESS, else orchestration.dask.address, else None (LocalCluster)."""
+    return os.environ.get(DASK_ADDRESS_ENV) or params.address
+
+
+def dask_task_runner(params: "DaskParams") -> "DaskTaskRunner":
+    """Prefect's DaskTaskRunner: an existing cluster when an address is configured, else a fresh LocalCluster."""
+    from prefect_dask import DaskTaskRunner
+
+    address = dask_address(params)
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": params.n_workers,
+            "threads_per_worker": params.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,  # no web UI port to collide with in tests or CI
+            "host": "127.0.0.1",
+        },
+    )
+
+
+def distribution_strategy(name: str):
+    """A tf.distribute strategy for `training.distribute`: none (default strategy), mirrored, multi_worker."""
+    import tensorflow as tf
+
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        # Reads the cluster from the TF_CONFIG environment variable (set by the Kubernetes job or the launcher).
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"training.distribute: unknown strategy {name!r}; use none, mirrored or multi_worker")
