@@ -35,7 +35,7 @@ class DataParams(_Section):
 
 
 class IngestParams(_Section):
-    min_timestamp: str = "2000-01-01"
+    min_timestamp: str = "1990-01-01"
     max_timestamp: str = "2100-01-01"
     drop_duplicates: bool = True
     session_gap_minutes: int = Field(30, gt=0)

@@ -51,12 +51,17 @@ def pipeline_stages(project_dir: Path | str) -> list[StageNode]:
     from dvc.repo import Repo
 
     with Repo(str(project_dir)) as repo:
+
+        def address(stage) -> str:  # what `dvc repro --single-item` accepts when run in the project root
+            dvcfile = os.path.relpath(stage.dvcfile.path, repo.root_dir)
+            return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
-        position = {s.addressing: i for i, s in enumerate(stages)}
+        position = {address(s): i for i, s in enumerate(stages)}
         runnable = graph.subgraph([s for s in graph if getattr(s, "cmd", None)]).reverse(copy=True)
-        order = nx.lexicographical_topological_sort(runnable, key=lambda s: position.get(s.addressing, len(position)))
-        return [StageNode(s.addressing, tuple(sorted(d.addressing for d in graph.successors(s) if getattr(d, "cmd", None)))) for s in order]
+        order = nx.lexicographical_topological_sort(runnable, key=lambda s: position.get(address(s), len(position)))
+        return [StageNode(address(s), tuple(sorted(address(d) for d in graph.successors(s) if getattr(d, "cmd", None)))) for s in order]
 
 
 def _dvc_env() -> dict[str, str]:
@@ -113,13 +118,13 @@ def dask_task_runner(params: "DaskParams") -> "DaskTaskRunner":
 
 def distribution_strategy(name: str):
     """A tf.distribute strategy for `training.distribute`: none (default strategy), mirrored, multi_worker."""
+    if name not in ("none", "mirrored", "multi_worker"):
+        raise ValueError(f"training.distribute: unknown strategy {name!r}; use none, mirrored or multi_worker")
     import tensorflow as tf
 
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        # Reads the cluster from the TF_CONFIG environment variable (set by the Kubernetes job or the launcher).
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"training.distribute: unknown strategy {name!r}; use none, mirrored or multi_worker")
+    # multi_worker reads the cluster from the TF_CONFIG environment variable (set by the Kubernetes job or the launcher).
+    return tf.distribute.MultiWorkerMirroredStrategy()

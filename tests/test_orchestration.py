@@ -1,0 +1,215 @@
+"""The DVC graph, single-stage runs, the training flow's retries and gate, and trigger_retrain, on a toy DVC project.
+
+The toy project has real DVC stages that take milliseconds (no TensorFlow), so the whole orchestration path
+(DVC graph -> one Prefect task per stage -> gate -> registry) runs for real in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shopsight import registry
+from shopsight.orchestration import StageFailed, dask_address, pipeline_stages, run_stage
+from tests.conftest import run
+
+TOY_SCRIPT = '''
+import json, pathlib, sys, yaml
+step = sys.argv[1]
+toy = yaml.safe_load(open("toy.yaml"))
+if step == "prepare":
+    pathlib.Path("data.txt").write_text("rows\\n")
+elif step == "flaky":
+    # fails `fail_times` times (counted outside DVC's outputs), then succeeds: a transient failure
+    counter = pathlib.Path("attempts.txt")
+    attempts = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(attempts + 1))
+    if attempts < toy["fail_times"]:
+        sys.exit(f"transient failure {attempts + 1}")
+    pathlib.Path("flaky.txt").write_text("ok")
+elif step == "train":
+    pathlib.Path("model").mkdir(exist_ok=True)
+    pathlib.Path("model/model.bin").write_text(f"score={toy['score']}")
+elif step == "evaluate":
+    score = float(pathlib.Path("model/model.bin").read_text().split("=")[1])
+    pathlib.Path("metrics.json").write_text(json.dumps({"test": {"toy": {"roc_auc": score, "log_loss": 0.5}}}))
+'''
+
+# Listed out of order on purpose: the run order must come from the graph, not from the file.
+TOY_DVC = """
+stages:
+  evaluate:
+    cmd: python toy.py evaluate
+    deps: [toy.py, model]
+    metrics: [{metrics.json: {cache: false}}]
+  train:
+    cmd: python toy.py train
+    deps: [toy.py, data.txt]
+    params: [{toy.yaml: [score]}]
+    outs: [model]
+  flaky:
+    cmd: python toy.py flaky
+    deps: [data.txt]
+    outs: [flaky.txt]
+  prepare:
+    cmd: python toy.py prepare
+    deps: [toy.py]
+    outs: [data.txt]
+"""
+
+
+def register_toy(params):
+    """A registration entry for the toy project (what REGISTRATIONS entries look like for real tasks)."""
+    metrics = json.loads(Path("metrics.json").read_text())
+    task = os.environ["TOY_TASK"]
+    return registry.register_model(
+        task, Path("model"), metrics, {}, main_metric="roc_auc", model_key="toy", gate=params.registry.gate_for(task)
+    )
+
+
+def make_toy_project(root: Path, *, score: float = 0.7, fail_times: int = 0, retries: int = 1) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "toy.py").write_text(TOY_SCRIPT)
+    (root / "dvc.yaml").write_text(TOY_DVC)
+    (root / "toy.yaml").write_text(yaml.safe_dump({"score": score, "fail_times": fail_times}))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({"orchestration": {"stage_retries": retries, "stage_retry_delay_seconds": 0, "build_bento": False},
+                        "registry": {"gate": {"metric": "roc_auc", "min_improvement": 0.01}}})
+    )
+    (root / ".gitignore").write_text("attempts.txt\n")
+    run(["git", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "config", "cache.dir", str(root.parent / f"cache-{root.name}")], root)
+    return root
+
+
+def set_score(project: Path, score: float) -> None:
+    toy = yaml.safe_load((project / "toy.yaml").read_text())
+    (project / "toy.yaml").write_text(yaml.safe_dump({**toy, "score": score}))
+
+
+@pytest.fixture
+def toy(tmp_path) -> Path:
+    return make_toy_project(tmp_path / "toy")
+
+
+@pytest.fixture
+def toy_task(monkeypatch) -> str:
+    task = f"toy{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("TOY_TASK", task)
+    import flows.training
+
+    monkeypatch.setattr(flows.training, "REGISTRATIONS", [("toy", "tests.test_orchestration:register_toy")])
+    return task
+
+
+def test_stage_order_comes_from_the_dvc_graph(toy):
+    stages = pipeline_stages(toy)
+    names = [s.name for s in stages]
+    assert sorted(names) == ["evaluate", "flaky", "prepare", "train"]
+    for stage in stages:
+        for upstream in stage.upstream:
+            assert names.index(upstream) < names.index(stage.name), (upstream, stage.name, names)
+    assert {s.name: s.upstream for s in stages}["evaluate"] == ("train",)
+    assert names[0] == "prepare"
+
+
+def test_run_stage_runs_once_then_dvc_skips_it(toy):
+    lines: list[str] = []
+    first = run_stage(toy, "prepare", on_line=lines.append)
+    assert first.ran and (toy / "data.txt").exists() and any("prepare" in line for line in lines)
+    assert not run_stage(toy, "prepare", on_line=lambda _: None).ran
+    (toy / "toy.yaml").write_text(yaml.safe_dump({"score": 0.7, "fail_times": 5}))
+    with pytest.raises(StageFailed, match="flaky"):
+        run_stage(toy, "flaky", on_line=lambda _: None)
+
+
+def test_dask_address_prefers_the_environment(monkeypatch):
+    from shopsight.config import DaskParams
+
+    monkeypatch.delenv("SHOPSIGHT_DASK_ADDRESS", raising=False)
+    assert dask_address(DaskParams()) is None
+    assert dask_address(DaskParams(address="tcp://10.0.0.1:8786")) == "tcp://10.0.0.1:8786"
+    monkeypatch.setenv("SHOPSIGHT_DASK_ADDRESS", "tcp://127.0.0.1:9999")
+    assert dask_address(DaskParams(address="tcp://10.0.0.1:8786")) == "tcp://127.0.0.1:9999"
+
+
+@pytest.mark.integration
+def test_flow_retries_a_transient_failure_gates_and_leaves_the_champion_on_rejection(tmp_path, toy_task):
+    from flows.training import training_flow
+
+    project = make_toy_project(tmp_path / "p", score=0.70, fail_times=1, retries=1)
+    first = training_flow(project_dir=str(project), reason="test")
+    assert int((project / "attempts.txt").read_text()) == 2, "the flaky stage failed once and was retried"
+    assert {s["stage"] for s in first["stages"] if s["ran"]} == {"prepare", "flaky", "train", "evaluate"}
+    champion = first["registrations"]["toy"]["tag"]
+    assert first["registrations"]["toy"]["promoted"] and registry.champion_tag(toy_task) == champion
+
+    # A no-op rerun: DVC skips every stage and the same model is not registered again.
+    again = training_flow(project_dir=str(project))
+    assert not any(s["ran"] for s in again["stages"])
+    assert not again["registrations"]["toy"]["registered"] and len(registry.list_models(toy_task)) == 1
+
+    # A worse challenger: registered, rejected by the gate, champion untouched.
+    set_score(project, 0.65)
+    worse = training_flow(project_dir=str(project))
+    assert {s["stage"] for s in worse["stages"] if s["ran"]} == {"train", "evaluate"}
+    reg = worse["registrations"]["toy"]
+    assert reg["status"] == "challenger" and not reg["promoted"] and "| roc_auc | main |" in reg["comparison"]
+    assert registry.champion_tag(toy_task) == champion
+
+    # A better one passes the gate.
+    set_score(project, 0.80)
+    better = training_flow(project_dir=str(project))
+    assert better["registrations"]["toy"]["promoted"] and registry.champion_tag(toy_task) != champion
+
+
+@pytest.mark.integration
+def test_a_failing_stage_stops_the_run_before_registration(tmp_path, toy_task):
+    from flows.training import training_flow
+
+    project = make_toy_project(tmp_path / "p", score=0.70)
+    champion = training_flow(project_dir=str(project))["registrations"]["toy"]["tag"]
+    set_score(project, 0.90)  # would win the gate, if the run got that far
+    (project / "toy.yaml").write_text(yaml.safe_dump({"score": 0.90, "fail_times": 99}))
+    (project / "attempts.txt").write_text("0")
+    run([sys.executable, "-m", "dvc", "remove", "flaky"], project)  # forget flaky's output so it has to run again
+    (project / "dvc.yaml").write_text(TOY_DVC)
+    state = training_flow(project_dir=str(project), return_state=True)
+    assert state.is_failed()
+    assert int((project / "attempts.txt").read_text()) == 2, "one try and one retry"
+    assert registry.champion_tag(toy_task) == champion
+    assert [r["tag"] for r in registry.list_models(toy_task)] == [champion]
+
+
+@pytest.mark.integration
+def test_trigger_retrain_without_a_server_runs_the_flow_here(tmp_path, toy_task, monkeypatch):
+    from flows.triggers import trigger_retrain
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    project = make_toy_project(tmp_path / "p")
+    outcome = trigger_retrain("drift: 40% of features drifted", project_dir=str(project))
+    assert outcome.mode == "direct" and outcome.state == "Completed"
+    assert outcome.result["reason"] == "drift: 40% of features drifted"
+    assert registry.champion_tag(toy_task) == outcome.result["registrations"]["toy"]["tag"]
+
+
+@pytest.mark.integration
+def test_dry_run_only_reports_the_plan(toy):
+    from flows.training import training_flow
+
+    result = training_flow(project_dir=str(toy), dry_run=True)
+    assert result["dry_run"] and result["stages"][0] == "prepare" and not (toy / "data.txt").exists()
+
+
+def test_distribution_strategy_rejects_unknown_names():
+    from shopsight.orchestration import distribution_strategy
+
+    with pytest.raises(ValueError, match="training.distribute"):
+        distribution_strategy("ring")
