@@ -153,7 +153,10 @@ def serve(port: int = typer.Option(3000), host: str = typer.Option("127.0.0.1", 
     import subprocess
     import sys
 
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "bentoml", "serve", "service:ShopsightService", "--working-dir", "bentos", "--host", host, "--port", str(port)]))
+    from shopsight.config import PROJECT_ROOT
+
+    cmd = [sys.executable, "-m", "bentoml", "serve", "bentos.service:ShopsightService", "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
 
 
 @app.command("build-bento")
