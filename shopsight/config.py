@@ -71,9 +71,135 @@ class LogisticParams(_Section):
     max_iter: int = Field(2000, gt=0)
 
 
+class CalibrationParams(_Section):
+    method: Literal["platt", "isotonic", "none"] = Field(
+        "platt", description="fit on the validation cutoff: platt (logit scale + bias) | isotonic | none"
+    )
+    n_bins: int = Field(10, ge=2, description="equal-width bins of the reliability plot and the ECE")
+
+
+class GBTParams(_Section):
+    """sklearn HistGradientBoostingClassifier (baseline)."""
+
+    max_iter: int = Field(200, gt=0)
+    learning_rate: float = Field(0.05, gt=0)
+    max_leaf_nodes: int = Field(31, ge=2)
+    min_samples_leaf: int = Field(40, gt=0)
+    l2_regularization: float = Field(1.0, ge=0)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    seed: int = 0
+
+
+class ExplainParams(_Section):
+    ig_steps: int = Field(32, ge=2, description="integrated-gradients path steps (Riemann trapezoid)")
+    top_k: int = Field(3, gt=0, description="top contributing features returned per prediction")
+    global_sample: int = Field(2000, gt=0, description="test rows averaged for the global importance plot")
+
+
 class PropensityParams(_Section):
     mlp: MLPParams = Field(default_factory=MLPParams)
     baseline: LogisticParams = Field(default_factory=LogisticParams)
+    gbt: GBTParams = Field(default_factory=GBTParams)
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
+
+
+class BGNBDFitParams(_Section):
+    time_unit_days: float = Field(7.0, gt=0, description="BG/NBD time unit (weeks, as in the paper)")
+    penalizer: float = Field(0.0, ge=0, description="L2 penalty on the parameters (lifetimes convention)")
+
+
+class ChurnParams(_Section):
+    """Churn warning: users active in the look-back window who have no activity in [T, T + horizon)."""
+
+    horizon_days: int = Field(14, gt=0, description="inactivity window after the cutoff that counts as churn")
+    mlp: MLPParams = Field(default_factory=MLPParams)
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
+    bgnbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
+
+
+class DemandModelParams(_Section):
+    architecture: Literal["cnn", "lstm"] = "cnn"
+    filters: int = Field(32, gt=0, description="Conv1D filters (cnn) or LSTM units (lstm)")
+    kernel_size: int = Field(7, gt=0)
+    hidden_units: int = Field(64, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    batch_size: int = Field(256, gt=0)
+    epochs: int = Field(30, gt=0)
+    patience: int = Field(4, ge=1)
+    seed: int = 7
+
+
+class DemandParams(_Section):
+    """Demand forecast: daily units per item and per category for the next `horizon_days`."""
+
+    horizon_days: int = Field(14, gt=0)
+    input_days: int = Field(28, gt=0, description="days of history in each sliding window")
+    window_step_days: int = Field(1, gt=0, description="stride between training windows")
+    season_days: int = Field(7, gt=0, description="seasonal-naive period and the MASE scale lag")
+    moving_average_days: int = Field(28, gt=0)
+    min_train_units: float = Field(1.0, ge=0, description="item series with fewer units before the validation window are left out of training")
+    plot_top_categories: int = Field(4, gt=0)
+    model: DemandModelParams = Field(default_factory=DemandModelParams)
+
+
+class AudienceParams(_Section):
+    """Campaign audiences written by `shopsight audiences` from the champion models."""
+
+    out_dir: str = "audiences"
+    chunk_users: int = Field(5000, gt=0, description="users scored per chunk (memory stays bounded)")
+    propensity_top_percent: float = Field(10.0, gt=0, le=100, description="top N% by purchase propensity ...")
+    exclude_recent_buyers: bool = Field(True, description="... among users without a purchase in the look-back window")
+    high_value_quantile: float = Field(0.8, ge=0, lt=1, description="high value = look-back revenue at or above this quantile of buyers")
+    churn_min_probability: float = Field(0.5, ge=0, le=1, description="at risk = churn probability at or above this")
+    top_reasons: int = Field(3, gt=0)
+
+
+RecommenderModel = Literal["gru", "lstm", "cnn", "transformer"]
+
+
+class TransformerParams(_Section):
+    depth: int = Field(2, ge=1, description="self-attention blocks")
+    heads: int = Field(2, ge=1)
+    width: int = Field(128, gt=0, description="feed-forward width inside each block")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class CNNParams(_Section):
+    window: int = Field(5, ge=1, description="recent items each position sees (Caser's L)")
+    horizontal_filters: int = Field(16, gt=0, description="filters per height 1..window")
+    vertical_filters: int = Field(4, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class RecommenderParams(_Section):
+    models: list[RecommenderModel] = Field(default_factory=lambda: ["gru", "cnn", "transformer"], min_length=1)
+    event_types: list[Literal["view", "cart", "remove_from_cart", "favorite", "purchase"]] = Field(
+        default_factory=lambda: ["view", "cart", "favorite", "purchase"], min_length=1,
+        description="events that make up a sequence (consecutive repeats of one item collapse)",
+    )
+    max_len: int = Field(50, ge=2, description="most recent items a model sees")
+    embedding_dim: int = Field(64, gt=0)
+    rnn_units: int = Field(64, gt=0, description="GRU/LSTM state size")
+    transformer: TransformerParams = Field(default_factory=TransformerParams)
+    cnn: CNNParams = Field(default_factory=CNNParams)
+    loss: Literal["full", "sampled", "in_batch"] = Field(
+        "full", description="full softmax over the catalogue | sampled softmax (unigram sampler) | in-batch negatives; both with logQ correction"
+    )
+    num_sampled: int = Field(256, gt=0, description="negatives per batch for loss=sampled")
+    epochs: int = Field(8, gt=0)
+    patience: int = Field(2, ge=1, description="early stopping on validation NDCG@10")
+    batch_size: int = Field(128, gt=0, description="sequences per step")
+    learning_rate: float = Field(2e-3, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1, description="embedding dropout")
+    exclude_purchased: bool = Field(False, description="rank without the items the user already bought (evaluation and service default)")
+    xla: bool = Field(False, description="jit-compile the training step")
+    k_max: int = Field(50, ge=20, description="HR@K curve for K=1..k_max; also the largest k /recommend accepts")
+    popularity_window_days: int = Field(7, gt=0, description="most-popular baseline counts events in this window before the cutoff")
+    max_eval_users: int | None = Field(None, gt=0, description="validation users scored per epoch (null = all)")
+    seed: int = 13
 
 
 class GateParams(_Section):
@@ -104,8 +230,38 @@ class DriftParams(_Section):
     max_rows: int = Field(50_000, gt=0, description="rows sampled per side for the report")
 
 
+class StatTestParams(_Section):
+    stattest: str = Field(description="Evidently stat test name, e.g. wasserstein (normed), jensenshannon, psi, ks")
+    threshold: float = Field(gt=0, description="distance at or above it (or p-value below it) = drifted")
+
+
+class DriftPolicyParams(_Section):
+    """When a weekly report starts a retrain (monitoring/policy.py); tuned by bench/bench_drift_policy.py."""
+
+    features: list[str] | None = Field(None, description="model features counted in the drift share; null = all")
+    exclude: list[str] = Field(
+        default_factory=lambda: ["first_seen_days"], description="features never counted (tenure grows with the shop's age)"
+    )
+    numerical: StatTestParams = Field(default_factory=lambda: StatTestParams(stattest="wasserstein", threshold=0.1))
+    categorical: StatTestParams = Field(default_factory=lambda: StatTestParams(stattest="jensenshannon", threshold=0.1))
+    per_column: dict[str, StatTestParams] = Field(default_factory=dict, description="column -> test replacing the per-type one")
+    drift_share: float = Field(0.3, gt=0, le=1, description="share of counted features drifted that triggers")
+    critical: list[str] = Field(
+        default_factory=lambda: ["event_category", "event_price_change"],
+        description="event columns of which one drifted column alone triggers",
+    )
+    reference_event_days: int = Field(28, gt=0, description="events before the champion's last training cutoff used as event reference")
+    price_change_tolerance: float = Field(0.05, ge=0, description="relative price move vs the item's reference price counted as a change")
+    min_rows: int = Field(200, gt=0, description="fewer rows on either side: the source is reported but does not decide")
+    max_rows: int = Field(50_000, gt=0, description="rows sampled per side and source (uniform, seeded)")
+    quality_drop: float = Field(0.05, gt=0, description="ROC-AUC this far below the champion's test ROC-AUC triggers")
+    min_outcomes: int = Field(200, gt=0, description="matured predictions needed before quality can trigger")
+    cooldown_days: float = Field(7.0, ge=0, description="no second retrain trigger within this many days of the last")
+
+
 class MonitoringParams(_Section):
     drift: DriftParams = Field(default_factory=DriftParams)
+    policy: DriftPolicyParams = Field(default_factory=DriftPolicyParams)
 
 
 class ServingParams(_Section):
@@ -145,6 +301,10 @@ class Params(_Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     features: FeatureParams = Field(default_factory=FeatureParams)
     propensity: PropensityParams = Field(default_factory=PropensityParams)
+    churn: ChurnParams = Field(default_factory=ChurnParams)
+    demand: DemandParams = Field(default_factory=DemandParams)
+    audiences: AudienceParams = Field(default_factory=AudienceParams)
+    recommender: RecommenderParams = Field(default_factory=RecommenderParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
     serving: ServingParams = Field(default_factory=ServingParams)

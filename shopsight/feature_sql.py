@@ -49,51 +49,80 @@ def feature_columns(windows_days: list[int]) -> list[str]:
 
 
 def _feature_sql(source: str, windows: list[int], horizon_days: int | None) -> str:
-    lookback = max(windows)
-    largest = windows[-1]
-    aggs: list[str] = []
+    """Day-bucketed rollup: exact for cutoffs a whole number of days apart (one cutoff per call in serving).
+
+    Events go once into (user, day) sums; distinct sessions/items/categories use the "last occurrence before
+    the cutoff" trick (a (user, key, day) row counts when the key's next day is at or after the cutoff), so
+    no COUNT(DISTINCT) runs over events x cutoffs.
+    """
+    L = max(windows)
+    W = windows[-1]
+    ud_aggs = [f"count(*) FILTER (WHERE et = '{e}') AS n_{e}" for e in EVENT_COUNTS]
+    f1 = []
     for w in windows:
         for e in EVENT_COUNTS:
-            aggs.append(f"count(*) FILTER (WHERE event_type = '{e}' AND age < {w})::DOUBLE AS {e}s_{w}d")
-        aggs.append(f"count(DISTINCT session_id) FILTER (WHERE age < {w})::DOUBLE AS sessions_{w}d")
-        aggs.append(f"count(DISTINCT floor(age)) FILTER (WHERE age < {w})::DOUBLE AS active_days_{w}d")
-        aggs.append(
-            f"coalesce(sum(coalesce(price, 0) * quantity) FILTER (WHERE event_type = 'purchase' AND age < {w}), 0)::DOUBLE AS revenue_{w}d"
-        )
-    aggs += [
-        "min(age) AS recency_days",
-        f"coalesce(min(age) FILTER (WHERE event_type = 'purchase'), {lookback + 1})::DOUBLE AS purchase_recency_days",
-        "max(age) AS first_seen_days",
-        "count(DISTINCT item_id)::DOUBLE AS distinct_items",
-        "count(DISTINCT category)::DOUBLE AS distinct_categories",
-        "coalesce(avg(price) FILTER (WHERE event_type = 'view' AND price IS NOT NULL), 0)::DOUBLE AS mean_view_price",
-        f"(count(*) FILTER (WHERE event_type = 'cart' AND age < {largest}))::DOUBLE"
-        f" / (count(*) FILTER (WHERE event_type = 'view' AND age < {largest}) + 1) AS cart_rate",
-        f"(count(*) FILTER (WHERE event_type = 'purchase' AND age < {largest}))::DOUBLE"
-        f" / (count(*) FILTER (WHERE event_type = 'view' AND age < {largest}) + 1) AS purchase_rate",
-        f"count(*)::DOUBLE / greatest(count(DISTINCT session_id) FILTER (WHERE age < {largest}), 1) AS events_per_session",
-    ]
-    label = ""
-    if horizon_days is not None:
-        label = f""",
-        lab AS (
-          SELECT DISTINCT c.cutoff, e.user_id FROM {source} e JOIN cut c
-            ON e.event_type = 'purchase' AND e.timestamp >= c.cutoff AND e.timestamp < c.cutoff + INTERVAL {horizon_days} DAY
+            f1.append(f"coalesce(sum(n_{e}) FILTER (WHERE day >= cidx - {w}), 0)::DOUBLE AS {e}s_{w}d")
+        f1.append(f"count(*) FILTER (WHERE day >= cidx - {w})::DOUBLE AS active_days_{w}d")
+        f1.append(f"coalesce(sum(rev) FILTER (WHERE day >= cidx - {w}), 0)::DOUBLE AS revenue_{w}d")
+    def distinct_cte(name, col, extra=""):
+        return f"""{name} AS (
+          SELECT user_id, day, lead(day) OVER (PARTITION BY user_id, {col} ORDER BY day) AS nd
+          FROM (SELECT DISTINCT user_id, {col}, day FROM base {extra})
         )"""
-    select_label = ", (lab.user_id IS NOT NULL)::BIGINT AS label" if horizon_days is not None else ""
-    join_label = "LEFT JOIN lab ON lab.cutoff = f.cutoff AND lab.user_id = f.user_id" if horizon_days is not None else ""
+    def distinct_counts(name, alias_by_window):
+        cols = ", ".join(
+            f"count(*) FILTER (WHERE day >= cidx - {w} AND (nd IS NULL OR nd >= cidx))::DOUBLE AS {a}" for w, a in alias_by_window
+        )
+        return f"""{name}_f AS (SELECT c.cutoff, d.user_id, {cols} FROM {name} d JOIN cutx c ON d.day >= c.cidx - {L} AND d.day < c.cidx GROUP BY 1, 2)"""
+    label_cte = ""
+    label_sel = ""
+    label_join = ""
+    if horizon_days is not None:
+        label_cte = f""", lab AS (
+          SELECT DISTINCT c.cutoff, e.user_id FROM {source} e JOIN cut c
+            ON e.event_type = 'purchase' AND e.timestamp >= c.cutoff AND e.timestamp < c.cutoff + INTERVAL {horizon_days} DAY)"""
+        label_sel = ", (lab.user_id IS NOT NULL)::BIGINT AS label"
+        label_join = "LEFT JOIN lab ON lab.cutoff = f1.cutoff AND lab.user_id = f1.user_id"
+    sess_cols = [(w, f"sessions_{w}d") for w in windows]
     return f"""
-        WITH cut AS (SELECT unnest($cutoffs::TIMESTAMPTZ[]) AS cutoff),
-        win AS (
-          SELECT c.cutoff, e.user_id, e.item_id, e.event_type::VARCHAR AS event_type, e.session_id, e.category,
-                 e.price, e.quantity,
-                 (epoch_ns(c.cutoff) - epoch_ns(e.timestamp))::DOUBLE / {NS_PER_DAY} AS age
-          FROM {source} e JOIN cut c
-            ON e.timestamp >= c.cutoff - INTERVAL {lookback} DAY AND e.timestamp < c.cutoff
-        ),
-        f AS (SELECT cutoff, user_id, {", ".join(aggs)} FROM win GROUP BY cutoff, user_id){label}
-        SELECT f.*{select_label} FROM f {join_label}
-        ORDER BY f.cutoff, f.user_id
+    WITH cut AS (SELECT unnest($cutoffs::TIMESTAMPTZ[]) AS cutoff),
+    bounds AS (SELECT min(cutoff) - INTERVAL {L} DAY AS lo, max(cutoff) AS hi FROM cut),
+    cutx AS (SELECT cutoff, (epoch_ns(cutoff) - (SELECT epoch_ns(lo) FROM bounds)) // {NS_PER_DAY} AS cidx FROM cut),
+    base AS (
+      SELECT e.user_id, e.item_id, e.event_type::VARCHAR AS et, e.session_id, e.category, e.price, e.quantity,
+             epoch_ns(e.timestamp) AS ts, (epoch_ns(e.timestamp) - (SELECT epoch_ns(lo) FROM bounds)) // {NS_PER_DAY} AS day
+      FROM {source} e WHERE e.timestamp >= (SELECT lo FROM bounds) AND e.timestamp < (SELECT hi FROM bounds)
+    ),
+    ud AS (
+      SELECT user_id, day, count(*) AS n, {", ".join(ud_aggs)},
+             sum(coalesce(price, 0) * quantity) FILTER (WHERE et = 'purchase') AS rev,
+             sum(price) FILTER (WHERE et = 'view') AS vps, count(price) FILTER (WHERE et = 'view') AS vpn,
+             min(ts) AS mn, max(ts) AS mx, max(ts) FILTER (WHERE et = 'purchase') AS pmx
+      FROM base GROUP BY user_id, day
+    ),
+    f1 AS (
+      SELECT c.cutoff, ud.user_id, {", ".join(f1)},
+             (epoch_ns(c.cutoff) - max(mx))::DOUBLE / {NS_PER_DAY} AS recency_days,
+             coalesce((epoch_ns(c.cutoff) - max(pmx))::DOUBLE / {NS_PER_DAY}, {L + 1})::DOUBLE AS purchase_recency_days,
+             (epoch_ns(c.cutoff) - min(mn))::DOUBLE / {NS_PER_DAY} AS first_seen_days,
+             coalesce(sum(vps) / nullif(sum(vpn), 0), 0)::DOUBLE AS mean_view_price,
+             sum(n)::DOUBLE AS n_events
+      FROM ud JOIN cutx c ON ud.day >= c.cidx - {L} AND ud.day < c.cidx GROUP BY 1, 2
+    ),
+    {distinct_cte("sd", "session_id")},
+    {distinct_cte("idd", "item_id")},
+    {distinct_cte("cd", "category", "WHERE category IS NOT NULL")},
+    {distinct_counts("sd", sess_cols)},
+    {distinct_counts("idd", [(L, "distinct_items")])},
+    {distinct_counts("cd", [(L, "distinct_categories")])}{label_cte}
+    SELECT f1.* EXCLUDE (n_events), sd_f.* EXCLUDE (cutoff, user_id), idd_f.distinct_items,
+           coalesce(cd_f.distinct_categories, 0) AS distinct_categories,
+           f1.carts_{W}d / (f1.views_{W}d + 1) AS cart_rate,
+           f1.purchases_{W}d / (f1.views_{W}d + 1) AS purchase_rate,
+           f1.n_events / greatest(sd_f.sessions_{W}d, 1) AS events_per_session{label_sel}
+    FROM f1 JOIN sd_f USING (cutoff, user_id) JOIN idd_f USING (cutoff, user_id)
+    LEFT JOIN cd_f USING (cutoff, user_id) {label_join}
+    ORDER BY f1.cutoff, f1.user_id
     """
 
 
@@ -120,9 +149,15 @@ def compute_user_features(
     else:
         con.register("_events", events)
         source = "_events"
+    # The day-bucketed query is exact for cutoffs a whole number of days apart: group by time of day.
+    groups: dict[int, list] = {}
+    for c in cutoffs:
+        ts = _utc(c)
+        groups.setdefault(ts.value % NS_PER_DAY, []).append(ts.to_pydatetime())
     try:
-        cut = [_utc(c).to_pydatetime() for c in cutoffs]
-        frame = con.execute(_feature_sql(source, windows, horizon_days), {"cutoffs": cut}).df()
+        sql = _feature_sql(source, windows, horizon_days)
+        parts = [con.execute(sql, {"cutoffs": cut}).df() for cut in groups.values()]
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     finally:
         if source == "_events":
             con.unregister("_events")
