@@ -151,6 +151,8 @@ def compute_user_features(
         source = "_events"
     # The day-bucketed query is exact for cutoffs a whole number of days apart: group by time of day.
     groups: dict[int, list] = {}
+    if not cutoffs:
+        raise ValueError("compute_user_features needs at least one cutoff")
     for c in cutoffs:
         ts = _utc(c)
         groups.setdefault(ts.value % NS_PER_DAY, []).append(ts.to_pydatetime())
