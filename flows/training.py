@@ -26,6 +26,9 @@ from shopsight.config import PROJECT_ROOT, load_params
 # Params, runs in the project directory, and returns a shopsight.registry.Registration. Add a task here.
 REGISTRATIONS: list[tuple[str, str]] = [
     ("propensity", "shopsight.pipeline:register_propensity"),
+    ("recommender", "shopsight.recommender:register_recommender"),
+    ("churn", "shopsight.churn:register_churn"),
+    ("demand", "shopsight.demand:register_demand"),
 ]
 
 

@@ -76,6 +76,123 @@ def evaluate_propensity(params: Path = ParamsOpt) -> None:
     console.print_json(json.dumps(run(_params(params))))
 
 
+def _print_metric_table(metrics: dict, keys: list[str], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, row in metrics["test"].items():
+        table.add_row(name, *(f"{row[k]:.4f}" if k in row else "-" for k in keys))
+    console.print(table)
+    if metrics.get("oracle_note"):
+        console.print(metrics["oracle_note"])
+    if metrics.get("targets"):
+        console.print_json(json.dumps(metrics["targets"]))
+
+
+BINARY_KEYS = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile"]
+
+
+@app.command("churn-features")
+def churn_features(params: Path = ParamsOpt) -> None:
+    """Churn dataset: users active in the look-back window, features, BG/NBD inputs, inactivity label, split."""
+    from shopsight.churn import run_churn_features
+
+    console.print_json(json.dumps(run_churn_features(_params(params))))
+
+
+@train_app.command("churn")
+def train_churn(params: Path = ParamsOpt) -> None:
+    """Train the churn MLP (calibrated) and its baselines (recency rule, BG/NBD)."""
+    from shopsight.churn import train_churn as run
+
+    console.print_json(json.dumps(run(_params(params))))
+
+
+@evaluate_app.command("churn")
+def evaluate_churn(params: Path = ParamsOpt) -> None:
+    """Test-cutoff metrics of the churn model, its baselines and the oracle; plots under plots/churn/."""
+    from shopsight.churn import evaluate_churn as run
+
+    _print_metric_table(run(_params(params)), BINARY_KEYS, "churn: test metrics")
+
+
+@train_app.command("demand")
+def train_demand(params: Path = ParamsOpt) -> None:
+    """Train the demand forecaster (1-D CNN or LSTM over sliding windows of daily units)."""
+    from shopsight.demand import train_demand as run
+
+    console.print_json(json.dumps(run(_params(params))))
+
+
+@evaluate_app.command("demand")
+def evaluate_demand(params: Path = ParamsOpt) -> None:
+    """WAPE and MASE over the test window against seasonal-naive and moving average; forecast plots."""
+    from shopsight.demand import DEMAND_KEYS, evaluate_demand as run
+
+    _print_metric_table(run(_params(params)), DEMAND_KEYS, "demand: test metrics")
+
+
+@app.command()
+def sequences(params: Path = ParamsOpt) -> None:
+    """Item vocabulary and padded item sequences with the time-based split (data/sequences/)."""
+    from shopsight.sequences import run_sequences
+
+    try:
+        console.print_json(json.dumps(run_sequences(_params(params))))
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@train_app.command("recommender")
+def train_recommender(params: Path = ParamsOpt) -> None:
+    """Train the next-item sequence models in recommender.models (early stopping on validation NDCG@10)."""
+    from shopsight.recommender import train_recommender as run
+
+    console.print_json(json.dumps(run(_params(params))))
+
+
+@evaluate_app.command("recommender")
+def evaluate_recommender(params: Path = ParamsOpt) -> None:
+    """Full-catalogue HR@10 / NDCG@10 / MRR@20 of every model, the baselines and the oracle; HR@K plot."""
+    from shopsight.recommender import evaluate_recommender as run
+
+    run(_params(params), log=console.print)
+
+
+@app.command("register-recommender")
+def register_recommender(params: Path = ParamsOpt) -> None:
+    """Register the best next-item model in the BentoML model store (champion if it passes the ndcg_at_10 gate)."""
+    from shopsight.recommender import register_recommender as run
+
+    reg = run(_params(params))
+    console.print(f"registered {reg.tag} as {reg.status}: {reg.reason}")
+
+
+@app.command()
+def audiences(
+    params: Path = ParamsOpt,
+    out_dir: Path = typer.Option(None, help="where to write the audiences (default: audiences.out_dir in params.yaml)"),
+    events: Path = typer.Option(Path("data/events.parquet"), help="canonical events to score"),
+    from_artifacts: bool = typer.Option(False, help="use artifacts/<task> instead of the registry champions"),
+) -> None:
+    """Campaign audiences from the champions (CSV + Parquet): likely buyers, high-value users at risk of churning."""
+    from shopsight.audiences import AudienceError, build_audiences
+
+    try:
+        written = build_audiences(_params(params), events_path=events, out_dir=out_dir, from_artifacts=from_artifacts)
+    except AudienceError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title="campaign audiences")
+    for col in ("audience", "users", "csv", "parquet"):
+        table.add_column(col)
+    for name, info in written.items():
+        table.add_row(name, str(info["users"]), info["csv"], info["parquet"])
+    console.print(table)
+
+
 @app.command()
 def drift(params: Path = ParamsOpt) -> None:
     """Evidently drift report: training-window features against the latest cutoff."""

@@ -106,7 +106,7 @@ class PropensityParams(_Section):
 
 class BGNBDFitParams(_Section):
     time_unit_days: float = Field(7.0, gt=0, description="BG/NBD time unit (weeks, as in the paper)")
-    penalizer: float = Field(0.0, ge=0, description="L2 penalty on the parameters (lifetimes convention)")
+    penalizer: float = Field(0.001, ge=0, description="L2 penalty on the parameters (lifetimes convention); keeps the fit off the a -> 0 boundary")
 
 
 class ChurnParams(_Section):
@@ -121,6 +121,7 @@ class ChurnParams(_Section):
 
 class DemandModelParams(_Section):
     architecture: Literal["cnn", "lstm"] = "cnn"
+    loss: Literal["poisson", "mse", "mae"] = Field("poisson", description="poisson/mse forecast the mean; mae the median (zero for sparse items)")
     filters: int = Field(32, gt=0, description="Conv1D filters (cnn) or LSTM units (lstm)")
     kernel_size: int = Field(7, gt=0)
     hidden_units: int = Field(64, gt=0)
@@ -189,7 +190,7 @@ class RecommenderParams(_Section):
         "full", description="full softmax over the catalogue | sampled softmax (unigram sampler) | in-batch negatives; both with logQ correction"
     )
     num_sampled: int = Field(256, gt=0, description="negatives per batch for loss=sampled")
-    epochs: int = Field(8, gt=0)
+    epochs: int = Field(6, gt=0)
     patience: int = Field(2, ge=1, description="early stopping on validation NDCG@10")
     batch_size: int = Field(128, gt=0, description="sequences per step")
     learning_rate: float = Field(2e-3, gt=0)
@@ -251,7 +252,7 @@ class DriftPolicyParams(_Section):
         description="event columns of which one drifted column alone triggers",
     )
     reference_event_days: int = Field(28, gt=0, description="events before the champion's last training cutoff used as event reference")
-    price_change_tolerance: float = Field(0.05, ge=0, description="relative price move vs the item's reference price counted as a change")
+    price_change_tolerance: float = Field(0.05, ge=0, description="relative rise above the item's reference list price counted as a price change")
     min_rows: int = Field(200, gt=0, description="fewer rows on either side: the source is reported but does not decide")
     max_rows: int = Field(50_000, gt=0, description="rows sampled per side and source (uniform, seeded)")
     quality_drop: float = Field(0.05, gt=0, description="ROC-AUC this far below the champion's test ROC-AUC triggers")
@@ -264,11 +265,28 @@ class MonitoringParams(_Section):
     policy: DriftPolicyParams = Field(default_factory=DriftPolicyParams)
 
 
+class PredictionLogParams(_Section):
+    enabled: bool = True
+    dir: str = Field("monitoring/predictions", description="JSON Lines files, rotated by hour and size ($SHOPSIGHT_PREDICTION_LOG_DIR wins)")
+    rotate_mb: int = Field(64, gt=0, description="start a new file past this size")
+    pseudonymise_salt_env: str | None = Field(
+        None, description="environment variable holding the salt for logged user ids; null = ingest.pseudonymise_salt_env"
+    )
+
+
 class ServingParams(_Section):
     max_users_per_request: int = Field(1000, gt=0)
     max_events_per_user: int = Field(2000, gt=0)
     max_batch_size: int = Field(256, gt=0)
     max_latency_ms: int = Field(1000, gt=0)
+    host: str = Field("127.0.0.1", description="bind address of `bentoml serve` (0.0.0.0 only behind a gateway or in a container)")
+    api_key_env: str | None = Field(
+        "SHOPSIGHT_API_KEY", description="environment variable holding the API key; when it is set, every POST endpoint needs it"
+    )
+    max_body_kb: int = Field(4096, gt=0, description="larger request bodies get 413")
+    timeout_s: float = Field(30.0, gt=0, description="a request running longer gets 504")
+    warmup_rounds: int = Field(3, gt=0, description="compiled calls per batch size (1, 2, 4 .. max_batch_size) before ready")
+    prediction_log: PredictionLogParams = Field(default_factory=PredictionLogParams)
 
 
 class DaskParams(_Section):

@@ -1,4 +1,4 @@
-"""Test-split evaluation of the propensity model against its baseline: metrics JSON, DVC plot data, PNGs."""
+"""Test-split evaluation of the propensity model against its baselines and the oracle: metrics JSON, DVC plot data, PNGs."""
 
 from __future__ import annotations
 
@@ -14,21 +14,108 @@ from shopsight.features import model_input
 from shopsight.train import predict_logistic_baseline
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+BASELINES = ("logistic_regression", "gradient_boosting")
 
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-    }
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier, ECE and lift@top-decile (see shopsight.calibration)."""
+    from shopsight.calibration import classification_metrics
+
+    return classification_metrics(y, p, n_bins)
+
+
+def oracle_scores(truth_file: str, column: str, cutoff: pd.Timestamp, horizon_key: str, horizon_days: int) -> tuple[pd.Series | None, str]:
+    """The simulator's true probability per user at `cutoff` (from data/truth), or None and why not.
+
+    The truth must have been generated for the same horizon (`horizon_key` in data/truth/simulation.json).
+    """
+    path = paths.TRUTH_DIR / truth_file
+    if not path.exists():
+        return None, f"oracle skipped: {path} not found (the data source has no ground truth)"
+    summary = paths.TRUTH_DIR / "simulation.json"
+    if summary.exists():
+        truth_h = json.loads(summary.read_text()).get("params", {}).get(horizon_key)
+        if truth_h is not None and int(truth_h) != int(horizon_days):
+            return None, (f"oracle skipped: the truth was generated for {horizon_key}={truth_h}, the task uses {horizon_days}; "
+                          "rerun ingest (`dvc repro ingest`) so the simulator's horizon matches")
+    truth = pd.read_parquet(path, columns=["cutoff", "user_id", column])
+    truth = truth[truth["cutoff"] == pd.Timestamp(cutoff)]
+    if truth.empty:
+        return None, f"oracle skipped: {path} has no rows at the test cutoff {cutoff}"
+    return truth.set_index(truth["user_id"].astype("string"))[column], f"oracle: {path} at {cutoff}"
+
+
+def compare_with_oracle(test_metrics: dict[str, dict], model: str, baselines: list[str], metric: str = "roc_auc", tolerance: float = 0.03) -> dict:
+    """The issue's targets: `model` within `tolerance` of the oracle and above every baseline on `metric`."""
+    m = test_metrics[model][metric]
+    out: dict = {"metric": metric, "model": model, "model_value": m,
+                 "above_every_baseline": bool(all(m > test_metrics[b][metric] for b in baselines if b in test_metrics))}
+    if "oracle" in test_metrics:
+        out["oracle_value"] = test_metrics["oracle"][metric]
+        out["gap_to_oracle"] = test_metrics["oracle"][metric] - m
+        out[f"within_{tolerance}_of_oracle"] = bool(out["gap_to_oracle"] <= tolerance)
+    return out
+
+
+def score_binary_task(
+    y: np.ndarray, scores: dict[str, np.ndarray], oracle: np.ndarray | None, n_bins: int
+) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+    """Metrics and reliability tables of every scorer; the oracle is scored on the rows where it is known."""
+    from shopsight.calibration import reliability_table
+
+    metrics = {name: binary_metrics(y, p, n_bins) for name, p in scores.items()}
+    tables = {name: reliability_table(y, p, n_bins) for name, p in scores.items()}
+    if oracle is not None:
+        known = ~np.isnan(oracle)
+        if known.any() and len(np.unique(y[known])) == 2:
+            metrics["oracle"] = binary_metrics(y[known], oracle[known], n_bins) | {"n": int(known.sum())}
+            tables["oracle"] = reliability_table(y[known], oracle[known], n_bins)
+    return metrics, tables
+
+
+def write_binary_plots(task_plots: Path, y: np.ndarray, scores: dict[str, np.ndarray], tables: dict[str, pd.DataFrame], metrics: dict, title: str) -> pd.DataFrame:
+    """roc.csv (DVC plot), reliability.csv (DVC plot) and reliability.png under `task_plots`; returns the ROC frame."""
+    from sklearn.metrics import roc_curve
+
+    from shopsight.calibration import render_reliability_png
+
+    grid = np.linspace(0, 1, 101)
+    roc = {"fpr": grid}
+    for name, p in scores.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        roc[f"tpr_{name}"] = np.interp(grid, fpr, tpr)
+    task_plots.mkdir(parents=True, exist_ok=True)
+    roc_frame = pd.DataFrame(roc).round(5)
+    roc_frame.to_csv(task_plots / "roc.csv", index=False)
+    first = next(iter(tables.values()))
+    wide = pd.DataFrame({"bin_center": first["bin_center"]})
+    for name, table in tables.items():
+        wide[f"observed_{name}"] = table["observed_rate"].round(5)
+        wide[f"predicted_{name}"] = table["mean_predicted"].round(5)
+        wide[f"count_{name}"] = table["count"]
+    wide.to_csv(task_plots / "reliability.csv", index=False)
+    render_reliability_png(tables, {n: metrics[n]["ece"] for n in tables}, title, task_plots / "reliability.png")
+    return roc_frame
+
+
+def write_importance(task_plots: Path, model_dir: Path, model, x: np.ndarray, columns: list[str], cfg, title: str) -> pd.DataFrame:
+    """Global integrated-gradients importance over a sample of the rows: importance.csv and importance.png."""
+    from shopsight.explain import explain_model_dir, global_importance, render_importance_png
+
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(len(x), size=min(cfg.global_sample, len(x)), replace=False)]
+    importance = global_importance(explain_model_dir(model_dir, sample, cfg.ig_steps, model=model), columns)
+    importance.round(6).to_csv(task_plots / "importance.csv", index=False)
+    render_importance_png(importance, title, task_plots / "importance.png")
+    return importance
 
 
 def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FEATURES, model_dir: Path = paths.PROPENSITY_DIR) -> dict:
-    """Score the held-out test cutoff with the MLP and the baseline; write metrics/propensity.json and plots."""
+    """Score the held-out test cutoff with the MLP (raw and calibrated), the baselines and, on the simulator, the
+    oracle; write metrics/propensity.json, ROC/reliability/importance plots."""
     import keras
-    from sklearn.metrics import roc_curve
+
+    from shopsight.calibration import Calibrator
 
     columns = json.loads((model_dir / "feature_columns.json").read_text())
     data = pd.read_parquet(dataset_path)
@@ -38,29 +125,47 @@ def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FE
         raise ValueError(f"{dataset_path}: the test split has a single class; ROC-AUC is undefined. Use more users or a longer horizon")
     x = model_input(test, columns)
     model = keras.models.load_model(model_dir / "model.keras")
+    raw = model.predict(x, batch_size=4096, verbose=0).ravel()
     scores = {
-        "mlp": model.predict(x, batch_size=4096, verbose=0).ravel(),
+        "mlp": raw,
+        "mlp_calibrated": Calibrator.from_json(model_dir / "calibration.json").apply(raw),
         "logistic_regression": predict_logistic_baseline(json.loads((model_dir / "baseline_logistic.json").read_text()), x),
     }
+    baseline_file = model_dir / "baseline_scores.parquet"
+    if baseline_file.exists():
+        held = pd.read_parquet(baseline_file)
+        held = held[held["split"] == "test"].set_index(["cutoff", "user_id"])["gradient_boosting"]
+        scores["gradient_boosting"] = held.reindex(pd.MultiIndex.from_frame(test[["cutoff", "user_id"]])).to_numpy()
+    cutoff = test["cutoff"].iloc[0]
+    truth, note = oracle_scores("truth_purchase.parquet", "p_purchase", cutoff, "horizon_days", params.features.horizon_days)
+    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
+    n_bins = params.propensity.calibration.n_bins
+    test_metrics, tables = score_binary_task(y, scores, oracle, n_bins)
     metrics = {
-        "test": {name: binary_metrics(y, p) for name, p in scores.items()},
+        "test": test_metrics,
         "n_test": int(len(y)),
         "test_positive_rate": float(y.mean()),
-        "test_cutoff": str(test["cutoff"].iloc[0]),
+        "test_cutoff": str(cutoff),
         "main_metric": "roc_auc",
+        "calibration_method": params.propensity.calibration.method,
+        "oracle_note": note,
+        "targets": compare_with_oracle(test_metrics, "mlp", list(BASELINES)),
     }
     paths.PROPENSITY_METRICS.parent.mkdir(parents=True, exist_ok=True)
     paths.PROPENSITY_METRICS.write_text(json.dumps(metrics, indent=2))
 
-    grid = np.linspace(0, 1, 101)
-    roc = {"fpr": grid}
-    for name, p in scores.items():
-        fpr, tpr, _ = roc_curve(y, p)
-        roc[f"tpr_{name}"] = np.interp(grid, fpr, tpr)
-    paths.PROPENSITY_PLOTS.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(roc).round(5).to_csv(paths.PROPENSITY_PLOTS / "roc.csv", index=False)
-    _render_pngs(metrics, pd.DataFrame(roc))
+    roc = write_binary_plots(paths.PROPENSITY_PLOTS, y, scores, tables, test_metrics, "Purchase propensity: reliability (test)")
+    _render_pngs(metrics, roc)
+    write_importance(paths.PROPENSITY_PLOTS, model_dir, model, x, columns, params.propensity.explain, "Purchase propensity: what drives the score")
     return metrics
+
+
+def metric_table_markdown(metrics: dict, keys: list[str]) -> str:
+    """The test metric table (model vs baselines vs oracle) as Markdown."""
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in metrics["test"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |")
+    return "\n".join(lines)
 
 
 def _render_pngs(metrics: dict, roc: pd.DataFrame) -> None:

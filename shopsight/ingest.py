@@ -70,9 +70,11 @@ def simulator_params_for_pipeline(params: Params):
 
     sim = params.data.synthetic
     end = pd.Timestamp(sim.start_date, tz="UTC") + pd.Timedelta(days=sim.days)
-    update: dict = {"horizon_days": params.features.horizon_days}
+    update: dict = {"horizon_days": params.features.horizon_days, "churn_horizon_days": params.churn.horizon_days}
     if sim.truth_cutoffs is None:
-        cutoffs = sorted({c for cs in plan_cutoffs(end, params.features).values() for c in cs})
+        # churn plans its cutoffs with its own horizon (shopsight.churn.churn_cutoffs): truth at those too
+        churn_plan = plan_cutoffs(end, params.features.model_copy(update={"horizon_days": params.churn.horizon_days}))
+        cutoffs = sorted({c for plan in (plan_cutoffs(end, params.features), churn_plan) for cs in plan.values() for c in cs})
         update["truth_cutoffs"] = [c.strftime("%Y-%m-%d") for c in cutoffs if c > pd.Timestamp(sim.start_date, tz="UTC")]
     return sim.model_copy(update=update)
 

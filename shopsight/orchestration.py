@@ -10,7 +10,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from shopsight.config import DaskParams
 
 DASK_ADDRESS_ENV = "SHOPSIGHT_DASK_ADDRESS"
+TEMP_SERVER_START_TIMEOUT_S = 120  # Prefect's default (20 s) is too short on a busy 2-core CI machine
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,27 @@ def dask_task_runner(params: "DaskParams") -> "DaskTaskRunner":
             "host": "127.0.0.1",
         },
     )
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """The configured Prefect API URL, or a temporary local server's for the duration of the block.
+
+    A flow without a server starts a temporary API in its own process; tasks shipped to Dask worker processes
+    would each start another one. Pinning PREFECT_API_URL to one server makes the workers report to it.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=TEMP_SERVER_START_TIMEOUT_S)
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield server.api_url
 
 
 def distribution_strategy(name: str):

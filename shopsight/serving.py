@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -91,26 +92,32 @@ def features_for_histories(users: list[UserHistory], params: FeatureParams, now:
     columns = feature_columns(params.windows_days)
     events = histories_to_events(users)
     as_ofs = [u.as_of or now for u in users]
-    idle = _idle_features(params)
-    rows = np.empty((len(users), len(columns)), dtype="float32")
-    active: list[bool] = [False] * len(users)
+    rows = np.repeat(_idle_features(params)[None, :], len(users), axis=0)
+    active = np.zeros(len(users), dtype=bool)
     by_cutoff: dict[datetime, list[int]] = {}
     for i, t in enumerate(as_ofs):
         by_cutoff.setdefault(t, []).append(i)
     for cutoff, idx in by_cutoff.items():
-        keys = [str(i) for i in idx]
-        feats = build_user_features(events[events["user_id"].isin(keys)], pd.Timestamp(cutoff), params)
-        for i, uid in zip(idx, keys):
-            if uid in feats.index:
-                rows[i] = model_input(feats.loc[[uid]], columns)[0]
-                active[i] = True
-            else:
-                rows[i] = idle
-    return rows, active, as_ofs
+        keys = pd.Index([str(i) for i in idx], dtype="string")
+        # One cutoff (the usual case: as_of omitted) needs no filtering; vectorised lookups keep a batch cheap.
+        subset = events if len(by_cutoff) == 1 else events[events["user_id"].isin(keys)]
+        feats = build_user_features(subset, pd.Timestamp(cutoff), params)
+        hit = keys.isin(feats.index)
+        if hit.any():
+            positions = np.asarray(idx)[hit]
+            rows[positions] = model_input(feats.loc[keys[hit]], columns)
+            active[positions] = True
+    return rows, active.tolist(), as_ofs
 
 
 def _idle_features(params: FeatureParams) -> np.ndarray:
     """Features of a user with no events in the look-back window (outside the training population)."""
+    return _idle_row(tuple(params.windows_days)).copy()
+
+
+@lru_cache(maxsize=8)
+def _idle_row(windows_days: tuple[int, ...]) -> np.ndarray:
+    params = FeatureParams(windows_days=list(windows_days))
     columns = feature_columns(params.windows_days)
     values = pd.DataFrame([{c: 0.0 for c in columns}])
     values["recency_days"] = float(params.lookback_days)

@@ -29,7 +29,15 @@ VENV_BIN = Path(sys.executable).parent
 TINY_PARAMS = {
     "data": {"synthetic": {"n_users": 600, "n_items": 120, "n_categories": 6, "days": 84, "seed": 11}},
     "features": {"windows_days": [7, 28], "horizon_days": 7, "cutoff_step_days": 7, "n_train_cutoffs": 2},
-    "propensity": {"mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]}},
+    "propensity": {
+        "mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]},
+        "gbt": {"max_iter": 20},
+        "explain": {"ig_steps": 8, "global_sample": 200},
+    },
+    "churn": {"horizon_days": 7, "mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]}, "explain": {"ig_steps": 8, "global_sample": 200}},
+    "recommender": {"models": ["gru", "transformer"], "epochs": 1, "max_len": 20, "embedding_dim": 16, "rnn_units": 16,
+                    "transformer": {"depth": 1, "heads": 2, "width": 32, "dropout": 0.1}},
+    "demand": {"horizon_days": 7, "input_days": 14, "moving_average_days": 14, "window_step_days": 2, "model": {"epochs": 2, "filters": 8, "hidden_units": 16}},
 }
 
 

@@ -21,10 +21,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: float = 120.0):
+def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: float = 120.0, log_dir: Path | None = None):
     """`bentoml serve target` on a free 127.0.0.1 port; yields the base URL once /readyz answers 200."""
     port = free_port()
-    log = open(cwd / f"bentoml-serve-{port}.log", "w")
+    log = open(Path(log_dir or cwd) / f"bentoml-serve-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
         cwd=cwd,
@@ -38,7 +38,7 @@ def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: flo
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{(cwd / log.name).read_text()[-4000:]}")
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{Path(log.name).read_text()[-4000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break

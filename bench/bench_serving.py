@@ -1,0 +1,231 @@
+"""Serving speed of bentos/service.py under load, as ratios against baselines measured in the same run.
+
+    python bench/bench_serving.py [--quick] [--bentoml-home DIR]
+
+Starts real `bentoml serve` processes on 127.0.0.1 one after the other and drives them with an async httpx
+client (one user with 10 events per request, as a checkout page would send):
+  - /predict_propensity of the service (adaptive batching, compiled tf.function, prediction log on);
+  - /validate_users of the same server: same parsing, limits and batching, no features and no model (echo);
+  - bench/naive_service.py: the same model and features, `model.predict` per request, no batching;
+  - /recommend over the store's recommender, when the store has one (e.g. --bentoml-home of `make demo`).
+Prints throughput and p50/p99 latency at concurrency 1, 16 and 64, and the ratios the issue targets:
+propensity / naive >= 20x and propensity / echo >= 0.6 at concurrency 64, p99 at 64 < 50 ms.
+
+Without --bentoml-home the model is an untrained MLP of the project's architecture and feature columns in a
+temporary store: the same computation per request as a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.servers import bentoml_server  # noqa: E402  (the same start/stop as the tests)
+
+CONCURRENCY = (1, 16, 64)
+
+
+def make_propensity_model(home: Path) -> str:
+    """An untrained MLP with the project's feature columns, saved to the store in `home`; returns its tag."""
+    os.environ["BENTOML_HOME"] = str(home)
+    import bentoml
+
+    from models.mlp import build_mlp_classifier
+    from shopsight.config import load_params
+    from shopsight.features import feature_columns
+
+    columns = feature_columns(load_params(ROOT / "params.yaml").features.windows_days)
+    rng = np.random.default_rng(0)
+    model = build_mlp_classifier(rng.normal(size=(256, len(columns))).astype("float32"), [64, 32], 0.1, 1e-3, name="bench_mlp")
+    with bentoml.models.create("propensity", labels={"task": "propensity"}, metadata={"bench": True}) as m:
+        model.save(Path(m.path) / "model.keras")
+        (Path(m.path) / "feature_columns.json").write_text(json.dumps(columns))
+        np.save(Path(m.path) / "ig_baseline.npy", np.zeros(len(columns), dtype="float32"))  # what training stores for explanations
+    return str(m.tag)
+
+
+def user_body(i: int) -> dict:
+    now = datetime(2026, 3, 10, tzinfo=timezone.utc)
+    events = [
+        {"item_id": f"i{(i + k) % 97}", "event_type": "purchase" if k == 9 else ("cart" if k % 4 == 3 else "view"),
+         "timestamp": (now - timedelta(hours=5 * k + 1)).isoformat(), "price": 10.0 + k, "category": f"c{k % 5}"}
+        for k in range(10)
+    ]
+    return {"users": [{"user_id": f"u{i}", "events": events, "as_of": now.isoformat()}]}
+
+
+def recommend_body(i: int, items: list[str]) -> dict:
+    history = [items[(i * 7 + k) % len(items)] for k in range(10)]
+    return {"users": [{"user_id": f"u{i}", "items": history}], "k": 10}
+
+
+async def drive(url: str, bodies: list[dict], concurrency: int, seconds: float, headers: dict) -> dict:
+    """Send bodies with `concurrency` requests in flight until all are sent or `seconds` passed."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    counter = iter(range(len(bodies)))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    resp = await client.post(url, json=bodies[i])
+                    ok = resp.status_code == 200
+                    key = str(resp.status_code)
+                except httpx.HTTPError as exc:
+                    ok, key = False, type(exc).__name__
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors[key] = errors.get(key, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+    pct = (lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: float("nan"))
+    return {"n": len(lat), "errors": errors, "rps": len(lat) / wall, "p50": pct(0.5), "p99": pct(0.99),
+            "mean": 1000 * statistics.fmean(lat) if lat else float("nan")}
+
+
+def measure(name: str, url: str, make_body, args, headers: dict, results: dict) -> None:
+    for c in CONCURRENCY:
+        n = args.requests if c > 1 else max(50, args.requests // 10)
+        bodies = [make_body(i) for i in range(n)]
+        asyncio.run(drive(url, bodies[: min(2 * c, n)], c, args.seconds, headers))  # warm the connections and batches
+        r = asyncio.run(drive(url, bodies, c, args.seconds, headers))
+        results[(name, c)] = r
+        err = f"  errors {r['errors']}" if r["errors"] else ""
+        print(f"{name:<20} c={c:<3} {r['n']:>6} req  {r['rps']:>8.1f} req/s  p50 {r['p50']:>7.1f} ms  p99 {r['p99']:>7.1f} ms{err}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer requests and seconds per cell")
+    ap.add_argument("--bentoml-home", type=Path, help="a store with a propensity (and recommender) champion; default: a temporary one")
+    ap.add_argument("--requests", type=int, default=None, help="requests per cell (default 3000, quick 1000)")
+    ap.add_argument("--seconds", type=float, default=None, help="time cap per cell (default 30, quick 8)")
+    ap.add_argument("--tune", action="store_true", help="only /predict_propensity at c=64 over a grid of batching settings")
+    args = ap.parse_args()
+    args.requests = args.requests or (1000 if args.quick else 3000)
+    args.seconds = args.seconds or (8.0 if args.quick else 30.0)
+    if args.tune:
+        tune(args)
+        return
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_serving_")))
+        env = {"DO_NOT_TRACK": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "SHOPSIGHT_PREDICTION_LOG_DIR": str(tmp / "predictions"),
+               "SHOPSIGHT_API_KEY": ""}
+        if args.bentoml_home:
+            env["BENTOML_HOME"] = str(args.bentoml_home)
+            os.environ["BENTOML_HOME"] = str(args.bentoml_home)
+            import bentoml
+
+            tag = str(bentoml.models.get("propensity:latest").tag)
+            from shopsight.registry import champion_tag
+
+            tag = champion_tag("propensity") or tag
+        else:
+            tag = make_propensity_model(tmp / "bentoml")
+            env["BENTOML_HOME"] = str(tmp / "bentoml")
+        env["SHOPSIGHT_PROPENSITY_TAG"] = tag
+        from shopsight.config import load_params
+
+        serving = load_params(ROOT / "params.yaml").serving
+        print(f"model {tag}; batching max_batch_size={serving.max_batch_size} max_latency_ms={serving.max_latency_ms}; "
+              f"{args.requests} requests or {args.seconds:.0f} s per cell; {os.cpu_count()} CPUs", flush=True)
+        results: dict = {}
+        headers: dict = {}
+
+        with bentoml_server("bentos.service:ShopsightService", cwd=ROOT, env=env, log_dir=tmp) as url:
+            measure("echo (validate)", f"{url}/validate_users", user_body, args, headers, results)
+            measure("propensity", f"{url}/predict_propensity", user_body, args, headers, results)
+            items = _recommender_items(env["BENTOML_HOME"])
+            if items:
+                measure("recommend", f"{url}/recommend", lambda i: recommend_body(i, items), args, headers, results)
+            else:
+                print("recommend            skipped: no recommender model in the store (pass --bentoml-home of a demo project)")
+        logged = _count_logged(tmp / "predictions")
+        answered = sum(r["n"] for (name, _), r in results.items() if name == "propensity")
+        with bentoml_server("bench.naive_service:NaiveService", cwd=ROOT, env=env, log_dir=tmp) as url:
+            measure("naive predict()", f"{url}/predict_propensity", user_body, args, headers, results)
+
+    prop, echo, naive = (results[(k, 64)] for k in ("propensity", "echo (validate)", "naive predict()"))
+    print()
+    print(f"prediction log: {logged} records for >= {answered} answered propensity requests (plus warm-up requests)")
+    print(f"throughput ratio propensity / naive predict() at c=64: {prop['rps'] / naive['rps']:.1f}x  (target >= 20x)")
+    print(f"throughput ratio propensity / echo at c=64:            {prop['rps'] / echo['rps']:.2f}  (target >= 0.60)")
+    print(f"propensity p99 at c=64: {prop['p99']:.1f} ms  (target < 50 ms)")
+
+
+TUNE_GRID = [(32, 300), (64, 500), (128, 1000), (256, 1000), (256, 2000), (512, 2000)]
+
+
+def tune(args) -> None:
+    """Throughput, latency and rejected requests (503 when a batch cannot meet max_latency_ms) per setting."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="bench_serving_tune_") as tmp:
+        tmp = Path(tmp)
+        tag = make_propensity_model(tmp / "bentoml")
+        env = {"DO_NOT_TRACK": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "SHOPSIGHT_PREDICTION_LOG_DIR": str(tmp / "predictions"),
+               "SHOPSIGHT_API_KEY": "", "BENTOML_HOME": str(tmp / "bentoml"), "SHOPSIGHT_PROPENSITY_TAG": tag}
+        bodies = [user_body(i) for i in range(args.requests)]
+        print(f"/predict_propensity at c=64, {args.requests} requests or {args.seconds:.0f} s per setting", flush=True)
+        for batch, latency in TUNE_GRID:
+            params = yaml.safe_load((ROOT / "params.yaml").read_text())
+            params["serving"].update(max_batch_size=batch, max_latency_ms=latency)
+            path = tmp / f"params-{batch}-{latency}.yaml"
+            path.write_text(yaml.safe_dump(params, sort_keys=False))
+            with bentoml_server("bentos.service:ShopsightService", cwd=ROOT, env={**env, "SHOPSIGHT_PARAMS": str(path)}, log_dir=tmp) as url:
+                asyncio.run(drive(f"{url}/predict_propensity", bodies[:128], 64, args.seconds, {}))
+                r = asyncio.run(drive(f"{url}/predict_propensity", bodies, 64, args.seconds, {}))
+            print(f"max_batch_size={batch:<4} max_latency_ms={latency:<5} {r['rps']:>7.1f} req/s  p50 {r['p50']:>7.1f} ms  "
+                  f"p99 {r['p99']:>7.1f} ms  errors {r['errors'] or 0}", flush=True)
+
+
+def _recommender_items(home: str) -> list[str]:
+    """Item ids the store's recommender knows (empty when there is none)."""
+    os.environ["BENTOML_HOME"] = home
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        model = bentoml.models.get("recommender:latest")
+    except NotFound:
+        return []
+    from shopsight.recommender import SequenceScorer
+
+    scorer = SequenceScorer(Path(model.path))
+    return [i for i in scorer.vocab.decode(np.arange(2, min(scorer.vocab.size, 500)))]
+
+
+def _count_logged(directory: Path) -> int:
+    from shopsight.prediction_log import read_prediction_log
+
+    return int((read_prediction_log(directory)["endpoint"] == "predict_propensity").sum())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Churn warning: will a user who was active in the look-back window have no activity in [T, T + horizon)?
+
+One dataset (user x cutoff) with the shared user features (shopsight.features, the same code the service
+runs), the label, and the BG/NBD inputs (frequency, recency, T over active days). Models: a class-weighted
+Keras MLP on the aggregates, calibrated on the validation cutoff. Baselines: a recency rule (the churn rate
+by days since last activity, learnt on the train split) and BG/NBD (shopsight.btyd) giving P(alive) and
+P(no activity within the horizon). On the simulator the oracle is the generator's true P(no activity).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shopsight import paths
+from shopsight.config import ChurnParams, FeatureParams, Params
+from shopsight.feature_sql import compute_user_features, connection
+from shopsight.features import DAY, event_time_span, feature_columns, model_input, plan_cutoffs
+
+CHURN_FEATURES = paths.FEATURES_DIR / "churn.parquet"
+CHURN_DIR = paths.ARTIFACTS_DIR / "churn"
+CHURN_METRICS = paths.METRICS_DIR / "churn.json"
+CHURN_PLOTS = paths.PLOTS_DIR / "churn"
+RFM_COLUMNS = ["bgnbd_frequency", "bgnbd_recency", "bgnbd_T"]
+BASELINES = ("recency_rule", "bgnbd", "bgnbd_p_alive")
+
+
+def churn_cutoffs(t_end: pd.Timestamp, features: FeatureParams, churn: ChurnParams) -> dict[str, list[pd.Timestamp]]:
+    """train/valid/test cutoffs planned like propensity's (shopsight.features.plan_cutoffs) with the churn horizon."""
+    return plan_cutoffs(t_end, features.model_copy(update={"horizon_days": churn.horizon_days}))
+
+
+def active_users(events: str | Path | pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int) -> pd.DataFrame:
+    """(cutoff, user_id) pairs with at least one event in [cutoff, cutoff + horizon)."""
+    con = connection()
+    if isinstance(events, (str, Path)):
+        source = f"read_parquet('{Path(events).as_posix()}')"
+    else:
+        con.register("_churn_events", events)
+        source = "_churn_events"
+    try:
+        frame = con.execute(
+            f"""WITH cut AS (SELECT unnest($cutoffs::TIMESTAMPTZ[]) AS cutoff)
+                SELECT DISTINCT c.cutoff, e.user_id FROM {source} e JOIN cut c
+                  ON e.timestamp >= c.cutoff AND e.timestamp < c.cutoff + INTERVAL {int(horizon_days)} DAY""",
+            {"cutoffs": [pd.Timestamp(c).to_pydatetime() for c in cutoffs]},
+        ).df()
+    finally:
+        if source == "_churn_events":
+            con.unregister("_churn_events")
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"], utc=True).astype("datetime64[ns, UTC]")
+    frame["user_id"] = frame["user_id"].astype("string")
+    return frame
+
+
+def activity_rfm(events: pd.DataFrame, cutoff: pd.Timestamp, time_unit_days: float) -> pd.DataFrame:
+    """BG/NBD (frequency, recency, T) with active days as the transactions (churn here means inactivity)."""
+    from shopsight.btyd import rfm_summary
+
+    activity = events[["user_id", "timestamp"]].assign(event_type="purchase")
+    rfm = rfm_summary(activity, cutoff, time_unit_days=time_unit_days)
+    return rfm.rename(columns={"frequency": RFM_COLUMNS[0], "recency": RFM_COLUMNS[1], "T": RFM_COLUMNS[2]})
+
+
+def build_churn_dataset(events_path: str | Path, params: Params) -> pd.DataFrame:
+    """Rows = (user active in the look-back window, cutoff) with features, BG/NBD inputs, `label` (1 = no activity
+    in [cutoff, cutoff + churn.horizon_days)) and `split`."""
+    features, churn = params.features, params.churn
+    t_start, t_end = event_time_span(events_path)
+    min_history = features.cutoff_step_days * DAY
+    split_of = {c: s for s, cs in churn_cutoffs(t_end, features, churn).items() for c in cs if c - t_start >= min_history}
+    if not split_of:
+        raise ValueError(
+            f"the events span {t_start} .. {t_end}: too short for churn.horizon_days={churn.horizon_days}; "
+            "generate more days or shorten churn.horizon_days / features.n_train_cutoffs in params.yaml"
+        )
+    cutoffs = sorted(split_of)
+    dataset = compute_user_features(events_path, cutoffs, features.windows_days)
+    active = active_users(events_path, cutoffs, churn.horizon_days).assign(_active=1)
+    dataset = dataset.merge(active, on=["cutoff", "user_id"], how="left")
+    dataset["label"] = (dataset.pop("_active").isna()).astype("int64")
+    dataset["split"] = dataset["cutoff"].map(split_of)
+
+    events = pd.read_parquet(events_path, columns=["user_id", "timestamp"])
+    rfm = pd.concat([activity_rfm(events, c, churn.bgnbd.time_unit_days).assign(cutoff=c) for c in cutoffs]).reset_index()
+    rfm["user_id"] = rfm["user_id"].astype("string")
+    rfm["cutoff"] = rfm["cutoff"].astype("datetime64[ns, UTC]")
+    dataset = dataset.merge(rfm, on=["cutoff", "user_id"], how="left")
+    missing = {"train", "valid", "test"} - set(dataset["split"])
+    if missing:
+        raise ValueError(f"no churn rows for split(s) {sorted(missing)}: the data span is too short for churn.horizon_days")
+    return dataset
+
+
+def run_churn_features(params: Params, events_path: Path = paths.EVENTS, out: Path = CHURN_FEATURES) -> dict:
+    """events.parquet -> data/features/churn.parquet; returns rows and churn rate per split."""
+    dataset = build_churn_dataset(events_path, params)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dataset.to_parquet(out, index=False)
+    summary = dataset.groupby("split")["label"].agg(["size", "mean"]).round(4)
+    return {split: {"rows": int(r["size"]), "churn_rate": float(r["mean"])} for split, r in summary.iterrows()}
+
+
+def fit_recency_rule(recency_days: np.ndarray, labels: np.ndarray) -> dict:
+    """The churn rate as a monotone (non-decreasing) function of days since last activity (isotonic fit)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=1e-4, y_max=1 - 1e-4, increasing=True, out_of_bounds="clip").fit(recency_days, labels)
+    return {"recency_days": [float(v) for v in iso.X_thresholds_], "churn_rate": [float(v) for v in iso.y_thresholds_]}
+
+
+def predict_recency_rule(rule: dict, recency_days: np.ndarray) -> np.ndarray:
+    return np.interp(np.asarray(recency_days, dtype="float64"), rule["recency_days"], rule["churn_rate"])
+
+
+def bgnbd_scores(fit: dict, rows: pd.DataFrame, horizon_days: int, time_unit_days: float) -> dict[str, np.ndarray]:
+    """P(no activity within the horizon) and 1 - P(alive) from the fitted BG/NBD parameters."""
+    from shopsight.btyd import BGNBDParams, p_alive, p_no_purchase_within
+
+    bp = BGNBDParams(**fit)
+    x, t_x, T = (rows[c].to_numpy("float64") for c in RFM_COLUMNS)
+    return {
+        "bgnbd": p_no_purchase_within(bp, horizon_days / time_unit_days, x, t_x, T),
+        "bgnbd_p_alive": 1.0 - p_alive(bp, x, t_x, T),
+    }
+
+
+def train_churn(params: Params, dataset_path: Path = CHURN_FEATURES, out_dir: Path = CHURN_DIR) -> dict:
+    """MLP (train split, early stopping on validation), calibration (validation split), recency rule and BG/NBD
+    (both on the train split); everything serving needs is JSON/NPY next to model.keras."""
+    from shopsight.btyd import fit_bgnbd
+    from shopsight.train import fit_binary_mlp, save_calibration_and_baseline
+
+    cfg = params.churn
+    columns = feature_columns(params.features.windows_days)
+    data = pd.read_parquet(dataset_path)
+    train, valid = data[data["split"] == "train"], data[data["split"] == "valid"]
+    y_train, y_valid = train["label"].to_numpy("float32"), valid["label"].to_numpy("float32")
+    if len(np.unique(y_train)) < 2:
+        raise ValueError(f"{dataset_path}: the training split has a single class; use more data or change churn.horizon_days")
+    x_train, x_valid = model_input(train, columns), model_input(valid, columns)
+
+    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg.mlp, name="churn_mlp")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.keras")
+    (out_dir / "feature_columns.json").write_text(json.dumps(columns))
+    (out_dir / "task.json").write_text(json.dumps({"task": "churn", "horizon_days": cfg.horizon_days}))
+    save_calibration_and_baseline(model, x_train, x_valid, y_valid, cfg.calibration.method, out_dir)
+    CHURN_PLOTS.mkdir(parents=True, exist_ok=True)
+    hist.to_csv(CHURN_PLOTS / "history.csv", index=False)
+
+    (out_dir / "recency_rule.json").write_text(json.dumps(fit_recency_rule(train["recency_days"].to_numpy(), y_train)))
+    # BG/NBD is unsupervised: fit on the population at the latest training cutoff (history before it only).
+    last = train[train["cutoff"] == train["cutoff"].max()]
+    rfm = [last[c].to_numpy("float64") for c in RFM_COLUMNS]
+    try:
+        fit = fit_bgnbd(*rfm, penalizer=cfg.bgnbd.penalizer)
+    except RuntimeError:  # small samples can push the optimiser to a boundary: retry once with a firmer penalty
+        fit = fit_bgnbd(*rfm, penalizer=max(10 * cfg.bgnbd.penalizer, 1e-2))
+    (out_dir / "bgnbd.json").write_text(json.dumps({"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b}))
+    return {"epochs": len(hist), "train_rows": len(train), "valid_rows": len(valid), "bgnbd": vars(fit)}
+
+
+def evaluate_churn(params: Params, dataset_path: Path = CHURN_FEATURES, model_dir: Path = CHURN_DIR) -> dict:
+    """Test-cutoff metrics of the MLP (raw, calibrated), the recency rule, BG/NBD and the oracle; plots under plots/churn/."""
+    import keras
+
+    from shopsight.calibration import Calibrator
+    from shopsight.evaluate import compare_with_oracle, oracle_scores, score_binary_task, write_binary_plots, write_importance
+
+    cfg = params.churn
+    columns = json.loads((model_dir / "feature_columns.json").read_text())
+    data = pd.read_parquet(dataset_path)
+    test = data[data["split"] == "test"]
+    y = test["label"].to_numpy()
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"{dataset_path}: the test split has a single class; ROC-AUC is undefined")
+    x = model_input(test, columns)
+    model = keras.models.load_model(model_dir / "model.keras")
+    raw = model.predict(x, batch_size=4096, verbose=0).ravel()
+    scores = {
+        "mlp": raw,
+        "mlp_calibrated": Calibrator.from_json(model_dir / "calibration.json").apply(raw),
+        "recency_rule": predict_recency_rule(json.loads((model_dir / "recency_rule.json").read_text()), test["recency_days"].to_numpy()),
+        **bgnbd_scores(json.loads((model_dir / "bgnbd.json").read_text()), test, cfg.horizon_days, cfg.bgnbd.time_unit_days),
+    }
+    cutoff = test["cutoff"].iloc[0]
+    truth, note = oracle_scores("truth_churn.parquet", "p_churn", cutoff, "churn_horizon_days", cfg.horizon_days)
+    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
+    test_metrics, tables = score_binary_task(y, scores, oracle, cfg.calibration.n_bins)
+    metrics = {
+        "test": test_metrics,
+        "n_test": int(len(y)),
+        "test_churn_rate": float(y.mean()),
+        "test_cutoff": str(cutoff),
+        "horizon_days": cfg.horizon_days,
+        "main_metric": "roc_auc",
+        "calibration_method": cfg.calibration.method,
+        "oracle_note": note,
+        "targets": compare_with_oracle(test_metrics, "mlp", list(BASELINES)),
+    }
+    CHURN_METRICS.parent.mkdir(parents=True, exist_ok=True)
+    CHURN_METRICS.write_text(json.dumps(metrics, indent=2))
+    roc = write_binary_plots(CHURN_PLOTS, y, scores, tables, test_metrics, "Churn: reliability (test)")
+    _render_roc_png(roc, test_metrics, CHURN_PLOTS / "roc.png")
+    write_importance(CHURN_PLOTS, model_dir, model, x, columns, cfg.explain, "Churn risk: what drives the score")
+    return metrics
+
+
+def _render_roc_png(roc: pd.DataFrame, metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for col in [c for c in roc.columns if c.startswith("tpr_")]:
+        name = col.removeprefix("tpr_")
+        ax.plot(roc["fpr"], roc[col], label=f"{name} (AUC {metrics[name]['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Churn: test ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def register_churn(params: Params, model_dir: Path = CHURN_DIR):
+    """Register the churn MLP (task "churn") with its test metrics, lineage and drift reference; the gate decides."""
+    from shopsight.registry import register_model
+
+    metrics = json.loads(CHURN_METRICS.read_text())
+    gate = params.registry.gate_for("churn")
+    data = pd.read_parquet(CHURN_FEATURES)
+    reference = data.loc[data["split"] == "train", ["cutoff", "user_id", *feature_columns(params.features.windows_days)]]
+    return register_model(
+        "churn",
+        model_dir,
+        metrics,
+        {"churn": params.churn.model_dump(), "features": params.features.model_dump()},
+        main_metric=gate.metric,
+        model_key="mlp",
+        gate=gate,
+        reference=reference,
+        lineage={"reference_features": str(CHURN_FEATURES), "reference_split": "train"},
+    )
+
+
+# ---- serving: the same features (shopsight.serving.features_for_histories) and the stored model ----
+
+from datetime import datetime  # noqa: E402
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+from shopsight.serving import UserHistory  # noqa: E402
+
+
+class ChurnRequest(UserHistory):
+    """A user's recent events; `explain` adds the top contributing features to the answer."""
+
+    explain: bool = False
+
+
+class Contribution(BaseModel):
+    feature: str
+    contribution: float = Field(description="integrated gradient: how much the feature moved the (uncalibrated) score")
+
+
+class ChurnOut(BaseModel):
+    user_id: str
+    churn_probability: float = Field(description="P(no activity in the next horizon_days), calibrated")
+    horizon_days: int
+    model: str
+    as_of: datetime
+    recent_activity: bool = Field(description="false when the user had no events in the look-back window (outside the training population)")
+    reasons: list[Contribution] | None = None
+
+
+def score_churn_requests(scorer, users: list[ChurnRequest], params: Params, horizon_days: int, tag: str, top_k: int) -> list[ChurnOut]:
+    """Calibrated churn probabilities (and explanations where asked) for request histories."""
+    from shopsight.serving import features_for_histories
+
+    if not users:
+        return []
+    x, active, as_ofs = features_for_histories(users, params.features)
+    probs = scorer.predict(x)
+    wanted = [i for i, u in enumerate(users) if u.explain]
+    reasons = dict(zip(wanted, scorer.explain(x[wanted], top_k))) if wanted else {}
+    return [
+        ChurnOut(user_id=u.user_id, churn_probability=float(p), horizon_days=horizon_days, model=tag, as_of=t, recent_activity=a,
+                 reasons=[Contribution(**c) for c in reasons[i]] if i in reasons else None)
+        for i, (u, p, a, t) in enumerate(zip(users, probs, active, as_ofs))
+    ]
+

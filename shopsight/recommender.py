@@ -1,0 +1,586 @@
+"""Next-item recommendation: train the sequence models, evaluate them with the baselines and the oracle over the
+full catalogue, register the best one, and score histories for the service (one implementation for all).
+
+Training: a tf.data pipeline of (items, next items) windows, a loss over every real position (padding masked):
+the full softmax over the catalogue, or a sampled softmax (`num_sampled` negatives from the unigram
+distribution) or in-batch negatives (the other sequences' last targets), both with the logQ correction
+(subtract log of each candidate's sampling probability). Early stopping keeps the epoch with the best
+validation NDCG@10 over the full catalogue. `xla: true` jit-compiles the training step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shopsight import paths
+from shopsight.config import Params, RecommenderParams
+from shopsight.ranking import NEVER, embedding_scorer, hit_rate_curve, rank_targets, ranking_metrics, ranks_in_lists
+from shopsight.sequences import PAD, VOCAB_FILE, EvalSplit, ItemVocabulary, SequenceData, load_sequences
+from shopsight.serving import MAX_EVENTS_PER_USER, MAX_ID_LENGTH, EventType
+
+RECOMMENDER_DIR = paths.ARTIFACTS_DIR / "recommender"
+RECOMMENDER_METRICS = paths.METRICS_DIR / "recommender.json"
+RECOMMENDER_PLOTS = paths.PLOTS_DIR / "recommender"
+TRUTH_NEXT_ITEM = paths.TRUTH_DIR / "truth_next_item.parquet"
+BEST_FILE = "best.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+POPULARITY_FILE = "popularity.npy"
+MAIN_METRIC = "ndcg_at_10"
+K, MRR_K = 10, 20
+# Quality targets of the issue (printed and recorded by the evaluation, never tuned for).
+TARGET_VS_POPULARITY = 1.5
+TARGET_GAP_TO_ORACLE = 0.15
+NEG_INF = -1e9
+
+
+# --------------------------------------------------------------------------------------------- models
+def model_config(family: str, vocab_size: int, p: RecommenderParams) -> dict[str, Any]:
+    """Everything needed to rebuild an encoder (stored as config.json next to its weights)."""
+    cfg: dict[str, Any] = {"family": family, "vocab_size": vocab_size, "max_len": p.max_len, "embedding_dim": p.embedding_dim,
+                           "dropout": p.dropout}
+    if family in ("gru", "lstm"):
+        cfg["units"] = p.rnn_units
+    elif family == "cnn":
+        cfg.update(p.cnn.model_dump())
+    elif family == "transformer":
+        cfg.update(p.transformer.model_dump())
+    else:
+        raise ValueError(f"unknown recommender model {family!r}: use gru, lstm, cnn or transformer (recommender.models)")
+    return cfg
+
+
+def build_encoder(cfg: dict[str, Any]):
+    """The Keras encoder (items -> one vector per position) of a model config."""
+    family, v, n, d = cfg["family"], cfg["vocab_size"], cfg["max_len"], cfg["embedding_dim"]
+    if family in ("gru", "lstm"):
+        from models.sequence_gru import build_rnn_encoder
+
+        return build_rnn_encoder(v, n, d, cfg["units"], cfg["dropout"], cell=family)
+    if family == "cnn":
+        from models.sequence_cnn import build_cnn_encoder
+
+        return build_cnn_encoder(v, n, d, cfg["window"], cfg["horizontal_filters"], cfg["vertical_filters"], cfg["dropout"], cfg["dropout"])
+    if family == "transformer":
+        from models.sequence_transformer import build_transformer_encoder
+
+        return build_transformer_encoder(v, n, d, cfg["depth"], cfg["heads"], cfg["width"], cfg["dropout"], cfg["dropout"])
+    raise ValueError(f"unknown recommender model {family!r}: use gru, lstm, cnn or transformer (recommender.models)")
+
+
+def item_table(encoder) -> Any:
+    from models.sequence_common import ITEM_TABLE
+
+    return encoder.get_layer(ITEM_TABLE).embeddings
+
+
+# ------------------------------------------------------------------------------------------- training
+def _log_unigram(counts: np.ndarray) -> np.ndarray:
+    q = (counts + 1e-3) / (counts + 1e-3).sum()  # smoothed: an item never seen as a target still has q > 0
+    return np.log(q).astype(np.float32)
+
+
+def make_dataset(inputs: np.ndarray, targets: np.ndarray, p: RecommenderParams, log_q: np.ndarray, shuffle: bool = True):
+    """tf.data pipeline: shuffle -> batch -> negatives for the sampled loss (in parallel) -> prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    if shuffle:
+        ds = ds.shuffle(len(inputs), seed=p.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(p.batch_size, drop_remainder=False)
+    if p.loss == "sampled":
+        logits = tf.constant(log_q[None, :])
+        ds = ds.map(lambda x, y: (x, y, tf.cast(tf.random.categorical(logits, p.num_sampled)[0], tf.int32)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (x, y, y[:, -1]), num_parallel_calls=tf.data.AUTOTUNE)  # last targets: in-batch negatives
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def sequence_loss(h, table, targets, candidates, log_q, loss: str):
+    """Mean cross-entropy over real positions. h (B, L, d), table (V, d), targets (B, L) with PAD = no target."""
+    import tensorflow as tf
+
+    weights = tf.cast(tf.not_equal(targets, PAD), tf.float32)
+    if loss == "full":
+        logits = tf.einsum("bld,vd->blv", h, table)
+        logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)  # padding is never a target
+        ce = tf.keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    else:
+        # logQ correction: subtract each candidate's log sampling probability (true item included).
+        true_logit = tf.reduce_sum(h * tf.gather(table, targets), -1) - tf.gather(log_q, targets)
+        neg = tf.einsum("bld,cd->blc", h, tf.gather(table, candidates)) - tf.gather(log_q, candidates)[None, None, :]
+        accidental = tf.equal(targets[:, :, None], candidates[None, None, :])  # the target drawn as its own negative
+        neg = tf.where(accidental, NEG_INF, neg)
+        logits = tf.concat([true_logit[..., None], neg], axis=-1)
+        ce = -tf.nn.log_softmax(logits, axis=-1)[..., 0]
+    return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def make_train_step(encoder, p: RecommenderParams, log_q: np.ndarray):
+    """A compiled (x, y, candidates) -> loss step with Adam; jit-compiled by XLA when recommender.xla is true."""
+    import keras
+    import tensorflow as tf
+
+    log_q_t = tf.constant(log_q)
+    optimizer = keras.optimizers.Adam(p.learning_rate)
+    optimizer.build(encoder.trainable_variables)
+    table = encoder.get_layer("item_embedding")
+
+    @tf.function(jit_compile=p.xla, reduce_retracing=True)
+    def train_step(x, y, candidates):
+        with tf.GradientTape() as tape:
+            loss = sequence_loss(encoder(x, training=True), table.embeddings, y, candidates, log_q_t, p.loss)
+        grads = tape.gradient(loss, encoder.trainable_variables)
+        optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
+        return loss
+
+    return train_step
+
+
+def user_vectors(encoder, inputs: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """The encoder's vector at the last (most recent) position of each left-padded history."""
+    import tensorflow as tf
+
+    fn = _last_position_fn(encoder)
+    out = [fn(tf.constant(inputs[s : s + batch_size])).numpy() for s in range(0, len(inputs), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, encoder.output_shape[-1]), np.float32)
+
+
+def _last_position_fn(encoder):
+    import tensorflow as tf
+
+    fn = getattr(encoder, "_shopsight_last_position", None)
+    if fn is None:
+        spec = tf.TensorSpec([None, encoder.input_shape[1]], tf.int32)
+        fn = tf.function(lambda x: encoder(x, training=False)[:, -1, :], input_signature=[spec])
+        encoder._shopsight_last_position = fn
+    return fn
+
+
+def _exclusion(split: EvalSplit, exclude_purchased: bool):
+    return split.purchased() if exclude_purchased else None
+
+
+def validation_ndcg(encoder, split: EvalSplit, exclude_purchased: bool) -> float:
+    uv = user_vectors(encoder, split.inputs)
+    ranks = rank_targets(embedding_scorer(uv, item_table(encoder).numpy()), split.targets, _exclusion(split, exclude_purchased))
+    return ranking_metrics(ranks, K, MRR_K)[MAIN_METRIC]
+
+
+def _validation_subset(split: EvalSplit, p: RecommenderParams) -> EvalSplit:
+    if p.max_eval_users is None or len(split.targets) <= p.max_eval_users:
+        return split
+    rows = np.sort(np.random.default_rng(p.seed).choice(len(split.targets), p.max_eval_users, replace=False))
+    return split.subset(rows)
+
+
+def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, out_dir: Path, log=print) -> dict[str, Any]:
+    """Train one family with early stopping on validation NDCG@10; write config, weights, vocabulary, popularity."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(p.seed)
+    cfg = model_config(family, data.vocab.size, p)
+    encoder = build_encoder(cfg)
+    log_q_np = _log_unigram(data.train_counts)
+    train_step = make_train_step(encoder, p, log_q_np)
+    dataset = make_dataset(data.train_inputs, data.train_targets, p, log_q_np)
+    valid = _validation_subset(data.valid, p)
+    best, best_weights, waited, history = -math.inf, None, 0, []
+    started = time.perf_counter()
+    for epoch in range(1, p.epochs + 1):
+        t0 = time.perf_counter()
+        losses = [float(train_step(x, y, c)) for x, y, c in dataset]
+        seconds = time.perf_counter() - t0
+        ndcg = validation_ndcg(encoder, valid, p.exclude_purchased)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ndcg_at_10": ndcg,
+                        "sequences_per_s": len(data.train_inputs) / max(seconds, 1e-9)})
+        log(f"{family} epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@10 {ndcg:.4f} ({seconds:.1f}s)")
+        if ndcg > best:
+            best, best_weights, waited = ndcg, [w.copy() for w in encoder.get_weights()], 0
+        else:
+            waited += 1
+            if waited >= p.patience:
+                break
+    encoder.set_weights(best_weights)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder.save_weights(out_dir / WEIGHTS_FILE)
+    (out_dir / CONFIG_FILE).write_text(json.dumps({**cfg, "exclude_purchased": p.exclude_purchased, "event_types": p.event_types}, indent=2))
+    data.vocab.save(out_dir / VOCAB_FILE)
+    np.save(out_dir / POPULARITY_FILE, data.latest_popularity.astype(np.float32), allow_pickle=False)
+    pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+    return {"model": family, "epochs": len(history), "best_val_ndcg_at_10": best, "seconds": time.perf_counter() - started,
+            "params": int(encoder.count_params())}
+
+
+def train_recommender(params: Params, data_dir: Path | None = None, out_dir: Path = RECOMMENDER_DIR, log=print) -> dict[str, Any]:
+    """Train every model in recommender.models; best.json names the one with the best validation NDCG@10."""
+    p = params.recommender
+    data = load_sequences(data_dir) if data_dir else load_sequences()
+    results = {family: train_sequence_model(family, data, p, Path(out_dir) / family, log=log) for family in p.models}
+    best = max(results.values(), key=lambda r: r["best_val_ndcg_at_10"])
+    (Path(out_dir) / BEST_FILE).write_text(json.dumps({"model": best["model"], "chosen_by": "validation ndcg_at_10",
+                                                       "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}}, indent=2))
+    histories = [pd.read_csv(Path(out_dir) / f / "history.csv").assign(model=f) for f in p.models]
+    RECOMMENDER_PLOTS.mkdir(parents=True, exist_ok=True)
+    pd.concat(histories)[["model", "epoch", "loss", "val_ndcg_at_10"]].to_csv(RECOMMENDER_PLOTS / "history.csv", index=False)
+    return {"best": best["model"], "models": results}
+
+
+# ------------------------------------------------------------------------------- scoring (eval + service)
+@dataclass
+class Recommendation:
+    items: list[str]
+    scores: list[float]
+    unknown_items: list[str]
+    fallback: bool  # True when the history had no known item: popularity answered
+
+
+class SequenceScorer:
+    """A trained sequence model loaded from its directory: scores a batch of histories against the whole catalogue
+    with one matrix product (a compiled tf.function), recommends top-k, finds similar items."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import tensorflow as tf
+
+        model_dir = Path(model_dir)
+        self.config = json.loads((model_dir / CONFIG_FILE).read_text())
+        self.vocab = ItemVocabulary.load(model_dir / VOCAB_FILE)
+        self.popularity = np.load(model_dir / POPULARITY_FILE, allow_pickle=False).astype(np.float32)
+        self.max_len = int(self.config["max_len"])
+        self.encoder = build_encoder(self.config)
+        self.encoder.load_weights(model_dir / WEIGHTS_FILE)
+        table = tf.constant(item_table(self.encoder).numpy())
+        self.table = table.numpy()
+        norms = np.linalg.norm(self.table, axis=1, keepdims=True)
+        self.unit_table = self.table / np.maximum(norms, 1e-12)
+        encoder = self.encoder
+        spec = tf.TensorSpec([None, self.max_len], tf.int32)
+        # One matrix product per batch: the histories' vectors times the item table.
+        self._scores = tf.function(lambda x: tf.matmul(encoder(x, training=False)[:, -1, :], table, transpose_b=True), input_signature=[spec])
+        self._scores(tf.zeros([1, self.max_len], tf.int32))  # trace before the first request
+
+    @property
+    def family(self) -> str:
+        return self.config["family"]
+
+    def encode_histories(self, histories: list[list[str]]) -> tuple[np.ndarray, list[list[str]]]:
+        """Left-padded (n, max_len) indices of the known items, and the unknown item ids of each history."""
+        from shopsight.sequences import left_pad
+
+        rows, unknown = [], []
+        for items in histories:
+            idx = self.vocab.encode(items)
+            rows.append(idx[idx != PAD])
+            unknown.append([i for i, j in zip(items, idx) if j == PAD])
+        return left_pad(rows, self.max_len), unknown
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """(n, V) scores of every item for each left-padded history."""
+        return self._scores(np.asarray(inputs, dtype=np.int32)).numpy()
+
+    def recommend(self, histories: list[list[str]], k: int, exclude: list[list[str]] | None = None) -> list[Recommendation]:
+        """Top-k items per history (known items only); a history without known items gets the most popular items."""
+        inputs, unknown = self.encode_histories(histories)
+        scores = self.scores(inputs) if len(inputs) else np.zeros((0, self.vocab.size), np.float32)
+        empty = ~(inputs != PAD).any(axis=1)
+        scores[empty] = self.popularity
+        scores[:, PAD] = -np.inf
+        for r, items in enumerate(exclude or []):
+            idx = self.vocab.encode(items)
+            scores[r, idx[idx != PAD]] = -np.inf
+        k = min(k, self.vocab.size - 1)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(scores), 0), int)
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+        out = []
+        for r in range(len(histories)):
+            keep = np.isfinite(top_scores[r])
+            out.append(Recommendation(self.vocab.decode(top[r][keep]), [float(s) for s in top_scores[r][keep]], unknown[r], bool(empty[r])))
+        return out
+
+    def similar_items(self, item_ids: list[str], k: int) -> list[tuple[list[str], list[float]] | None]:
+        """Nearest items by cosine similarity of the learned item embeddings (None for an unknown item)."""
+        idx = self.vocab.encode(item_ids)
+        known = idx != PAD
+        out: list[tuple[list[str], list[float]] | None] = [None] * len(item_ids)
+        if not known.any():
+            return out
+        sims = self.unit_table[idx[known]] @ self.unit_table.T  # one matrix product for the batch
+        sims[:, PAD] = -np.inf
+        sims[np.arange(len(sims)), idx[known]] = -np.inf  # not the item itself
+        k = min(k, self.vocab.size - 2)
+        for row, pos in zip(sims, np.flatnonzero(known)):
+            top = np.argsort(-row, kind="stable")[:k]
+            out[pos] = (self.vocab.decode(top), [float(s) for s in row[top]])
+        return out
+
+
+# --------------------------------------------------------------------------------------- service API
+class RecentItems(BaseModel):
+    """A user's recent items, oldest first; optionally the event type of each (to exclude purchases on request)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
+    items: list[str] = Field(default_factory=list, max_length=MAX_EVENTS_PER_USER)
+    event_types: list[EventType] | None = Field(None, description="one per item; items of types the model was not trained on are ignored")
+    exclude_items: list[str] = Field(default_factory=list, max_length=MAX_EVENTS_PER_USER, description="never recommend these")
+
+    @model_validator(mode="after")
+    def _one_type_per_item(self) -> "RecentItems":
+        if self.event_types is not None and len(self.event_types) != len(self.items):
+            raise ValueError(f"event_types has {len(self.event_types)} entries for {len(self.items)} items: give one per item or none")
+        if any(not i or len(i) > MAX_ID_LENGTH for i in self.items):
+            raise ValueError(f"items: every item id must be 1..{MAX_ID_LENGTH} characters")
+        return self
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendOut(BaseModel):
+    user_id: str | None
+    items: list[ScoredItem]
+    unknown_items: list[str] = Field(description="ids in the history the model does not know (ignored)")
+    fallback: bool = Field(description="true when no known item was left: the most popular items answered")
+    model: str
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    known: bool
+    similar: list[ScoredItem]
+    model: str
+
+
+class RequestError(ValueError):
+    """A request the service answers with a 4xx and this message."""
+
+
+def recommend_for_requests(scorer: SequenceScorer, users: list[RecentItems], k: int, exclude_purchased: bool | None,
+                           k_max: int, model: str) -> list[RecommendOut]:
+    """The /recommend endpoint: histories -> top-k per user, all users scored with one matrix product."""
+    if not 1 <= k <= k_max:
+        raise RequestError(f"k={k} is out of range: ask for 1..{k_max} items (recommender.k_max in params.yaml)")
+    exclude_bought = scorer.config.get("exclude_purchased", False) if exclude_purchased is None else exclude_purchased
+    trained_types = set(scorer.config.get("event_types") or [])
+    histories, excludes = [], []
+    for u in users:
+        types = u.event_types or [None] * len(u.items)
+        kept = [i for i, t in zip(u.items, types) if t is None or not trained_types or t in trained_types]
+        histories.append([i for j, i in enumerate(kept) if j == 0 or i != kept[j - 1]])  # repeats collapse as in training
+        bought = [i for i, t in zip(u.items, types) if t == "purchase"] if exclude_bought else []
+        excludes.append([*u.exclude_items, *bought])
+    recs = scorer.recommend(histories, k, excludes)
+    return [
+        RecommendOut(user_id=u.user_id, items=[ScoredItem(item_id=i, score=s) for i, s in zip(r.items, r.scores)],
+                     unknown_items=r.unknown_items, fallback=r.fallback, model=model)
+        for u, r in zip(users, recs)
+    ]
+
+
+def similar_for_requests(scorer: SequenceScorer, item_ids: list[str], k: int, k_max: int, model: str) -> list[SimilarOut]:
+    """The /similar_items endpoint: nearest items by the learned embeddings; unknown ids answer known=false."""
+    if not 1 <= k <= k_max:
+        raise RequestError(f"k={k} is out of range: ask for 1..{k_max} items (recommender.k_max in params.yaml)")
+    out = []
+    for item, found in zip(item_ids, scorer.similar_items(item_ids, k)):
+        similar = [ScoredItem(item_id=i, score=s) for i, s in zip(*found)] if found else []
+        out.append(SimilarOut(item_id=item, known=found is not None, similar=similar, model=model))
+    return out
+
+
+# ------------------------------------------------------------------------------------ baselines, oracle
+def popularity_ranks(split: EvalSplit, exclude) -> np.ndarray:
+    """Most popular items in the recent window before the cutoff, the same list for everyone."""
+    pop = split.popularity.astype(np.float32)
+    return rank_targets(lambda rows: np.broadcast_to(pop, (len(rows), len(pop))), split.targets, exclude)
+
+
+def cooccurrence_ranks(split: EvalSplit, transitions: np.ndarray, vocab_size: int, exclude) -> np.ndarray:
+    """Last item -> next item transition counts from the training sequences; popularity breaks ties/backs off."""
+    from scipy.sparse import csr_matrix
+
+    counts = csr_matrix((np.ones(len(transitions), np.float32), (transitions[:, 0], transitions[:, 1])), shape=(vocab_size, vocab_size))
+    counts.sum_duplicates()
+    pop = split.popularity.astype(np.float32)
+    backoff = pop / (pop.max() + 1.0)  # < 1: a single observed transition outranks any popularity
+    last = split.inputs[:, -1]
+    return rank_targets(lambda rows: counts[last[rows]].toarray() + backoff, split.targets, exclude)
+
+
+def oracle_ranks(split: EvalSplit, vocab: ItemVocabulary, truth_path: Path, exclude) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Ranks under the simulator's true next-item distribution (its top-k list per user at the cutoff).
+
+    Returns (ranks, covered user mask, list length) or None when there is no ground truth for this cutoff."""
+    if not Path(truth_path).exists():
+        return None
+    truth = pd.read_parquet(truth_path, filters=[("cutoff", "==", split.cutoff)])
+    if truth.empty:
+        return None
+    truth = truth.sort_values(["user_id", "rank"])
+    lists = {u: vocab.encode(g["item_id"].to_numpy()) for u, g in truth.groupby("user_id", sort=False)}
+    covered = np.array([u in lists for u in split.user_ids])
+    per_user = [lists.get(u, np.zeros(0, np.int32)) for u in split.user_ids]
+    ranks = ranks_in_lists(per_user, split.targets, exclude)
+    return ranks, covered, int(truth["rank"].max())
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def evaluate_recommender(params: Params, data_dir: Path | None = None, model_dir: Path = RECOMMENDER_DIR,
+                         truth_path: Path = TRUTH_NEXT_ITEM, log=print) -> dict[str, Any]:
+    """Test-cutoff table of every model, both baselines and the oracle: metrics/recommender.json, HR@K plot (CSV + PNG)."""
+    p = params.recommender
+    data = load_sequences(data_dir) if data_dir else load_sequences()
+    split = data.test
+    exclude = _exclusion(split, p.exclude_purchased)
+    best = json.loads((Path(model_dir) / BEST_FILE).read_text())["model"]
+    ranks: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for family in p.models:
+        if not (Path(model_dir) / family / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{model_dir}/{family} not found: run `shopsight train recommender` for recommender.models={p.models}")
+        scorer = SequenceScorer(Path(model_dir) / family)
+        t0 = time.perf_counter()
+        uv = user_vectors(scorer.encoder, split.inputs)
+        ranks[family] = rank_targets(embedding_scorer(uv, scorer.table), split.targets, exclude)
+        timings[family] = time.perf_counter() - t0
+    ranks["popularity"] = popularity_ranks(split, exclude)
+    ranks["cooccurrence"] = cooccurrence_ranks(split, data.transitions, data.vocab.size, exclude)
+
+    table = {name: ranking_metrics(r, K, MRR_K) for name, r in ranks.items()}
+    curves = {name: hit_rate_curve(r, p.k_max) for name, r in ranks.items()}
+    curves["best_sequence_model"] = curves[best]
+    oracle = oracle_ranks(split, data.vocab, truth_path, exclude)
+    targets: dict[str, Any] = {}
+    pop_ndcg, best_ndcg = table["popularity"][MAIN_METRIC], table[best][MAIN_METRIC]
+    ratio = best_ndcg / pop_ndcg if pop_ndcg > 0 else math.inf
+    targets["best_vs_popularity"] = {"best_ndcg_at_10": best_ndcg, "popularity_ndcg_at_10": pop_ndcg, "ratio": ratio,
+                                     "required_ratio": TARGET_VS_POPULARITY, "met": bool(ratio >= TARGET_VS_POPULARITY)}
+    oracle_note = None
+    if oracle is None:
+        oracle_note = f"no ground truth for the test cutoff in {truth_path}: oracle row skipped"
+        curves["oracle"] = np.full(p.k_max, np.nan)
+        targets["best_vs_oracle"] = {"met": None, "note": oracle_note}
+    else:
+        o_ranks, covered, list_len = oracle
+        table["oracle"] = ranking_metrics(o_ranks[covered], K, MRR_K)
+        curve = hit_rate_curve(o_ranks[covered], p.k_max)
+        curve[list_len:] = np.nan  # beyond the stored top-k list the oracle's HR is unknown
+        curves["oracle"] = curve
+        best_on_covered = ranking_metrics(ranks[best][covered], K, MRR_K)[MAIN_METRIC]
+        o_ndcg = table["oracle"][MAIN_METRIC]
+        gap = 1.0 - best_on_covered / o_ndcg if o_ndcg > 0 else math.nan
+        targets["best_vs_oracle"] = {"best_ndcg_at_10": best_on_covered, "oracle_ndcg_at_10": o_ndcg, "gap": gap,
+                                     "max_gap": TARGET_GAP_TO_ORACLE, "met": bool(gap <= TARGET_GAP_TO_ORACLE),
+                                     "users": int(covered.sum()), "coverage": float(covered.mean())}
+    metrics = {
+        "test": table,
+        "main_metric": MAIN_METRIC,
+        "best_model": best,
+        "best_chosen_by": "validation ndcg_at_10",
+        "exclude_purchased": p.exclude_purchased,
+        "n_test_users": int(len(split.targets)),
+        "test_targets_unseen": int((split.targets == PAD).sum()),
+        "catalogue_items": int(data.vocab.size - 1),
+        "test_cutoff": str(split.cutoff),
+        "ranking": "full catalogue, ties count against the model",
+        "seconds_per_1000_users": {f: 1000 * s / max(len(split.targets), 1) for f, s in timings.items()},
+        "quality_targets": targets,
+    }
+    if oracle_note:
+        metrics["oracle_note"] = oracle_note
+    RECOMMENDER_METRICS.parent.mkdir(parents=True, exist_ok=True)
+    RECOMMENDER_METRICS.write_text(json.dumps(metrics, indent=2))
+    RECOMMENDER_PLOTS.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"k": np.arange(1, p.k_max + 1), **{n: np.round(c, 5) for n, c in curves.items()}})
+    frame.to_csv(RECOMMENDER_PLOTS / "hr_at_k.csv", index=False)
+    _render_hr_at_k(frame, best)
+    log(format_table(metrics))
+    return metrics
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The metric table and the quality-target verdicts as plain text."""
+    lines = [f"next-item, test cutoff {metrics['test_cutoff']}, {metrics['n_test_users']} users, full catalogue of "
+             f"{metrics['catalogue_items']} items, exclude_purchased={metrics['exclude_purchased']}",
+             f"{'model':<14}{'HR@10':>9}{'NDCG@10':>10}{'MRR@20':>9}"]
+    for name, m in metrics["test"].items():
+        mark = " (best on validation)" if name == metrics["best_model"] else ""
+        lines.append(f"{name:<14}{m['hr_at_10']:>9.4f}{m['ndcg_at_10']:>10.4f}{m['mrr_at_20']:>9.4f}{mark}")
+    t = metrics["quality_targets"]
+    pop = t["best_vs_popularity"]
+    lines.append(f"target: best sequence model NDCG@10 >= {pop['required_ratio']}x popularity: {pop['ratio']:.2f}x -> "
+                 f"{'MET' if pop['met'] else 'NOT MET'}")
+    o = t["best_vs_oracle"]
+    if o.get("met") is None:
+        lines.append(f"target: within {TARGET_GAP_TO_ORACLE:.0%} of the oracle: not checked ({o['note']})")
+    else:
+        lines.append(f"target: within {o['max_gap']:.0%} of the oracle's NDCG@10 ({o['oracle_ndcg_at_10']:.4f}, {o['users']} users "
+                     f"with truth): gap {o['gap']:.1%} -> {'MET' if o['met'] else 'NOT MET'}")
+    return "\n".join(lines)
+
+
+def _render_hr_at_k(frame: pd.DataFrame, best: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for col in frame.columns:
+        if col in ("k", "best_sequence_model") or frame[col].isna().all():
+            continue
+        style = {"oracle": "k--", "popularity": ":", "cooccurrence": "-."}.get(col, "-")
+        ax.plot(frame["k"], frame[col], style, label=col + (" (best)" if col == best else ""))
+    ax.set(xlabel="K", ylabel="HR@K", title="Next item: hit rate over the full catalogue (test cutoff)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RECOMMENDER_PLOTS / "hr_at_k.png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------- registration
+def register_recommender(params: Params, model_dir: Path = RECOMMENDER_DIR):
+    """Register the best sequence model (chosen on validation) with its test metrics; the gate on ndcg_at_10 decides champion."""
+    from shopsight.config import GateParams
+    from shopsight.registry import register_model
+
+    metrics = _without_none(json.loads(RECOMMENDER_METRICS.read_text()))  # BentoML metadata rejects None
+    best = metrics["best_model"]
+    gate = params.registry.tasks.get("recommender") or GateParams(metric=MAIN_METRIC)
+    return register_model(
+        "recommender",
+        Path(model_dir) / best,
+        metrics,
+        _without_none({"recommender": params.recommender.model_dump(), "features": params.features.model_dump()}),
+        main_metric=gate.metric,
+        model_key=best,
+        gate=gate,
+        lineage={"family": best, "sequences": "data/sequences"},
+    )
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+__all__ = ["train_recommender", "evaluate_recommender", "register_recommender", "SequenceScorer", "Recommendation", "NEVER"]

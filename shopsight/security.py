@@ -1,0 +1,100 @@
+"""ASGI middleware in front of the service's endpoints: optional API key and a bounded request body.
+
+Registered with BentoML's supported hook (`ShopsightService.add_asgi_middleware(RequestGuard, ...)` in
+bentos/service.py). Every POST (all prediction endpoints, including ones added later) needs the key when
+the environment variable named by `serving.api_key_env` is set; GET routes (/livez, /readyz, /metrics,
+the OpenAPI schema) stay open for probes. The key is compared in constant time (hmac.compare_digest).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Any, Awaitable, Callable
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+API_KEY_HEADER = "x-api-key"
+GUARDED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key a request carries: `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+    if API_KEY_HEADER in headers:
+        return headers[API_KEY_HEADER]
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def key_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (no early exit that leaks how much of the key was right)."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+class RequestGuard:
+    """401 for a missing or wrong API key (when one is configured), 413 for a body over `max_body_bytes`."""
+
+    def __init__(self, app: Callable, *, max_body_bytes: int, api_key_env: str | None = None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        # Read once per worker from the environment: the key never lives in the repository or params.yaml.
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in GUARDED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.api_key and not key_matches(presented_key(headers), self.api_key):
+            reason = "missing" if presented_key(headers) is None else "wrong"
+            await _error(401, f"{reason} API key: send it as the X-API-Key header (or Authorization: Bearer <key>)",
+                         {"WWW-Authenticate": 'Bearer realm="shopsight"'})(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _error(400, f"Content-Length {declared[:32]!r} is not a byte count")(scope, receive, send)
+                return
+            if int(declared) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        # Read the body here (bounded, whatever Content-Length claimed or when chunked) and replay it to the app.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit_kb = self.max_body_bytes // 1024
+        await _error(413, f"request body over {limit_kb} KiB (serving.max_body_kb): send fewer users or events per request")(scope, receive, send)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

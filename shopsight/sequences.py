@@ -1,0 +1,294 @@
+"""Item vocabulary and padded item sequences with the platform's time-based split, for next-item models.
+
+Split (the same cutoffs as every other task, from `shopsight.features.plan_cutoffs`):
+* train: every user's item sequence before the validation cutoff, cut into windows of `max_len + 1` items
+  (input = items[:-1], target = items[1:]; left-padded with 0);
+* valid / test: each user active before the cutoff T and again in [T, T + horizon): input = the last `max_len`
+  items before T, target = the first item the user touched at or after T (what the simulator's ground truth
+  describes). The vocabulary comes from the training events only; an unseen target stays unseen (a miss).
+
+Within a session, consecutive events on one item (view -> cart -> purchase) collapse into one step.
+Everything is written as JSON / NPZ (no pickles) under data/sequences/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shopsight import paths
+from shopsight.config import FeatureParams, RecommenderParams
+from shopsight.features import plan_cutoffs
+
+PAD = 0  # index 0 of every item table is padding
+PAD_TOKEN = "<pad>"
+SEQUENCES_DIR = paths.DATA_DIR / "sequences"
+VOCAB_FILE = "item_vocab.json"
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ItemVocabulary:
+    """Item ids by index; index 0 is padding, 1.. are items ordered by training frequency (most frequent first)."""
+
+    items: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {item: i for i, item in enumerate(self.items)})
+
+    @property
+    def size(self) -> int:
+        """Rows of an item table, padding included."""
+        return len(self.items)
+
+    def index_of(self, item: str) -> int:
+        """The item's index, or PAD for an unknown item."""
+        return self._index.get(item, PAD)  # type: ignore[attr-defined]
+
+    def encode(self, items) -> np.ndarray:
+        return np.fromiter((self.index_of(str(i)) for i in items), dtype=np.int32, count=len(items))
+
+    def decode(self, indices) -> list[str]:
+        return [self.items[int(i)] for i in indices]
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({"items": list(self.items[1:])}))
+
+    @classmethod
+    def load(cls, path: Path) -> "ItemVocabulary":
+        return cls((PAD_TOKEN, *json.loads(Path(path).read_text())["items"]))
+
+    @classmethod
+    def from_counts(cls, counts: pd.Series) -> "ItemVocabulary":
+        order = counts.sort_values(ascending=False, kind="stable")
+        return cls((PAD_TOKEN, *order.index.astype(str)))
+
+
+@dataclass
+class EvalSplit:
+    """One prediction cutoff: a row per user with the recent history, the next item and what they bought before."""
+
+    cutoff: pd.Timestamp
+    user_ids: np.ndarray  # (U,) str
+    inputs: np.ndarray  # (U, max_len) int32, left-padded
+    targets: np.ndarray  # (U,) int32; PAD when the next item is not in the vocabulary
+    purchased_indptr: np.ndarray  # CSR over users of the item indices bought before the cutoff
+    purchased_indices: np.ndarray
+    popularity: np.ndarray  # (V,) event counts per item in the popularity window before the cutoff
+
+    def purchased(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.purchased_indptr, self.purchased_indices
+
+    def subset(self, rows: np.ndarray) -> "EvalSplit":
+        lists = [self.purchased_indices[self.purchased_indptr[r] : self.purchased_indptr[r + 1]] for r in rows]
+        indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+        indices = np.concatenate(lists).astype(np.int32) if lists else np.zeros(0, np.int32)
+        return EvalSplit(self.cutoff, self.user_ids[rows], self.inputs[rows], self.targets[rows], indptr, indices, self.popularity)
+
+
+@dataclass
+class SequenceData:
+    vocab: ItemVocabulary
+    train_inputs: np.ndarray  # (S, max_len) int32
+    train_targets: np.ndarray  # (S, max_len) int32, PAD where there is no target
+    train_counts: np.ndarray  # (V,) how often each item is a training target (unigram for logQ / samplers)
+    transitions: np.ndarray  # (T, 2) int32 consecutive (item, next item) pairs in training sequences
+    valid: EvalSplit
+    test: EvalSplit
+    latest_popularity: np.ndarray  # (V,) counts in the popularity window before the end of the data (serving)
+    max_len: int
+
+
+def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFrame:
+    """user_id, item_id, event_type, timestamp, session_id of the chosen event types, ordered by user then time."""
+    frame = pd.read_parquet(
+        events_path,
+        columns=["user_id", "item_id", "event_type", "timestamp", "session_id"],
+        filters=[("event_type", "in", list(event_types))],
+    )
+    frame["event_type"] = frame["event_type"].astype(str)
+    return frame.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def collapse_repeats(events: pd.DataFrame) -> pd.DataFrame:
+    """Drop an event on the same item as the user's previous event in the same session."""
+    same = (
+        events["user_id"].eq(events["user_id"].shift())
+        & events["session_id"].eq(events["session_id"].shift()).fillna(False)
+        & events["item_id"].eq(events["item_id"].shift())
+    )
+    return events.loc[~same.fillna(False).astype(bool)]
+
+
+def _user_runs(user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) row of each user's run in a frame sorted by user."""
+    if len(user_codes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, user_codes[1:] != user_codes[:-1]])
+    return starts, np.r_[starts[1:], len(user_codes)]
+
+
+def left_pad(rows: list[np.ndarray], length: int) -> np.ndarray:
+    """Rows of item indices -> (n, length) int32, keeping each row's last `length` items at the right."""
+    out = np.zeros((len(rows), length), dtype=np.int32)
+    for r, seq in enumerate(rows):
+        seq = seq[-length:]
+        if len(seq):
+            out[r, length - len(seq) :] = seq
+    return out
+
+
+def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each sequence from its end into windows of max_len + 1 items: input = window[:-1], target = window[1:]."""
+    windows = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            windows.append(seq[max(0, end - max_len - 1) : end])
+            end -= max_len
+    padded = left_pad(windows, max_len + 1) if windows else np.zeros((0, max_len + 1), np.int32)
+    inputs, targets = padded[:, :-1].copy(), padded[:, 1:].copy()
+    targets[inputs == PAD] = PAD  # no target for a padding position
+    return inputs, targets
+
+
+def _popularity(events: pd.DataFrame, vocab: ItemVocabulary, end: pd.Timestamp, days: int) -> np.ndarray:
+    window = events[(events["timestamp"] >= end - days * DAY) & (events["timestamp"] < end)]
+    counts = np.bincount(vocab.encode(window["item_id"].to_numpy()), minlength=vocab.size).astype(np.float64)
+    counts[PAD] = 0.0
+    return counts
+
+
+def _eval_split(events: pd.DataFrame, collapsed: pd.DataFrame, vocab: ItemVocabulary, cutoff: pd.Timestamp,
+                horizon_days: int, params: RecommenderParams) -> EvalSplit:
+    before = collapsed[collapsed["timestamp"] < cutoff]
+    after = events[(events["timestamp"] >= cutoff) & (events["timestamp"] < cutoff + horizon_days * DAY)]
+    first_after = after.drop_duplicates("user_id", keep="first").set_index("user_id")["item_id"]
+    users = pd.Index(before["user_id"].unique()).intersection(first_after.index).sort_values()
+    hist = before[before["user_id"].isin(users)]
+    codes = hist["user_id"].to_numpy()
+    starts, ends = _user_runs(codes)
+    items = vocab.encode(hist["item_id"].to_numpy())
+    order = codes[starts] if len(starts) else np.array([], dtype=object)
+    rows = [items[s:e][items[s:e] != PAD] for s, e in zip(starts, ends)]
+    inputs = left_pad(rows, params.max_len)
+
+    bought = events[(events["timestamp"] < cutoff) & (events["event_type"] == "purchase") & events["user_id"].isin(users)]
+    pairs = pd.DataFrame({"user_id": bought["user_id"].to_numpy(), "item": vocab.encode(bought["item_id"].to_numpy())})
+    pairs = pairs[pairs["item"] != PAD].drop_duplicates().sort_values(["user_id", "item"])
+    bought_by_user = {u: g.to_numpy(np.int32) for u, g in pairs.groupby("user_id", sort=False)["item"]}
+    lists = [bought_by_user.get(u, np.zeros(0, np.int32)) for u in order]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    indices = np.concatenate(lists).astype(np.int32) if lists else np.zeros(0, np.int32)
+    targets = vocab.encode(first_after.loc[order].to_numpy()) if len(order) else np.zeros(0, np.int32)
+    return EvalSplit(
+        cutoff=cutoff,
+        user_ids=np.asarray(order, dtype=str),
+        inputs=inputs,
+        targets=targets,
+        purchased_indptr=indptr,
+        purchased_indices=indices,
+        popularity=_popularity(events, vocab, cutoff, params.popularity_window_days),
+    )
+
+
+def build_sequences(events_path: Path, features: FeatureParams, params: RecommenderParams) -> SequenceData:
+    """Vocabulary, training windows and the valid/test cutoffs' (history, next item) rows from canonical events."""
+    events = load_sequence_events(events_path, params.event_types)
+    if events.empty:
+        raise ValueError(f"{events_path}: no events of types {params.event_types} (recommender.event_types in params.yaml)")
+    t_end = events["timestamp"].max()
+    cutoffs = plan_cutoffs(t_end, features)
+    valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
+    collapsed = collapse_repeats(events)
+    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    if train.empty:
+        raise ValueError(
+            f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
+            "for features.horizon_days in params.yaml"
+        )
+    vocab = ItemVocabulary.from_counts(train["item_id"].value_counts())
+    codes = train["user_id"].to_numpy()
+    items = vocab.encode(train["item_id"].to_numpy())
+    starts, ends = _user_runs(codes)
+    sequences = [items[s:e] for s, e in zip(starts, ends)]
+    inputs, targets = training_windows(sequences, params.max_len)
+    pairs = [np.stack([seq[:-1], seq[1:]], axis=1) for seq in sequences if len(seq) >= 2]
+    transitions = np.concatenate(pairs).astype(np.int32) if pairs else np.zeros((0, 2), np.int32)
+    train_counts = np.bincount(targets.ravel(), minlength=vocab.size).astype(np.float64)
+    train_counts[PAD] = 0.0
+
+    valid = _eval_split(events, collapsed, vocab, valid_cutoff, features.horizon_days, params)
+    test = _eval_split(events, collapsed, vocab, test_cutoff, features.horizon_days, params)
+    for name, split in (("valid", valid), ("test", test)):
+        if len(split.targets) == 0:
+            raise ValueError(f"{events_path}: no user is active both before and after the {name} cutoff {split.cutoff.date()}")
+    latest = _popularity(events, vocab, t_end.ceil("D"), params.popularity_window_days)
+    return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, params.max_len)
+
+
+def save_sequences(data: SequenceData, out_dir: Path = SEQUENCES_DIR) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data.vocab.save(out_dir / VOCAB_FILE)
+    np.savez_compressed(
+        out_dir / "train.npz", inputs=data.train_inputs, targets=data.train_targets, counts=data.train_counts,
+        transitions=data.transitions, latest_popularity=data.latest_popularity,
+    )
+    for name, split in (("valid", data.valid), ("test", data.test)):
+        np.savez_compressed(
+            out_dir / f"{name}.npz", user_ids=split.user_ids, inputs=split.inputs, targets=split.targets,
+            purchased_indptr=split.purchased_indptr, purchased_indices=split.purchased_indices, popularity=split.popularity,
+        )
+    (out_dir / "summary.json").write_text(json.dumps(sequence_summary(data), indent=2))
+
+
+def _load_split(path: Path, cutoff: str) -> EvalSplit:
+    with np.load(path, allow_pickle=False) as z:
+        return EvalSplit(pd.Timestamp(cutoff), z["user_ids"], z["inputs"], z["targets"], z["purchased_indptr"],
+                         z["purchased_indices"], z["popularity"])
+
+
+def load_sequences(out_dir: Path = SEQUENCES_DIR) -> SequenceData:
+    out_dir = Path(out_dir)
+    if not (out_dir / "train.npz").exists():
+        raise FileNotFoundError(f"{out_dir}/train.npz not found: run `shopsight sequences` (or `dvc repro sequences`) first")
+    summary = json.loads((out_dir / "summary.json").read_text())
+    with np.load(out_dir / "train.npz", allow_pickle=False) as z:
+        train = {k: z[k] for k in z.files}
+    return SequenceData(
+        vocab=ItemVocabulary.load(out_dir / VOCAB_FILE),
+        train_inputs=train["inputs"],
+        train_targets=train["targets"],
+        train_counts=train["counts"],
+        transitions=train["transitions"],
+        valid=_load_split(out_dir / "valid.npz", summary["valid_cutoff"]),
+        test=_load_split(out_dir / "test.npz", summary["test_cutoff"]),
+        latest_popularity=train["latest_popularity"],
+        max_len=int(summary["max_len"]),
+    )
+
+
+def sequence_summary(data: SequenceData) -> dict:
+    return {
+        "items": data.vocab.size - 1,
+        "max_len": data.max_len,
+        "train_windows": int(len(data.train_inputs)),
+        "train_targets": int((data.train_targets != PAD).sum()),
+        "valid_cutoff": str(data.valid.cutoff),
+        "valid_users": int(len(data.valid.targets)),
+        "test_cutoff": str(data.test.cutoff),
+        "test_users": int(len(data.test.targets)),
+        "test_targets_unseen": int((data.test.targets == PAD).sum()),
+    }
+
+
+def run_sequences(params) -> dict:
+    """events.parquet -> data/sequences/ (the CLI command and the DVC stage `sequences`)."""
+    data = build_sequences(paths.EVENTS, params.features, params.recommender)
+    save_sequences(data)
+    return sequence_summary(data)

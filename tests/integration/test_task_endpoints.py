@@ -1,0 +1,102 @@
+"""dvc repro trains and evaluates churn and demand (tiny size); their champions answer over a real `bentoml serve`."""
+
+import json
+import os
+
+import httpx
+import pytest
+
+from shopsight.config import load_params
+from tests.integration.servers import bentoml_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registered(tiny_project):
+    from shopsight.churn import register_churn
+    from shopsight.demand import register_demand
+    from shopsight.pipeline import register_propensity
+
+    cwd = os.getcwd()
+    os.chdir(tiny_project)
+    try:
+        params = load_params("params.yaml")
+        return {"propensity": register_propensity(params), "churn": register_churn(params), "demand": register_demand(params)}
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def service_url(tiny_project, registered):
+    with bentoml_server("bentos.service:ShopsightService", cwd=tiny_project) as url:
+        yield url
+
+
+def test_repro_writes_metric_tables_with_baselines(tiny_project):
+    churn = json.loads((tiny_project / "metrics/churn.json").read_text())
+    assert {"mlp", "mlp_calibrated", "recency_rule", "bgnbd", "bgnbd_p_alive"} <= set(churn["test"])
+    assert "oracle" in churn["test"], churn["oracle_note"]  # the simulator's truth matches the churn horizon
+    demand = json.loads((tiny_project / "metrics/demand.json").read_text())
+    assert {demand["model_key"], "seasonal_naive", "moving_average"} == set(demand["test"])
+    assert all(0 <= v for m in demand["test"].values() for v in m.values())
+    prop = json.loads((tiny_project / "metrics/propensity.json").read_text())
+    assert {"mlp", "logistic_regression", "gradient_boosting", "mlp_calibrated", "oracle"} <= set(prop["test"])
+    assert prop["test"]["mlp_calibrated"]["roc_auc"] == pytest.approx(prop["test"]["mlp"]["roc_auc"], abs=1e-9)
+    for png in ("propensity/reliability.png", "propensity/importance.png", "churn/importance.png", "demand/forecast.png"):
+        assert (tiny_project / "plots" / png).stat().st_size > 1000
+
+
+def _user(uid, explain=False, days=(1, 3, 5)):
+    events = [{"item_id": "i1", "event_type": "view", "timestamp": f"2026-03-0{d}T10:00:00Z", "price": 10.0} for d in days]
+    return {"user_id": uid, "events": events, "as_of": "2026-03-10T00:00:00Z", "explain": explain}
+
+
+def test_churn_risk_batch_with_optional_explanations(service_url, registered):
+    body = {"users": [_user("a", explain=True), _user("b"), {"user_id": "new"}]}
+    resp = httpx.post(f"{service_url}/churn_risk", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert [o["user_id"] for o in out] == ["a", "b", "new"]
+    assert all(0 <= o["churn_probability"] <= 1 for o in out)
+    assert out[0]["model"] == registered["churn"].tag
+    assert len(out[0]["reasons"]) == load_params().churn.explain.top_k and out[1]["reasons"] is None
+    assert [o["recent_activity"] for o in out] == [True, True, False]
+
+
+def test_explain_propensity_returns_reasons(service_url):
+    resp = httpx.post(f"{service_url}/explain_propensity", json={"users": [_user("a")]}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    (out,) = resp.json()
+    assert 0 <= out["probability"] <= 1 and out["reasons"] and {"feature", "contribution"} <= set(out["reasons"][0])
+
+
+def test_forecast_demand_from_history_and_from_stored_window(service_url, tiny_project, registered):
+    horizon = load_params(tiny_project / "params.yaml").demand.horizon_days
+    legend = json.loads((tiny_project / "plots/demand/forecast_legend.json").read_text())
+    body = {"series": [
+        {"series_id": "x", "level": "item", "history": [0, 1, 0, 2, 1, 0, 3], "start": "2026-03-02"},
+        {"series_id": legend["top1"], "level": "category"},
+        {"series_id": "never-seen", "level": "item"},
+    ]}
+    resp = httpx.post(f"{service_url}/forecast_demand", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert [o["history_source"] for o in out] == ["request", "stored", "none"]
+    assert all(len(o["units"]) == horizon and min(o["units"]) >= 0 for o in out)
+    assert out[0]["dates"][0] == "2026-03-02" and out[1]["model"] == registered["demand"].tag
+
+
+@pytest.mark.parametrize(
+    "endpoint, body, field",
+    [
+        ("churn_risk", {"users": [{"user_id": "a", "events": [{"item_id": "i", "event_type": "teleport", "timestamp": "2026-01-01"}]}]}, "event_type"),
+        ("churn_risk", {"users": [{"user_id": "a", "explain": "maybe"}]}, "explain"),
+        ("forecast_demand", {"series": [{"series_id": "c", "history": [1, -1]}]}, "history"),
+        ("forecast_demand", {"series": [{"series_id": "c", "level": "galaxy"}]}, "level"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_naming_the_field(service_url, endpoint, body, field):
+    resp = httpx.post(f"{service_url}/{endpoint}", json=body, timeout=30)
+    assert 400 <= resp.status_code < 500, resp.text
+    assert field in resp.text

@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopsight.churn import active_users, activity_rfm, bgnbd_scores, build_churn_dataset, fit_recency_rule, predict_recency_rule
+from shopsight.config import Params
+from tests.conftest import make_events
+
+
+def _events():
+    frame = []
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    for d in range(0, 70, 2):  # u_loyal: active every other day throughout
+        frame.append(("u_loyal", "i1", "view", str(start + pd.Timedelta(days=d, hours=10))))
+    for d in range(0, 30, 3):  # u_gone: stops after day 30
+        frame.append(("u_gone", "i2", "purchase" if d % 6 == 0 else "view", str(start + pd.Timedelta(days=d, hours=12))))
+    return make_events(frame)
+
+
+def test_churn_label_is_inactivity_in_the_horizon_for_users_active_before():
+    events = _events()
+    params = Params.model_validate({"features": {"windows_days": [7, 14], "horizon_days": 7, "cutoff_step_days": 7, "n_train_cutoffs": 1},
+                                    "churn": {"horizon_days": 7}})
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        events.to_parquet(path)
+        data = build_churn_dataset(path, params)
+    assert set(data["split"]) == {"train", "valid", "test"}
+    by = data.set_index(["split", "user_id"])["label"]
+    assert by[("test", "u_loyal")] == 0
+    # u_gone is only in a split while it was active in the look-back window; once gone its label is 1
+    gone = data[data["user_id"] == "u_gone"]
+    assert (gone["label"] == (gone["cutoff"] > pd.Timestamp("2026-01-28", tz="UTC")).astype(int)).all()
+    assert data[["bgnbd_frequency", "bgnbd_recency", "bgnbd_T"]].notna().all().all()
+
+
+def test_active_users_window_bounds():
+    events = make_events([("u1", "i", "view", "2026-01-10T00:00:00"), ("u2", "i", "view", "2026-01-17T00:00:00")])
+    got = active_users(events, [pd.Timestamp("2026-01-10", tz="UTC")], 7)
+    assert got["user_id"].tolist() == ["u1"]  # [T, T + 7 days): the 17th is outside
+
+
+def test_activity_rfm_counts_active_days_not_purchases():
+    events = make_events([("u1", "i", "view", "2026-01-01T10:00:00"), ("u1", "i", "view", "2026-01-08T10:00:00"), ("u1", "i", "cart", "2026-01-08T11:00:00")])
+    rfm = activity_rfm(events, pd.Timestamp("2026-01-15", tz="UTC"), 7.0)
+    assert rfm.loc["u1", "bgnbd_frequency"] == 1.0 and rfm.loc["u1", "bgnbd_recency"] == pytest.approx(1.0)
+    assert rfm.loc["u1", "bgnbd_T"] == pytest.approx(13 / 7)  # last observed day (14th) - first (1st)
+
+
+def test_recency_rule_is_monotone_and_bgnbd_scores_are_probabilities():
+    rng = np.random.default_rng(0)
+    rec = rng.uniform(0, 80, 3000)
+    y = (rng.random(3000) < rec / 80).astype(float)
+    rule = fit_recency_rule(rec, y)
+    pred = predict_recency_rule(rule, np.linspace(0, 80, 50))
+    assert np.all(np.diff(pred) >= 0) and pred[-1] > pred[0] + 0.5
+    rows = pd.DataFrame({"bgnbd_frequency": [0.0, 5.0, 5.0], "bgnbd_recency": [0.0, 10.0, 2.0], "bgnbd_T": [3.0, 10.0, 10.0]})
+    s = bgnbd_scores({"r": 0.25, "alpha": 4.4, "a": 0.8, "b": 2.4}, rows, 14, 7.0)
+    assert np.all((s["bgnbd"] >= 0) & (s["bgnbd"] <= 1))
+    assert s["bgnbd"][2] > s["bgnbd"][1]  # same frequency, longer silence: more likely gone
+    assert s["bgnbd_p_alive"][0] == 0.0  # BG/NBD: no repeat activity means never dropped out
