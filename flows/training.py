@@ -43,11 +43,14 @@ def _working_dir(path: str | Path) -> Iterator[None]:
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10)
-def run_dvc_stage(project_dir: str, stage: str) -> dict:
+def run_dvc_stage(project_dir: str, stage: str, up_to_date: bool = False) -> dict:
     """One DVC stage (`dvc repro --single-item`): skipped by DVC when nothing it depends on changed."""
     from shopsight.orchestration import run_stage
 
     logger = get_run_logger()
+    if up_to_date:
+        logger.info("stage %s unchanged (dvc status): skipped", stage)
+        return {"stage": stage, "ran": False, "seconds": 0.0}
     result = run_stage(project_dir, stage, on_line=logger.info)
     logger.info("stage %s %s in %.1fs", stage, "ran" if result.ran else "unchanged (skipped by DVC)", result.seconds)
     return {"stage": stage, "ran": result.ran, "seconds": round(result.seconds, 2)}
@@ -60,9 +63,10 @@ def register_task_model(task_name: str, target: str, project_dir: str, params_fi
     with _working_dir(project_dir):
         reg = getattr(importlib.import_module(module), func)(load_params(params_file))
     get_run_logger().info("%s: %s -> %s (%s)", task_name, reg.tag, reg.status, reg.reason)
-    table = reg.decision.markdown() if reg.decision is not None else ""
-    return {"task": task_name, "tag": reg.tag, "status": reg.status, "reason": reg.reason, "promoted": reg.promoted,
-            "registered": reg.registered, "comparison": table}
+    decision = getattr(reg, "decision", None)
+    return {"task": task_name, "tag": reg.tag, "status": reg.status, "reason": reg.reason,
+            "promoted": getattr(reg, "promoted", reg.status == "champion"), "registered": getattr(reg, "registered", True),
+            "comparison": decision.markdown() if decision is not None else ""}
 
 
 @task(name="build-bento")
@@ -102,7 +106,7 @@ def training_flow(
     `tasks` limits the registrations (None = all of REGISTRATIONS); `build_bento` None follows params.yaml;
     `dry_run` only reports the stage plan (for checking a deployment end to end without training).
     """
-    from shopsight.orchestration import pipeline_stages
+    from shopsight.orchestration import pipeline_stages, stages_to_run
     from shopsight.registry import rollback
 
     logger = get_run_logger()
@@ -115,7 +119,8 @@ def training_flow(
         return {"reason": reason, "dry_run": True, "stages": [s.name for s in plan]}
 
     stage_task = run_dvc_stage.with_options(retries=orch.stage_retries, retry_delay_seconds=orch.stage_retry_delay_seconds)
-    stages = [stage_task(project_dir, s.name) for s in plan]  # sequential: DVC holds one repo lock at a time
+    needed = stages_to_run(project, plan)
+    stages = [stage_task(project_dir, s.name, s.name not in needed) for s in plan]  # sequential: one DVC repo lock
 
     registrations = [
         register_task_model(name, target, project_dir, params_file)

@@ -366,8 +366,10 @@ def build_weekly_report(
     if "served" in sources and prediction_log is not None and len(prediction_log):
         t0 = time.perf_counter()
         ts = pd.to_datetime(prediction_log["timestamp"], utc=True)
-        week_log = prediction_log[(ts >= start) & (ts < end)]
-        served = served_inputs(week_log, columns)
+        week_log = prediction_log[((ts >= start) & (ts < end)).to_numpy()]
+        served_rows = len(week_log)
+        # sample before decoding: run_drift would sample to max_rows anyway (same uniform, seeded draw)
+        served = served_inputs(_sample(week_log, policy.max_rows, seed), columns)
         ref = reference[columns].copy()
         numerical = list(columns)
         # the service computed features with the full look-back: windows longer than the reference's history
@@ -378,8 +380,11 @@ def build_weekly_report(
             ref[PREDICTION_COLUMN] = np.asarray(reference_predictions, dtype="float64")
             numerical.append(PREDICTION_COLUMN)
             served_counted.append(PREDICTION_COLUMN)
-        _keep("served", *run_drift("served", ref, served, numerical, [], policy, served_counted, excluded=served_excluded,
-                                   timestamp=stamp, tags=tags, seed=seed))
+        snapshot, drift = run_drift("served", ref, served, numerical, [], policy, served_counted, excluded=served_excluded,
+                                    timestamp=stamp, tags=tags, seed=seed)
+        drift.sampled = drift.sampled or served_rows > len(served)
+        drift.current_rows = served_rows if served_rows > len(served) else drift.current_rows
+        _keep("served", snapshot, drift)
         report.seconds["served"] = round(time.perf_counter() - t0, 3)
     if "quality" in sources and prediction_log is not None and len(prediction_log):
         t0 = time.perf_counter()

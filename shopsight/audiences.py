@@ -127,7 +127,7 @@ def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: P
             reasons.update({uid: format_reasons(t) for uid, t in zip(part, top)})
         out = frame.assign(reasons=frame["user_id"].map(reasons), as_of=as_of, model=tag).reset_index(drop=True)
         out.insert(0, "rank", np.arange(1, len(out) + 1))
-        out = out.round({"p_purchase": 5, "p_churn": 5, "score": 5, "revenue_lookback": 2})
+        out = out.round({"p_purchase": 5, "p_churn": 5, "score": 5, "revenue_lookback": 2, "value_at_risk": 2})
         csv, parquet = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
         out.to_csv(csv, index=False)
         out.to_parquet(parquet, index=False)

@@ -54,9 +54,8 @@ def pipeline_stages(project_dir: Path | str) -> list[StageNode]:
 
     with Repo(str(project_dir)) as repo:
 
-        def address(stage) -> str:  # what `dvc repro --single-item` accepts when run in the project root
-            dvcfile = os.path.relpath(stage.dvcfile.path, repo.root_dir)
-            return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+        def address(stage) -> str:
+            return _address(stage, repo.root_dir)
 
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
@@ -64,6 +63,28 @@ def pipeline_stages(project_dir: Path | str) -> list[StageNode]:
         runnable = graph.subgraph([s for s in graph if getattr(s, "cmd", None)]).reverse(copy=True)
         order = nx.lexicographical_topological_sort(runnable, key=lambda s: position.get(address(s), len(position)))
         return [StageNode(address(s), tuple(sorted(address(d) for d in graph.successors(s) if getattr(d, "cmd", None)))) for s in order]
+
+
+def _address(stage, root_dir: str) -> str:
+    """What `dvc repro --single-item` accepts for a stage when run in the project root."""
+    dvcfile = os.path.relpath(stage.dvcfile.path, root_dir)
+    return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
+
+def stages_to_run(project_dir: Path | str, plan: list[StageNode]) -> set[str]:
+    """Stages DVC would run now: those whose deps, params or outs changed, and every stage downstream of them.
+
+    One in-process `dvc status` instead of one DVC process per stage keeps a no-op rerun of the flow fast;
+    the stages in the returned set still go through `dvc repro --single-item`, which has the final word.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(project_dir)) as repo, repo.lock:
+        needed = {_address(s, repo.root_dir) for s in repo.index.stages if getattr(s, "cmd", None) and s.changed()}
+    for node in plan:  # plan is in graph order: upstream stages come first
+        if needed.intersection(node.upstream):
+            needed.add(node.name)
+    return needed
 
 
 def _dvc_env() -> dict[str, str]:

@@ -40,7 +40,8 @@ def key_matches(given: str | None, expected: str) -> bool:
 
 
 class RequestGuard:
-    """401 for a missing or wrong API key (when one is configured), 413 for a body over `max_body_bytes`."""
+    """401 for a missing or wrong API key (when one is configured), 415 for a body that is not JSON, 413 for a
+    body over `max_body_bytes`."""
 
     def __init__(self, app: Callable, *, max_body_bytes: int, api_key_env: str | None = None) -> None:
         self.app = app
@@ -57,6 +58,12 @@ class RequestGuard:
             reason = "missing" if presented_key(headers) is None else "wrong"
             await _error(401, f"{reason} API key: send it as the X-API-Key header (or Authorization: Bearer <key>)",
                          {"WWW-Authenticate": 'Bearer realm="shopsight"'})(scope, receive, send)
+            return
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            # Every endpoint takes JSON; BentoML's form parser answers some other bodies with a 500.
+            await _error(415, f"Content-Type {media_type[:64]!r} is not supported: send JSON with Content-Type: application/json")(
+                scope, receive, send)
             return
         declared = headers.get("content-length")
         if declared is not None:

@@ -15,6 +15,8 @@ os.environ["BENTOML_HOME"] = str(_HOMES / "bentoml")
 os.environ["PREFECT_HOME"] = str(_HOMES / "prefect")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# The temporary Prefect API gets 20 s to start by default: too short on a busy 2-core CI machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DO_NOT_TRACK", "1")  # BentoML usage analytics off (no network here)
 

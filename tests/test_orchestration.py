@@ -33,6 +33,14 @@ elif step == "flaky":
     if attempts < toy["fail_times"]:
         sys.exit(f"transient failure {attempts + 1}")
     pathlib.Path("flaky.txt").write_text("ok")
+elif step == "slow":
+    # the first time: leave a half-written output and hang (the test kills the run here)
+    out = pathlib.Path("slow.txt")
+    if not pathlib.Path("slow-started").exists():
+        pathlib.Path("slow-started").write_text("1")
+        out.write_text("half")
+        import time; time.sleep(600)
+    out.write_text("done")
 elif step == "train":
     pathlib.Path("model").mkdir(exist_ok=True)
     pathlib.Path("model/model.bin").write_text(f"score={toy['score']}")
@@ -83,7 +91,7 @@ def make_toy_project(root: Path, *, score: float = 0.7, fail_times: int = 0, ret
         yaml.safe_dump({"orchestration": {"stage_retries": retries, "stage_retry_delay_seconds": 0, "build_bento": False},
                         "registry": {"gate": {"metric": "roc_auc", "min_improvement": 0.01}}})
     )
-    (root / ".gitignore").write_text("attempts.txt\n")
+    (root / ".gitignore").write_text("attempts.txt\nslow-started\n")
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "config", "cache.dir", str(root.parent / f"cache-{root.name}")], root)
@@ -175,11 +183,10 @@ def test_flow_retries_a_transient_failure_gates_and_leaves_the_champion_on_rejec
 def test_a_failing_stage_stops_the_run_before_registration(tmp_path, toy_task):
     from flows.training import training_flow
 
-    project = make_toy_project(tmp_path / "p", score=0.70)
-    champion = training_flow(project_dir=str(project))["registrations"]["toy"]["tag"]
-    # A better model (it would win the gate) and a stage that now fails every time.
-    (project / "toy.yaml").write_text(yaml.safe_dump({"score": 0.90, "fail_times": 99}))
-    (project / "attempts.txt").write_text("0")
+    metrics = {"test": {"toy": {"roc_auc": 0.70, "log_loss": 0.5}}}
+    champion = registry.register_model(toy_task, _fake_model(tmp_path), metrics, {}, main_metric="roc_auc", model_key="toy").tag
+    # A better model (it would win the gate) and a stage that fails every time.
+    project = make_toy_project(tmp_path / "p", score=0.90, fail_times=99, retries=1)
     state = training_flow(project_dir=str(project), return_state=True)
     assert state.is_failed()
     assert int((project / "attempts.txt").read_text()) == 2, "one try and one retry"
@@ -187,24 +194,62 @@ def test_a_failing_stage_stops_the_run_before_registration(tmp_path, toy_task):
     assert [r["tag"] for r in registry.list_models(toy_task)] == [champion]
 
 
+SLOW_STAGE = """
+  slow:
+    cmd: python toy.py slow
+    deps: [data.txt]
+    outs: [slow.txt]
+"""
+
+
 @pytest.mark.integration
-def test_trigger_retrain_without_a_server_runs_the_flow_here(tmp_path, toy_task, monkeypatch):
+def test_a_run_killed_half_way_reruns_to_completion_without_cleanup(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    project = make_toy_project(tmp_path / "p")
+    (project / "dvc.yaml").write_text(TOY_DVC + SLOW_STAGE)
+    code = f"from flows.training import training_flow; training_flow(project_dir={str(project)!r}, tasks=[])"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (project / "slow-started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the flow did not reach the slow stage"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole run dies mid-stage: flow, DVC and the stage command
+        proc.wait()
+    assert (project / "slow.txt").read_text() == "half"
+
+    from flows.training import training_flow
+
+    result = training_flow(project_dir=str(project), tasks=[])  # no manual cleanup in between
+    assert "slow" in {s["stage"] for s in result["stages"] if s["ran"]}
+    assert (project / "slow.txt").read_text() == "done"
+    status = run([sys.executable, "-m", "dvc", "status"], project).stdout
+    assert "up to date" in status, status
+
+
+def _fake_model(tmp_path: Path) -> Path:
+    path = tmp_path / "fake-model"
+    path.mkdir()
+    (path / "model.bin").write_bytes(uuid.uuid4().bytes)
+    return path
+
+
+@pytest.mark.integration
+def test_trigger_retrain_without_a_server_runs_the_flow_here(toy, monkeypatch):
     from flows.triggers import trigger_retrain
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    project = make_toy_project(tmp_path / "p")
-    outcome = trigger_retrain("drift: 40% of features drifted", project_dir=str(project))
+    outcome = trigger_retrain("drift: 40% of features drifted", project_dir=str(toy), dry_run=True)
     assert outcome.mode == "direct" and outcome.state == "Completed"
     assert outcome.result["reason"] == "drift: 40% of features drifted"
-    assert registry.champion_tag(toy_task) == outcome.result["registrations"]["toy"]["tag"]
-
-
-@pytest.mark.integration
-def test_dry_run_only_reports_the_plan(toy):
-    from flows.training import training_flow
-
-    result = training_flow(project_dir=str(toy), dry_run=True)
-    assert result["dry_run"] and result["stages"][0] == "prepare" and not (toy / "data.txt").exists()
+    # dry_run only reports the plan (in DVC graph order) and runs nothing
+    assert outcome.result["stages"][0] == "prepare" and not (toy / "data.txt").exists()
 
 
 def test_distribution_strategy_rejects_unknown_names():

@@ -21,8 +21,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: float = 120.0, log_dir: Path | None = None):
-    """`bentoml serve target` on a free 127.0.0.1 port; yields the base URL once /readyz answers 200."""
+def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: float = 120.0, log_dir: Path | None = None,
+                   wait_for: str = "/readyz"):
+    """`bentoml serve target` on a free 127.0.0.1 port; yields the base URL once `wait_for` answers 200."""
     port = free_port()
     log = open(Path(log_dir or cwd) / f"bentoml-serve-{port}.log", "w")
     proc = subprocess.Popen(
@@ -40,7 +41,7 @@ def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: flo
             if proc.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{Path(log.name).read_text()[-4000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}{wait_for}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -53,6 +53,27 @@ def _shop_project(root: Path, scenario: str, seed: int = 3) -> Path:
     return project
 
 
+def _log_served_predictions(project: Path) -> int:
+    """What the service would have logged in the report week (shopsight/prediction_log.py format, in the default
+    serving.prediction_log.dir): model inputs of users active at the week's end, one prediction each."""
+    from shopsight.config import FeatureParams
+    from shopsight.features import build_user_features, feature_columns, model_input
+    from shopsight.prediction_log import Prediction, PredictionLog
+
+    fp = FeatureParams(**FEATURES)
+    columns = feature_columns(fp.windows_days)
+    week_end = pd.Timestamp(WEEK_END, tz="UTC")
+    feats = build_user_features(pd.read_parquet(project / "data" / "events.parquet"), week_end - pd.Timedelta(days=1), fp)
+    x = model_input(feats, columns)
+    log = PredictionLog(project / "monitoring" / "predictions")
+    now = (week_end - pd.Timedelta(hours=20)).to_pydatetime()
+    log.append("predict_propensity", "propensity:test", [
+        Prediction(uid, dict(zip(columns, row.tolist())), {"probability": 0.1}, now) for uid, row in zip(feats.index, x)
+    ], now=now)
+    log.close()
+    return len(feats)
+
+
 def _retrain_runs(deployment_id) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -81,6 +102,7 @@ def test_weekly_flow_fires_on_price_increase_not_on_none_and_respects_cooldown(t
 
     deployment_id = harness_with_retrain_deployment
     quiet = _shop_project(tmp_path, "none")
+    n_logged = _log_served_predictions(quiet)
     result = monitoring_flow(project_dir=str(quiet), week_end=WEEK_END, reference_path=str(quiet / "data" / "reference.parquet"))
     assert result["week"] == "2026-W12"
     assert not result["decision"]["retrain"], result["decision"]
@@ -89,7 +111,8 @@ def test_weekly_flow_fires_on_price_increase_not_on_none_and_respects_cooldown(t
     report_dir = quiet / "monitoring" / "reports" / "2026-W12"
     saved = json.loads((report_dir / "weekly_report.json").read_text())
     assert saved["decision"]["retrain"] is False and saved["decision"]["notes"]
-    assert {"user_features", "event_mix"} <= set(saved["sources"])
+    assert {"user_features", "event_mix", "served"} <= set(saved["sources"])
+    assert saved["sources"]["served"]["current_rows"] == n_logged  # every logged prediction of the week was read
     assert (report_dir / "user_features.html").stat().st_size > 10_000
     assert not (quiet / "monitoring" / "state.json").exists()
 

@@ -1,0 +1,180 @@
+"""A real `bentoml serve` under attack and under load: fuzzing, malformed input, API key, body limit,
+readiness during warm-up, 64 concurrent clients, and a prediction log with one record per answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from shopsight.config import load_params
+from shopsight.prediction_log import read_prediction_log
+from tests.integration.servers import bentoml_server
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "test-key-9f2c"  # generated for the test; a real key lives only in the environment
+SERVICE = "bentos.service:ShopsightService"
+
+
+@pytest.fixture(scope="module")
+def registered(tiny_project):
+    from shopsight.pipeline import register_propensity
+
+    cwd = os.getcwd()
+    os.chdir(tiny_project)
+    try:
+        return register_propensity(load_params("params.yaml"))
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_project, registered, tmp_path_factory):
+    """The service with an API key and a small body limit."""
+    logs = tmp_path_factory.mktemp("guarded-log")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["serving"]["max_body_kb"] = 64
+    path = logs / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"SHOPSIGHT_API_KEY": API_KEY, "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+    with bentoml_server(SERVICE, cwd=tiny_project, env=env, log_dir=logs) as url:
+        yield url
+
+
+def _user(uid: str, n: int = 3) -> dict:
+    events = [{"item_id": f"i{k}", "event_type": "view", "timestamp": f"2026-03-0{k + 1}T10:00:00Z", "price": 12.5} for k in range(n)]
+    return {"user_id": uid, "events": events, "as_of": "2026-03-10T00:00:00Z"}
+
+
+KEY = {"X-API-Key": API_KEY}
+
+
+def test_api_key_required_on_predictions_not_on_probes(guarded):
+    body = {"users": [_user("a")]}
+    assert httpx.post(f"{guarded}/predict_propensity", json=body, timeout=30).status_code == 401
+    wrong = httpx.post(f"{guarded}/predict_propensity", json=body, headers={"X-API-Key": "nope"}, timeout=30)
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    assert httpx.post(f"{guarded}/predict_propensity", json=body, headers=KEY, timeout=30).status_code == 200
+    bearer = httpx.post(f"{guarded}/predict_propensity", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    assert bearer.status_code == 200
+    for probe in ("/readyz", "/livez"):
+        assert httpx.get(f"{guarded}{probe}", timeout=10).status_code == 200
+
+
+DEEP = b'{"users": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+BIG_NUMBER = b'{"users": [{"user_id": "a", "events": [{"item_id": "i", "event_type": "view", "timestamp": "2026-01-01T00:00:00Z", "price": 1' + b"0" * 400 + b"}]}]}"
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b'{"users": []}', "users"),                                              # empty list
+    (b'{"users": [{"user_id": "a", "events": [{"item_id": "i", "event_type": "view", "timestamp": "2026-01-01T00:00:00Z", "price": NaN}]}]}', "price"),
+    (BIG_NUMBER, "price"),                                                    # huge number
+    (b'{"users": [{"user_id": 7}]}', "user_id"),                              # wrong type
+    (b'{"users": [{"events": []}]}', "user_id"),                              # missing field
+    (b'{"users": [{"user_id": "\xff\xfe"}]}', "JSON"),                       # invalid UTF-8
+    (DEEP, "recursion"),                                                      # deeply nested JSON
+    (b'{"users": [{"user_id": "a", "events": [{"item_id": "i", "event_type": "view", "timestamp": "yesterday"}]}]}', "timestamp"),
+    (b'{"users": [{"user_id": "a", "extra": 1}]}', "extra"),                  # unknown field
+    (b"", "users"),
+    (b"null", "object"),
+])
+def test_malformed_input_is_a_4xx_with_a_message(guarded, body, needle):
+    resp = httpx.post(f"{guarded}/predict_propensity", content=body, headers={**KEY, "content-type": "application/json"}, timeout=30)
+    assert 400 <= resp.status_code < 500, resp.text
+    assert needle.lower() in resp.text.lower()
+
+
+def test_too_many_users_and_too_large_bodies_are_rejected(guarded):
+    limit = load_params().serving.max_users_per_request
+    many = {"users": [{"user_id": f"u{i}"} for i in range(limit + 1)]}
+    resp = httpx.post(f"{guarded}/predict_propensity", json=many, headers=KEY, timeout=30)
+    assert resp.status_code in (400, 413) and ("users" in resp.text or "max_body_kb" in resp.text)
+    big = {"users": [_user(f"u{i}", n=20) for i in range(200)]}  # ~300 KiB > the 64 KiB set for this server
+    resp = httpx.post(f"{guarded}/predict_propensity", json=big, headers=KEY, timeout=30)
+    assert resp.status_code == 413 and "max_body_kb" in resp.json()["error"]
+
+
+# Endpoints whose model is optional: without it they answer 503 "no model" by design, which is not a bug.
+OPTIONAL_MODEL_PATHS = {"recommender": ["/recommend", "/similar_items"], "churn": ["/churn_risk"], "demand": ["/forecast_demand"]}
+
+
+def test_schemathesis_finds_no_server_error(guarded, tmp_path):
+    """Property-based requests generated from the service's own OpenAPI schema, valid and invalid."""
+    import bentoml
+
+    present = {m.tag.name for m in bentoml.models.list()}
+    skipped = [path for task, paths in OPTIONAL_MODEL_PATHS.items() if task not in present for path in paths]
+    report = tmp_path / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{guarded}/docs.json", "--checks", "not_a_server_error",
+         "--max-examples", "40", "--seed", "8", "--header", f"X-API-Key: {API_KEY}", "--request-timeout", "30",
+         "--phases", "examples,coverage,fuzzing", "--report", "junit", "--report-junit-path", str(report), "--no-color",
+         *[arg for path in skipped for arg in ("--exclude-path", path)]],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    cases = sum(int(n) for n in re.findall(r"(\d+) generated", proc.stdout)) or sum(int(n) for n in re.findall(r"(\d+) test cases", proc.stdout))
+    assert cases >= 200, proc.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def slow_warmup(tiny_project, registered, tmp_path_factory):
+    """The service with a long warm-up and no API key, started without waiting for readiness."""
+    logs = tmp_path_factory.mktemp("load-log")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["serving"]["warmup_rounds"] = 8
+    path = logs / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"SHOPSIGHT_API_KEY": "", "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+    return logs, env
+
+
+def test_not_ready_until_warm_then_load_with_every_answer_logged(tiny_project, slow_warmup):
+    logs, env = slow_warmup
+    answered: list[int] = []
+    with bentoml_server(SERVICE, cwd=tiny_project, env=env, log_dir=logs, wait_for="/livez") as url:
+        # Alive at once, ready only after the models are loaded and warmed up.
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        early = httpx.post(f"{url}/predict_propensity", json={"users": [_user("early")]}, timeout=30)
+        assert early.status_code == 503 and "loading" in early.text
+        for _ in range(240):
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                break
+            asyncio.run(asyncio.sleep(0.5))
+        else:
+            pytest.fail("never became ready")
+        statuses = asyncio.run(_load(f"{url}/predict_propensity", n=2000, concurrency=64))
+        answered = [s for s in statuses if s == 200]
+        assert statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
+    # The server was stopped (SIGTERM) right after the last answer: every answered request is in the log.
+    frame = read_prediction_log(logs / "predictions", endpoint="predict_propensity")
+    assert len(frame) == len(answered) == 2000
+    assert frame["user_id"].str.startswith("load-").all() and frame["user_id"].is_unique
+    assert frame["output"].map(lambda o: 0.0 <= o["probability"] <= 1.0).all()
+    assert frame["features"].map(len).nunique() == 1
+
+
+async def _load(url: str, n: int, concurrency: int) -> list[int]:
+    statuses: list[int] = []
+    queue = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def worker() -> None:
+            for i in queue:
+                try:
+                    resp = await client.post(url, json={"users": [_user(f"load-{i}", n=1 + i % 5)]})
+                    statuses.append(resp.status_code)
+                except httpx.HTTPError as exc:
+                    statuses.append(-1)
+                    print("load error:", repr(exc))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
