@@ -49,7 +49,8 @@ def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[p
 def event_time_span(events: pd.DataFrame | str | Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     """First and last event time of a canonical frame or Parquet file."""
     if isinstance(events, (str, Path)):
-        lo, hi = connection().execute(f"SELECT min(timestamp), max(timestamp) FROM read_parquet('{Path(events).as_posix()}')").fetchone()
+        # fetchall: a half-read result would keep the shared thread-local connection busy
+        ((lo, hi),) = connection().execute(f"SELECT min(timestamp), max(timestamp) FROM read_parquet('{Path(events).as_posix()}')").fetchall()
         return pd.Timestamp(lo).tz_convert("UTC"), pd.Timestamp(hi).tz_convert("UTC")
     return events["timestamp"].min(), events["timestamp"].max()
 
