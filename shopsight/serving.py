@@ -20,6 +20,19 @@ assert set(EventType.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
 
 MAX_ID_LENGTH = 128
 MAX_EVENTS_PER_USER = 2000
+# Timestamps the feature code can represent (pandas nanoseconds end in 2262): anything else is a 400, not a 500.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+00:04 has no UTC datetime
+        raise ValueError(f"{value.isoformat()} is outside {EARLIEST.year}..{LATEST.year - 1}") from None
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"{value.isoformat()} is outside {EARLIEST.year}..{LATEST.year - 1}")
+    return value
 
 
 class EventIn(BaseModel):
@@ -37,7 +50,7 @@ class EventIn(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return _in_range(value)
 
 
 class UserHistory(BaseModel):
@@ -51,9 +64,7 @@ class UserHistory(BaseModel):
     @field_validator("as_of")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return None if value is None else _in_range(value)
 
 
 class PropensityOut(BaseModel):

