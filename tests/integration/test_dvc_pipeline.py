@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 def test_repro_writes_metrics_plots_reports(tiny_project):
     metrics = json.loads((tiny_project / "metrics/propensity.json").read_text())
-    assert set(metrics["test"]) == {"mlp", "logistic_regression"}
+    assert {"mlp", "logistic_regression"} <= set(metrics["test"])
     for model in metrics["test"].values():
         assert 0.0 <= model["roc_auc"] <= 1.0 and 0.0 <= model["pr_auc"] <= 1.0
     assert metrics["test"]["logistic_regression"]["roc_auc"] > 0.55, "the shop has signal: a baseline must beat chance"
