@@ -166,24 +166,13 @@ def train_churn(params: Params, dataset_path: Path = CHURN_FEATURES, out_dir: Pa
 
 def evaluate_churn(params: Params, dataset_path: Path = CHURN_FEATURES, model_dir: Path = CHURN_DIR) -> dict:
     """Test-cutoff metrics of the MLP (raw, calibrated), the recency rule, BG/NBD and the oracle; plots under plots/churn/."""
-    import keras
-
-    from shopsight.calibration import Calibrator
-    from shopsight.evaluate import compare_with_oracle, oracle_scores, score_binary_task, write_binary_plots, write_importance
+    from shopsight.evaluate import compare_with_oracle, oracle_scores, score_binary_task, score_test_split, write_binary_plots, write_importance
 
     cfg = params.churn
-    columns = json.loads((model_dir / "feature_columns.json").read_text())
-    data = pd.read_parquet(dataset_path)
-    test = data[data["split"] == "test"]
-    y = test["label"].to_numpy()
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{dataset_path}: the test split has a single class; ROC-AUC is undefined")
-    x = model_input(test, columns)
-    model = keras.models.load_model(model_dir / "model.keras")
-    raw = model.predict(x, batch_size=4096, verbose=0).ravel()
+    split = score_test_split(dataset_path, model_dir)
+    test, y, x, model, columns = split.test, split.y, split.x, split.model, split.columns
     scores = {
-        "mlp": raw,
-        "mlp_calibrated": Calibrator.from_json(model_dir / "calibration.json").apply(raw),
+        **split.scores,
         "recency_rule": predict_recency_rule(json.loads((model_dir / "recency_rule.json").read_text()), test["recency_days"].to_numpy()),
         **bgnbd_scores(json.loads((model_dir / "bgnbd.json").read_text()), test, cfg.horizon_days, cfg.bgnbd.time_unit_days),
     }

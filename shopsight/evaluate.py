@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,18 @@ def write_importance(task_plots: Path, model_dir: Path, model, x: np.ndarray, co
     return importance
 
 
-def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FEATURES, model_dir: Path = paths.PROPENSITY_DIR) -> dict:
-    """Score the held-out test cutoff with the MLP (raw and calibrated), the baselines and, on the simulator, the
-    oracle; write metrics/propensity.json, ROC/reliability/importance plots."""
+@dataclass
+class TestSplitScores:
+    test: pd.DataFrame
+    y: np.ndarray
+    x: np.ndarray
+    scores: dict[str, np.ndarray]  # the MLP raw and calibrated
+    model: object
+    columns: list[str]
+
+
+def score_test_split(dataset_path: Path, model_dir: Path) -> TestSplitScores:
+    """The test-split rows, labels, model input, model and the MLP's raw and calibrated scores (shared by binary tasks)."""
     import keras
 
     from shopsight.calibration import Calibrator
@@ -126,9 +136,17 @@ def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FE
     x = model_input(test, columns)
     model = keras.models.load_model(model_dir / "model.keras")
     raw = model.predict(x, batch_size=4096, verbose=0).ravel()
+    calibrated = Calibrator.from_json(model_dir / "calibration.json").apply(raw)
+    return TestSplitScores(test, y, x, {"mlp": raw, "mlp_calibrated": calibrated}, model, columns)
+
+
+def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FEATURES, model_dir: Path = paths.PROPENSITY_DIR) -> dict:
+    """Score the held-out test cutoff with the MLP (raw and calibrated), the baselines and, on the simulator, the
+    oracle; write metrics/propensity.json, ROC/reliability/importance plots."""
+    split = score_test_split(dataset_path, model_dir)
+    test, y, x, model, columns = split.test, split.y, split.x, split.model, split.columns
     scores = {
-        "mlp": raw,
-        "mlp_calibrated": Calibrator.from_json(model_dir / "calibration.json").apply(raw),
+        **split.scores,
         "logistic_regression": predict_logistic_baseline(json.loads((model_dir / "baseline_logistic.json").read_text()), x),
     }
     baseline_file = model_dir / "baseline_scores.parquet"
