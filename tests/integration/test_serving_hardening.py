@@ -171,12 +171,22 @@ async def _load(url: str, n: int, concurrency: int) -> list[int]:
 
         async def worker() -> None:
             for i in queue:
-                try:
-                    resp = await client.post(url, json={"users": [_user(f"load-{i}", n=1 + i % 5)]})
-                    statuses.append(resp.status_code)
-                except httpx.HTTPError as exc:
-                    statuses.append(-1)
-                    print("load error:", repr(exc))
+                body = {"users": [_user(f"load-{i}", n=1 + i % 5)]}
+                for attempt in range(2):
+                    try:
+                        resp = await client.post(url, json=body)
+                        statuses.append(resp.status_code)
+                        break
+                    except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                        # A pooled keep-alive connection closed under the client before any answer: clients retry
+                        # that once. A request answered twice would show up as a duplicate user id in the log.
+                        if attempt == 1:
+                            statuses.append(-1)
+                            print("load error:", repr(exc))
+                    except httpx.HTTPError as exc:
+                        statuses.append(-1)
+                        print("load error:", repr(exc))
+                        break
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
