@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -30,16 +28,6 @@ REGISTRATIONS: list[tuple[str, str]] = [
     ("churn", "shopsight.churn:register_churn"),
     ("demand", "shopsight.demand:register_demand"),
 ]
-
-
-@contextmanager
-def _working_dir(path: str | Path) -> Iterator[None]:
-    cwd = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10)
@@ -60,7 +48,7 @@ def run_dvc_stage(project_dir: str, stage: str, up_to_date: bool = False) -> dic
 def register_task_model(task_name: str, target: str, project_dir: str, params_file: str) -> dict:
     """Gate the challenger against the champion, register it, promote it only if it passes."""
     module, func = target.split(":")
-    with _working_dir(project_dir):
+    with contextlib.chdir(project_dir):
         reg = getattr(importlib.import_module(module), func)(load_params(params_file))
     get_run_logger().info("%s: %s -> %s (%s)", task_name, reg.tag, reg.status, reg.reason)
     decision = getattr(reg, "decision", None)
@@ -73,7 +61,7 @@ def register_task_model(task_name: str, target: str, project_dir: str, params_fi
 def build_bento_task(project_dir: str) -> str:
     from shopsight.packaging import build_bento
 
-    with _working_dir(project_dir):
+    with contextlib.chdir(project_dir):
         return build_bento(Path(project_dir))
 
 

@@ -1,7 +1,7 @@
 """`dvc repro` trains and evaluates the recommender; a real `bentoml serve` answers /recommend and /similar_items."""
 
+import contextlib
 import json
-import os
 
 import httpx
 import pytest
@@ -17,14 +17,10 @@ def registered(tiny_project):
     from shopsight.pipeline import register_propensity
     from shopsight.recommender import register_recommender
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         params = load_params("params.yaml")
         register_propensity(params)  # the service needs its propensity champion too (a no-op if already registered)
         reg = register_recommender(params)
-    finally:
-        os.chdir(cwd)
     return reg
 
 

@@ -1,6 +1,6 @@
 """A real `bentoml serve` of bentos/service.py (and a real `bentoml build`) against a registered model."""
 
-import os
+import contextlib
 
 import httpx
 import pytest
@@ -15,12 +15,8 @@ pytestmark = pytest.mark.integration
 def registered(tiny_project):
     from shopsight.pipeline import register_propensity
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         reg = register_propensity(load_params("params.yaml"))
-    finally:
-        os.chdir(cwd)
     return reg
 
 
@@ -72,12 +68,8 @@ def test_non_json_body_is_a_4xx(service_url):
 def test_bentoml_build_packages_the_champion(tiny_project, registered):
     from shopsight.packaging import build_bento
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         tag = build_bento(tiny_project)
-    finally:
-        os.chdir(cwd)
     import bentoml
 
     bento = bentoml.get(tag)

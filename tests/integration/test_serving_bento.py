@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -20,13 +20,9 @@ def test_built_bento_pins_the_lock_carries_the_champion_and_answers(tiny_project
     from shopsight.packaging import build_bento
     from shopsight.pipeline import register_propensity
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         reg = register_propensity(load_params("params.yaml"))
         tag = build_bento(tiny_project)
-    finally:
-        os.chdir(cwd)
     from shopsight.registry import champion_tag
 
     champion = champion_tag("propensity")

@@ -3,8 +3,8 @@ readiness during warm-up, 64 concurrent clients, and a prediction log with one r
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -27,12 +27,8 @@ SERVICE = "bentos.service:ShopsightService"
 def registered(tiny_project):
     from shopsight.pipeline import register_propensity
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         return register_propensity(load_params("params.yaml"))
-    finally:
-        os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """dvc repro trains and evaluates churn and demand (tiny size); their champions answer over a real `bentoml serve`."""
 
+import contextlib
 import json
-import os
 
 import httpx
 import pytest
@@ -18,13 +18,9 @@ def registered(tiny_project):
     from shopsight.demand import register_demand
     from shopsight.pipeline import register_propensity
 
-    cwd = os.getcwd()
-    os.chdir(tiny_project)
-    try:
+    with contextlib.chdir(tiny_project):
         params = load_params("params.yaml")
         return {"propensity": register_propensity(params), "churn": register_churn(params), "demand": register_demand(params)}
-    finally:
-        os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")
