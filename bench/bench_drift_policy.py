@@ -127,6 +127,16 @@ def main() -> None:
         table[f"{scenario[:12]} {'max' if scenario == 'none' else 'median'}"] = frame.max() if scenario == "none" else frame.median()
     print("\nper-column drift score (none: max over seeds; drifts: median):")
     print(pd.DataFrame(table).round(3).to_string())
+    # The margin of each critical column's threshold: min and max of its score per scenario over the seeds.
+    print("\ncritical-column score per scenario over the seeds (min / median / max) against the threshold:")
+    for source_col in sorted({k for rows in results.values() for r in rows for k in r["scores"] if k.split(":", 1)[1] in pol.critical}):
+        column = source_col.split(":", 1)[1]
+        threshold = (pol.per_column.get(column) or pol.categorical).threshold
+        print(f"  {source_col} (threshold {threshold}):")
+        for scenario, rows in results.items():
+            values = pd.Series([r["scores"].get(source_col, np.nan) for r in rows])
+            print(f"    {scenario:<20} min {values.min():.4f}  median {values.median():.4f}  max {values.max():.4f}  "
+                  f"drifted {(values >= threshold).sum()}/{len(values)}")
     print(f"\n{sum(len(v) for v in results.values())} weekly reports in {time.perf_counter() - t0:.0f} s; targets {'met' if ok else 'NOT met'}")
 
 

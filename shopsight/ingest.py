@@ -17,21 +17,8 @@ import pyarrow.parquet as pq
 
 from shopsight import paths
 from shopsight.config import Params
-from shopsight.schema import EVENT_TYPES
+from shopsight.schema import CANONICAL_ARROW, EVENT_TYPES
 from shopsight.validation import validate_events
-
-CANONICAL_ARROW = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("event_type", pa.string()),
-        ("timestamp", pa.timestamp("ns", tz="UTC")),
-        ("session_id", pa.string()),
-        ("category", pa.string()),
-        ("price", pa.float64()),
-        ("quantity", pa.int64()),
-    ]
-)
 
 
 @dataclass

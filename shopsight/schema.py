@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "remove_from_cart", "favorite", "purchase")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "event_type", "timestamp")
@@ -19,5 +21,19 @@ CANONICAL_DTYPES: dict[str, str] = {
     "price": "float64",
     "quantity": "int64",
 }
+
+# The Parquet schema of data/events.parquet (ingest output and simulator output alike).
+CANONICAL_ARROW = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("timestamp", pa.timestamp("ns", tz="UTC")),
+        ("session_id", pa.string()),
+        ("category", pa.string()),
+        ("price", pa.float64()),
+        ("quantity", pa.int64()),
+    ]
+)
 
 SESSION_GAP_MINUTES = 30

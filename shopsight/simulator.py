@@ -39,22 +39,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shopsight.schema import EVENT_TYPES
+from shopsight.schema import CANONICAL_ARROW, EVENT_TYPES
 
 DriftScenario = Literal["none", "new_traffic_source", "price_increase", "category_shift", "seasonal_peak"]
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("event_type", pa.string()),
-        ("timestamp", pa.timestamp("ns", tz="UTC")),
-        ("session_id", pa.string()),
-        ("category", pa.string()),
-        ("price", pa.float64()),
-        ("quantity", pa.int64()),
-    ]
-)
+EVENTS_SCHEMA = CANONICAL_ARROW  # the simulator writes canonical events directly
 TRUTH_PURCHASE_SCHEMA = pa.schema(
     [("cutoff", pa.timestamp("ns", tz="UTC")), ("user_id", pa.string()), ("alive", pa.bool_()), ("p_purchase", pa.float64())]
 )

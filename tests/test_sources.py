@@ -355,7 +355,8 @@ def test_online_retail_ii_column_names(tmp_path):
 
 
 def test_online_retail_xlsx(tmp_path):
-    openpyxl = pytest.importorskip("openpyxl")
+    import openpyxl
+
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     for fields in list(csv.reader(UCI.read_text().splitlines()))[:13]:
@@ -363,18 +364,15 @@ def test_online_retail_xlsx(tmp_path):
     workbook.save(tmp_path / "Online Retail.xlsx")
     frame = read_all("online_retail", tmp_path / "Online Retail.xlsx", chunksize=5)
     assert at_line(frame, 12).event_type == "remove_from_cart"
+    with pytest.raises(SourceError, match="no sheet 'Year 2011'"):
+        read_all("online_retail", tmp_path / "Online Retail.xlsx", options={"sheet": "Year 2011"})
 
 
-def test_online_retail_xlsx_without_openpyxl_is_a_clear_error(tmp_path):
-    try:
-        import openpyxl  # noqa: F401
-    except ImportError:
-        path = tmp_path / "Online Retail.xlsx"
-        path.write_bytes(b"PK")
-        with pytest.raises(SourceError, match="openpyxl"):
-            read_source("online_retail", path)
-    else:
-        pytest.skip("openpyxl is installed")
+def test_online_retail_damaged_xlsx_is_a_clear_error(tmp_path):
+    path = tmp_path / "Online Retail.xlsx"
+    path.write_bytes(b"PK")  # a truncated download
+    with pytest.raises(SourceError, match="cannot open the workbook"):
+        read_all("online_retail", path)
 
 
 # ---------------------------------------------------------------- generic

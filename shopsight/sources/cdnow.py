@@ -22,15 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopsight.sources import SourceError
 from shopsight.sources.canonical import canonical_chunk, parse_timestamps, to_float, to_quantity
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
     check_options,
-    first_line_fields,
+    headerless_layout,
     iter_csv_chunks,
-    looks_like_header,
     resolve_paths,
 )
 
@@ -46,19 +44,7 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     check_options(KIND, options, OPTIONS)
     encoding = options.get("encoding", DEFAULT_ENCODING)
     files = resolve_paths(path, kind=KIND)
-    header_lines = {}
-    for file in files:
-        fields = first_line_fields(file, encoding=encoding, whitespace=True)
-        has_header = options.get("header")
-        if has_header is None:
-            has_header = looks_like_header(fields)
-        if len(fields) != len(COLUMNS):
-            raise SourceError(
-                f"{file}: expected {len(COLUMNS)} whitespace-separated fields ({' '.join(COLUMNS)}) for "
-                f"data.source={KIND}, the first line has {len(fields)}. Fix: use the original CDNOW_master.txt "
-                f"or data.source=generic."
-            )
-        header_lines[file] = int(bool(has_header))
+    header_lines = headerless_layout(files, options, kind=KIND, columns=COLUMNS, original="CDNOW_master.txt", whitespace=True)
     return _generate(files, header_lines, chunksize, encoding)
 
 

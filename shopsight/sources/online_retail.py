@@ -1,4 +1,4 @@
-"""UCI Online Retail (and Online Retail II) invoices, as CSV, or .xlsx when openpyxl is installed.
+"""UCI Online Retail (and Online Retail II) invoices, as CSV or .xlsx (as published).
 
 Columns InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 (Online Retail II names Invoice, Price and "Customer ID" are accepted too). One row is one
@@ -135,13 +135,8 @@ def _parse_invoice_dates(raw: pd.Series, options: dict[str, Any]) -> pd.Series:
 
 
 def _load_workbook(file: Path):
-    try:
-        import openpyxl  # optional: only .xlsx input needs it
-    except ImportError:
-        raise SourceError(
-            f"{file}: reading .xlsx needs openpyxl, which is not installed. Fix: pip install openpyxl, "
-            f"or export the sheet as CSV and point data.path at it."
-        ) from None
+    import openpyxl  # only .xlsx input needs it (a project dependency: the dataset is published as .xlsx)
+
     try:
         return openpyxl.load_workbook(file, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a damaged workbook

@@ -90,6 +90,31 @@ def looks_like_header(fields: list[str]) -> bool:
     return True
 
 
+def headerless_layout(
+    files: list[Path], options: Mapping, *, kind: str, columns: list[str], original: str, whitespace: bool = False
+) -> dict[Path, int]:
+    """Header lines to skip per file of a format with fixed columns and an optional header line.
+
+    options["header"] None detects it (looks_like_header); a data first line with the wrong field count fails,
+    naming the file, the expected columns and the fix.
+    """
+    encoding = options.get("encoding", DEFAULT_ENCODING)
+    header_lines = {}
+    for file in files:
+        fields = first_line_fields(file, encoding=encoding, whitespace=whitespace)
+        has_header = options.get("header")
+        if has_header is None:
+            has_header = looks_like_header(fields)
+        if not has_header and len(fields) != len(columns):
+            layout = f"{len(columns)} whitespace-separated fields ({' '.join(columns)})" if whitespace else f"{len(columns)} fields per line ({','.join(columns)})"
+            raise SourceError(
+                f"{file}: expected {layout} for data.source={kind}, the first line has {len(fields)}. "
+                f"Fix: use the original {original} or data.source=generic."
+            )
+        header_lines[file] = int(bool(has_header))
+    return header_lines
+
+
 def require_columns(path: Path, header: list[str], required: Mapping[str, str], *, kind: str) -> None:
     """Fail naming the file, the first missing column and the fix. `required` maps column -> why."""
     for column, role in required.items():

@@ -21,7 +21,7 @@ def test_built_bento_pins_the_lock_carries_the_champion_and_answers(tiny_project
     from shopsight.pipeline import register_propensity
 
     with contextlib.chdir(tiny_project):
-        reg = register_propensity(load_params("params.yaml"))
+        register_propensity(load_params("params.yaml"))
         tag = build_bento(tiny_project)
     from shopsight.registry import champion_tag
 
