@@ -143,7 +143,7 @@ def train_churn(params: Params, dataset_path: Path = CHURN_FEATURES, out_dir: Pa
         raise ValueError(f"{dataset_path}: the training split has a single class; use more data or change churn.horizon_days")
     x_train, x_valid = model_input(train, columns), model_input(valid, columns)
 
-    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg.mlp, name="churn_mlp")
+    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg.mlp, name="churn_mlp", distribute=params.training.distribute)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.keras")
     (out_dir / "feature_columns.json").write_text(json.dumps(columns))

@@ -20,21 +20,30 @@ def _class_weight(labels: np.ndarray, mode: str) -> dict[int, float] | None:
     return class_weights(labels, mode)
 
 
-def fit_binary_mlp(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, cfg: MLPParams, name: str):
-    """The MLP classifier with class weights, early stopping on validation ROC-AUC; returns (model, history frame)."""
+def fit_binary_mlp(
+    x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, cfg: MLPParams, name: str, distribute: str = "none"
+):
+    """The MLP classifier with class weights, early stopping on validation ROC-AUC; returns (model, history frame).
+
+    `distribute` (training.distribute) picks the tf.distribute strategy the model is built and compiled in; the
+    global batch is cfg.batch_size per replica.
+    """
     import keras
 
     from models.mlp import build_mlp_classifier
+    from shopsight.orchestration import distribution_strategy
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_mlp_classifier(x_train, cfg.hidden_units, cfg.dropout, cfg.learning_rate, name=name)
+    strategy = distribution_strategy(distribute)
+    with strategy.scope():
+        model = build_mlp_classifier(x_train, cfg.hidden_units, cfg.dropout, cfg.learning_rate, name=name)
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience, restore_best_weights=True)
     history = model.fit(
         x_train,
         y_train,
         validation_data=(x_valid, y_valid),
         epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size * strategy.num_replicas_in_sync,
         class_weight=_class_weight(y_train, cfg.class_weight),
         callbacks=[stop],
         verbose=2,
@@ -66,7 +75,7 @@ def train_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FEATU
     if len(np.unique(y_train)) < 2:
         raise ValueError(f"{dataset_path}: the training split has a single class; use more data or a longer horizon")
 
-    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg, name="propensity_mlp")
+    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg, name="propensity_mlp", distribute=params.training.distribute)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.keras")
     (out_dir / "feature_columns.json").write_text(json.dumps(columns))
