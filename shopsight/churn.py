@@ -166,7 +166,7 @@ def train_churn(params: Params, dataset_path: Path = CHURN_FEATURES, out_dir: Pa
 
 def evaluate_churn(params: Params, dataset_path: Path = CHURN_FEATURES, model_dir: Path = CHURN_DIR) -> dict:
     """Test-cutoff metrics of the MLP (raw, calibrated), the recency rule, BG/NBD and the oracle; plots under plots/churn/."""
-    from shopsight.evaluate import compare_with_oracle, oracle_scores, score_binary_task, score_test_split, write_binary_plots, write_importance
+    from shopsight.evaluate import compare_with_oracle, oracle_scores, render_roc_png, score_binary_task, score_test_split, write_binary_plots, write_importance
 
     cfg = params.churn
     split = score_test_split(dataset_path, model_dir)
@@ -194,48 +194,16 @@ def evaluate_churn(params: Params, dataset_path: Path = CHURN_FEATURES, model_di
     CHURN_METRICS.parent.mkdir(parents=True, exist_ok=True)
     CHURN_METRICS.write_text(json.dumps(metrics, indent=2))
     roc = write_binary_plots(CHURN_PLOTS, y, scores, tables, test_metrics, "Churn: reliability (test)")
-    _render_roc_png(roc, test_metrics, CHURN_PLOTS / "roc.png")
+    render_roc_png(roc, test_metrics, CHURN_PLOTS / "roc.png", "Churn: test ROC")
     write_importance(CHURN_PLOTS, model_dir, model, x, columns, cfg.explain, "Churn risk: what drives the score")
     return metrics
 
 
-def _render_roc_png(roc: pd.DataFrame, metrics: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for col in [c for c in roc.columns if c.startswith("tpr_")]:
-        name = col.removeprefix("tpr_")
-        ax.plot(roc["fpr"], roc[col], label=f"{name} (AUC {metrics[name]['roc_auc']:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Churn: test ROC")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def register_churn(params: Params, model_dir: Path = CHURN_DIR):
     """Register the churn MLP (task "churn") with its test metrics, lineage and drift reference; the gate decides."""
-    from shopsight.registry import register_model
+    from shopsight.pipeline import register_user_classifier
 
-    metrics = json.loads(CHURN_METRICS.read_text())
-    gate = params.registry.gate_for("churn")
-    data = pd.read_parquet(CHURN_FEATURES)
-    reference = data.loc[data["split"] == "train", ["cutoff", "user_id", *feature_columns(params.features.windows_days)]]
-    return register_model(
-        "churn",
-        model_dir,
-        metrics,
-        {"churn": params.churn.model_dump(), "features": params.features.model_dump()},
-        main_metric=gate.metric,
-        model_key="mlp",
-        gate=gate,
-        reference=reference,
-        lineage={"reference_features": str(CHURN_FEATURES), "reference_split": "train"},
-    )
+    return register_user_classifier("churn", params, model_dir, CHURN_METRICS, CHURN_FEATURES, {"churn": params.churn.model_dump()})
 
 
 # ---- serving: the same features (shopsight.serving.features_for_histories) and the stored model ----

@@ -186,7 +186,8 @@ def metric_table_markdown(metrics: dict, keys: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _render_pngs(metrics: dict, roc: pd.DataFrame) -> None:
+def render_roc_png(roc: pd.DataFrame, test_metrics: dict, path: Path, title: str) -> None:
+    """ROC curves of every model in `roc` (fpr + tpr_<model> columns) with their test AUC in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,13 +196,22 @@ def _render_pngs(metrics: dict, roc: pd.DataFrame) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for col in [c for c in roc.columns if c.startswith("tpr_")]:
         name = col.removeprefix("tpr_")
-        ax.plot(roc["fpr"], roc[col], label=f"{name} (AUC {metrics['test'][name]['roc_auc']:.3f})")
+        ax.plot(roc["fpr"], roc[col], label=f"{name} (AUC {test_metrics[name]['roc_auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Purchase propensity: test ROC")
-    ax.legend(loc="lower right")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths.PROPENSITY_PLOTS / "roc.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _render_pngs(metrics: dict, roc: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    render_roc_png(roc, metrics["test"], paths.PROPENSITY_PLOTS / "roc.png", "Purchase propensity: test ROC")
 
     history = paths.PROPENSITY_PLOTS / "history.csv"
     if history.exists():
