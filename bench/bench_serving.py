@@ -1,13 +1,14 @@
 """Serving speed of bentos/service.py under load, as ratios against baselines measured in the same run.
 
-    python bench/bench_serving.py [--quick] [--bentoml-home DIR]
+    python bench/bench_serving.py [--quick] [--bentoml-home DIR] [--tune | --features]
 
 Starts real `bentoml serve` processes on 127.0.0.1 one after the other and drives them with an async aiohttp
 client (one user with 10 events per request, as a checkout page would send):
   - /predict_propensity of the service (adaptive batching, compiled tf.function, prediction log on);
   - /validate_users of the same server: same parsing, limits and batching, no features and no model (echo);
   - bench/naive_service.py: the same model and features, `model.predict` per request, no batching;
-  - /recommend over the store's recommender, when the store has one (e.g. --bentoml-home of `make demo`).
+  - /recommend over the store's recommender (--bentoml-home of `make demo`), else over an untrained model of
+    the project's configuration (--recommender-family, default transformer) with the demo catalogue's 500 items.
 Prints throughput and p50/p99 latency at concurrency 1, 16 and 64, and the ratios the issue targets:
 propensity / naive >= 20x and propensity / echo >= 0.6 at concurrency 64, p99 at 64 < 50 ms.
 
@@ -55,6 +56,30 @@ def make_propensity_model(home: Path) -> str:
         model.save(Path(m.path) / "model.keras")
         (Path(m.path) / "feature_columns.json").write_text(json.dumps(columns))
         np.save(Path(m.path) / "ig_baseline.npy", np.zeros(len(columns), dtype="float32"))  # what training stores for explanations
+    return str(m.tag)
+
+
+def make_recommender_model(home: Path, n_items: int, family: str) -> str:
+    """An untrained next-item model of the project's configuration over `n_items` items, saved to the store in
+    `home` with the files SequenceScorer loads; returns its tag. Scoring costs what a trained one costs."""
+    os.environ["BENTOML_HOME"] = str(home)
+    import bentoml
+
+    from shopsight.config import load_params
+    from shopsight.recommender import CONFIG_FILE, POPULARITY_FILE, WEIGHTS_FILE, build_encoder, model_config
+    from shopsight.sequences import PAD_TOKEN, VOCAB_FILE, ItemVocabulary
+
+    p = load_params(ROOT / "params.yaml").recommender
+    vocab = ItemVocabulary((PAD_TOKEN, *(f"item{k}" for k in range(n_items))))
+    cfg = model_config(family, vocab.size, p)
+    encoder = build_encoder(cfg)
+    popularity = np.random.default_rng(0).pareto(1.5, vocab.size).astype("float32")
+    with bentoml.models.create("recommender", labels={"task": "recommender"}, metadata={"bench": True, "family": family}) as m:
+        path = Path(m.path)
+        encoder.save_weights(path / WEIGHTS_FILE)
+        (path / CONFIG_FILE).write_text(json.dumps({**cfg, "exclude_purchased": p.exclude_purchased, "event_types": p.event_types}))
+        vocab.save(path / VOCAB_FILE)
+        np.save(path / POPULARITY_FILE, popularity, allow_pickle=False)
     return str(m.tag)
 
 
@@ -130,12 +155,18 @@ def main() -> None:
     ap.add_argument("--bentoml-home", type=Path, help="a store with a propensity (and recommender) champion; default: a temporary one")
     ap.add_argument("--requests", type=int, default=None, help="requests per cell (default 3000, quick 1000)")
     ap.add_argument("--seconds", type=float, default=None, help="time cap per cell (default 30, quick 8)")
+    ap.add_argument("--recommender-family", default="transformer", help="family of the untrained recommender without --bentoml-home")
+    ap.add_argument("--catalogue", type=int, default=500, help="items of the untrained recommender (the demo catalogue: 500)")
+    ap.add_argument("--features", action="store_true", help="only the request feature path in-process: in-memory vs DuckDB per batch size")
     ap.add_argument("--tune", action="store_true", help="only /predict_propensity at c=64 over a grid of batching settings")
     args = ap.parse_args()
     args.requests = args.requests or (1000 if args.quick else 3000)
     args.seconds = args.seconds or (8.0 if args.quick else 30.0)
     if args.tune:
         tune(args)
+        return
+    if args.features:
+        bench_features(args)
         return
 
     with ExitStack() as stack:
@@ -154,6 +185,7 @@ def main() -> None:
         else:
             tag = make_propensity_model(tmp / "bentoml")
             env["BENTOML_HOME"] = str(tmp / "bentoml")
+            env["SHOPSIGHT_RECOMMENDER_TAG"] = make_recommender_model(tmp / "bentoml", args.catalogue, args.recommender_family)
         env["SHOPSIGHT_PROPENSITY_TAG"] = tag
         from shopsight.config import load_params
 
@@ -178,13 +210,54 @@ def main() -> None:
 
     prop, echo, naive = (results[(k, 64)] for k in ("propensity", "echo (validate)", "naive predict()"))
     print()
+    print(f"echo p99 at c=64: {echo['p99']:.1f} ms (the server's own floor on these CPUs, client included)")
+    for c in CONCURRENCY:
+        if ("recommend", c) in results:
+            r = results[("recommend", c)]
+            print(f"recommend p50/p99 at c={c}: {r['p50']:.1f} / {r['p99']:.1f} ms")
+    print()
     print(f"prediction log: {logged} records for >= {answered} answered propensity requests (plus warm-up requests)")
     print(f"throughput ratio propensity / naive predict() at c=64: {prop['rps'] / naive['rps']:.1f}x  (target >= 20x)")
     print(f"throughput ratio propensity / echo at c=64:            {prop['rps'] / echo['rps']:.2f}  (target >= 0.60)")
     print(f"propensity p99 at c=64: {prop['p99']:.1f} ms  (target < 50 ms)")
 
 
-TUNE_GRID = [(32, 300), (64, 500), (128, 1000), (256, 1000), (256, 2000), (512, 2000)]
+def bench_features(args) -> None:
+    """Request histories -> model input rows, as the service computes them (in memory, shopsight/feature_fast.py)
+    and as it did before (canonical frame + one DuckDB query per as_of), in one process, per batch size."""
+    from shopsight.config import load_params
+    from shopsight.features import build_user_features, feature_columns, model_input
+    from shopsight.serving import UserHistory, features_for_histories, histories_to_events
+
+    params = load_params(ROOT / "params.yaml").features
+    columns = feature_columns(params.windows_days)
+
+    def duckdb_path(users):
+        events = histories_to_events(users)
+        feats = build_user_features(events, users[0].as_of, params)
+        return model_input(feats.loc[[str(i) for i in range(len(users))]], columns)
+
+    def best_of(fn, users, repeat):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn(users)
+            times.append(time.perf_counter() - t0)
+        return 1000 * min(times)
+
+    repeat = 5 if args.quick else 20
+    for n_users, n_events in [(1, 10), (16, 10), (64, 10), (256, 10), (1000, 10), (100, 2000)]:
+        users = []
+        for i in range(n_users):
+            body = user_body(i)["users"][0]
+            body["events"] = [{**e, "item_id": f"i{(i + k) % 997}"} for k in range(n_events // 10) for e in body["events"]]
+            users.append(UserHistory.model_validate(body))
+        fast = best_of(lambda u: features_for_histories(u, params), users, repeat)
+        sql = best_of(duckdb_path, users, repeat)
+        print(f"{n_users:>5} users x {n_events:>4} events: in-memory {fast:8.2f} ms  DuckDB {sql:8.2f} ms  ratio {sql / fast:6.1f}x", flush=True)
+
+
+TUNE_GRID = [(16, 100), (64, 100), (64, 300), (256, 300), (64, 1000), (256, 1000)]
 
 
 def tune(args) -> None:
@@ -220,10 +293,10 @@ def _recommender_items(home: str) -> list[str]:
         model = bentoml.models.get("recommender:latest")
     except NotFound:
         return []
-    from shopsight.recommender import SequenceScorer
+    from shopsight.sequences import VOCAB_FILE, ItemVocabulary
 
-    scorer = SequenceScorer(Path(model.path))
-    return [i for i in scorer.vocab.decode(np.arange(2, min(scorer.vocab.size, 500)))]
+    vocab = ItemVocabulary.load(Path(model.path) / VOCAB_FILE)
+    return vocab.decode(np.arange(2, min(vocab.size, 500)))
 
 
 def _count_logged(directory: Path) -> int:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from shopsight.config import Params, load_params
 from shopsight.prediction_log import Prediction, open_prediction_log
+from shopsight import prediction_records
 from shopsight.security import RequestGuard
 from shopsight.serving import PropensityOut, UserHistory, features_for_histories
 from shopsight.recommender import RecentItems, RecommendOut, SimilarOut
@@ -194,12 +195,14 @@ class ShopsightService:
         compiled = self._require_propensity()
         x, active, as_ofs = features_for_histories(users, PARAMS.features)
         probs = compiled(x).numpy().ravel()
+        calibrated = self.propensity_explainer.calibrator.apply(probs)  # the model dir's calibration.json
         out = [
-            PropensityOut(user_id=u.user_id, probability=float(p), model=self.propensity_tag, as_of=t, recent_activity=a)
-            for u, p, a, t in zip(users, probs, active, as_ofs)
+            PropensityOut(user_id=u.user_id, probability=float(p), calibrated_probability=float(c), model=self.propensity_tag, as_of=t, recent_activity=a)
+            for u, p, c, a, t in zip(users, probs, calibrated, active, as_ofs)
         ]
         self._log("predict_propensity", self.propensity_tag, [
-            Prediction(o.user_id, dict(zip(self.feature_columns, row.tolist())), {"probability": o.probability, "recent_activity": o.recent_activity}, o.as_of)
+            Prediction(o.user_id, dict(zip(self.feature_columns, row.tolist())),
+                       {"probability": o.probability, "calibrated_probability": o.calibrated_probability, "recent_activity": o.recent_activity}, o.as_of)
             for o, row in zip(out, x)
         ])
         return out
@@ -224,9 +227,11 @@ class ShopsightService:
         if len(users) > SERVING.max_users_per_request:
             raise BadInput(f"users: {len(users)} histories; at most {SERVING.max_users_per_request} per request (serving.max_users_per_request)")
         try:
-            return recommend_for_requests(scorer, users, k, exclude_purchased, PARAMS.recommender.k_max, self.recommender_tag)
+            out = recommend_for_requests(scorer, users, k, exclude_purchased, PARAMS.recommender.k_max, self.recommender_tag)
         except RequestError as exc:
             raise BadInput(str(exc)) from exc
+        self._log("recommend", self.recommender_tag, prediction_records.recommend_records(users, out))
+        return out
 
     @bentoml.api
     def similar_items(self, item_ids: list[str], k: int = 10) -> list[SimilarOut]:
@@ -237,9 +242,11 @@ class ShopsightService:
         if len(item_ids) > SERVING.max_users_per_request:
             raise BadInput(f"item_ids: {len(item_ids)} ids; at most {SERVING.max_users_per_request} per request")
         try:
-            return similar_for_requests(scorer, item_ids, k, PARAMS.recommender.k_max, self.recommender_tag)
+            out = similar_for_requests(scorer, item_ids, k, PARAMS.recommender.k_max, self.recommender_tag)
         except RequestError as exc:
             raise BadInput(str(exc)) from exc
+        self._log("similar_items", self.recommender_tag, prediction_records.similar_records(item_ids, out))
+        return out
 
     @bentoml.api
     def explain_propensity(self, users: list[UserHistory]) -> list[ExplainedScoreOut]:
@@ -248,7 +255,9 @@ class ShopsightService:
 
         if len(users) > SERVING.max_users_per_request:
             raise BadInput(f"users: {len(users)} histories; at most {SERVING.max_users_per_request} per request (serving.max_users_per_request)")
-        return explain_requests(self.propensity_explainer, users, PARAMS.features, self.propensity_tag, PARAMS.propensity.explain.top_k)
+        out = explain_requests(self.propensity_explainer, users, PARAMS.features, self.propensity_tag, PARAMS.propensity.explain.top_k)
+        self._log("explain_propensity", self.propensity_tag, prediction_records.explained_records(out))
+        return out
 
     @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
     def churn_risk(self, users: list[ChurnRequest]) -> list[ChurnOut]:
@@ -257,14 +266,18 @@ class ShopsightService:
 
         if self.churn is None:
             raise ServiceUnavailable("no churn model in the BentoML store: run `dvc repro` and register it (flows/training.py)")
-        return score_churn_requests(self.churn, users, PARAMS, self.churn_horizon, self.churn_tag, PARAMS.churn.explain.top_k)
+        out = score_churn_requests(self.churn, users, PARAMS, self.churn_horizon, self.churn_tag, PARAMS.churn.explain.top_k)
+        self._log("churn_risk", self.churn_tag, prediction_records.churn_records(out))
+        return out
 
     @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
     def forecast_demand(self, series: list[DemandRequest]) -> list[DemandForecastOut]:
         """Daily units for the next horizon per item or category series, from a given or the stored history."""
         if self.demand is None:
             raise ServiceUnavailable("no demand model in the BentoML store: run `dvc repro` and register it (flows/training.py)")
-        return self.demand.forecast(series, self.demand_tag)
+        out = self.demand.forecast(series, self.demand_tag)
+        self._log("forecast_demand", self.demand_tag, prediction_records.demand_records(series, out))
+        return out
 
 
 # Every POST endpoint: API key when $<serving.api_key_env> is set (401), body at most serving.max_body_kb (413).

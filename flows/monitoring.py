@@ -47,11 +47,11 @@ def build_report(project_dir: str, params_file: str, week_end: str | None, log_d
 
 
 @task(name="workspace-snapshot", cache_policy=NO_CACHE)
-def publish(workspace_dir: str, report: Any) -> list[str]:
+def publish(workspace_dir: str, report: Any, ranking_k: int = 10) -> list[str]:
     """Add the week's snapshots to the Evidently workspace (dashboard: drift share and quality over time)."""
     from monitoring.workspace import add_week
 
-    return add_week(workspace_dir, report.snapshots)
+    return add_week(workspace_dir, report.snapshots, ranking_k)
 
 
 @task(name="retrain-trigger", cache_policy=NO_CACHE)
@@ -82,6 +82,9 @@ def _markdown(report: Any, action: dict[str, Any]) -> str:
         lines.append(f"| {s.source} | {s.reference_rows}/{s.current_rows} | {', '.join(c.column for c in s.columns if c.drifted) or '-'} | {s.share:.2f} |")
     if report.quality is not None:
         lines.append(f"\nQuality: {report.quality.metric} {report.quality.value} (champion {report.quality.baseline}, {report.quality.rows} matured)")
+    if report.recommend_quality is not None:
+        rq = report.recommend_quality
+        lines.append(f"\nRecommendations: {rq.metric} {rq.value} ({rq.rows} answers with a known next item; {report.recommend_metrics})")
     lines.append(f"\nReports: {report.out_dir}; trigger: {action}")
     return "\n".join(lines)
 
@@ -107,7 +110,7 @@ def monitoring_flow(
     project = Path(project_dir)
     state_path = project / STATE_FILE
     report = build_report(project_dir, params_file, week_end, log_dir, load_state(state_path), reference_path)
-    runs = publish(str(project / WORKSPACE_DIR), report)
+    runs = publish(str(project / WORKSPACE_DIR), report, load_params(project / params_file).monitoring.policy.ranking_k)
     if act:
         action = act_on_decision(report, str(state_path), retrain_parameters or {})
     else:

@@ -6,7 +6,9 @@ Sources, each compared with the champion's training window (the reference):
 * `event_mix`: the week's events (category, event type, price move against the item's reference price)
   against the events of the reference window;
 * `served`: the model inputs and the output the prediction log recorded for the week (prediction drift);
-* `quality`: ROC-AUC of logged propensity predictions whose horizon has ended, against the purchases.
+* `quality`: ROC-AUC of logged propensity predictions whose horizon has ended, against the purchases;
+* `recommend_quality`: NDCG@k and HR@k of logged /recommend answers against each user's next item
+  (monitoring/recommend_quality.py), reported next to the ROC-AUC (it does not decide a propensity retrain).
 
 Output under `<out_root>/<ISO week>/`: one HTML report per source, `weekly_report.json` (every score,
 the decision and its reasons). Each side is sampled down to `monitoring.policy.max_rows` rows: the
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 DAY = pd.Timedelta(days=1)
 EVENT_COLUMNS = ["event_category", "event_type", "event_price_change"]
 PREDICTION_COLUMN = "prediction"
+# only the plain scoring endpoint: /explain_propensity logs the same users' scores without the feature vector
+PROPENSITY_ENDPOINT = "predict_propensity"
 
 
 def week_window(week_end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -188,7 +192,7 @@ def served_inputs(log_frame: pd.DataFrame, columns: list[str], model_space: bool
     """
     frame = log_frame
     if "endpoint" in frame.columns:
-        frame = frame[frame["endpoint"].astype("string").str.contains("propensity", na=False)]
+        frame = frame[(frame["endpoint"].astype("string") == PROPENSITY_ENDPOINT).fillna(False).to_numpy()]
     flat = [f"features.{c}" for c in columns]
     if set(flat) <= set(frame.columns) and (columns or "output.probability" in frame.columns):
         # the columnar reader's flattened records (read_log): model inputs, mapped back like the dicts below
@@ -231,7 +235,7 @@ def matured_quality(
     end = week_end - horizon_days * DAY
     start = end - 7 * DAY
     if "endpoint" in log_frame.columns:
-        log_frame = log_frame[log_frame["endpoint"].astype("string").str.contains("propensity", na=False)]
+        log_frame = log_frame[(log_frame["endpoint"].astype("string") == PROPENSITY_ENDPOINT).fillna(False).to_numpy()]
     # a prediction's horizon starts at its feature cutoff (as_of), else when it was answered
     when_all = pd.to_datetime(log_frame["timestamp"], utc=True)
     if "as_of" in log_frame.columns:
@@ -281,6 +285,8 @@ class WeeklyReport:
     quality: QualityCheck | None
     reference: str
     html: dict[str, str] = field(default_factory=dict)
+    recommend_quality: QualityCheck | None = None  # NDCG@k of matured /recommend answers (monitoring/recommend_quality.py)
+    recommend_metrics: dict[str, float] | None = None
     json_path: str = ""
     snapshots: dict[str, Any] = field(default_factory=dict, repr=False)  # Evidently snapshots, for the workspace
     seconds: dict[str, float] = field(default_factory=dict)
@@ -291,6 +297,8 @@ class WeeklyReport:
             "decision": self.decision.to_dict(),
             "sources": {s.source: s.to_dict() for s in self.sources},
             "quality": self.quality.to_dict() if self.quality else None,
+            "recommend_quality": ({**self.recommend_quality.to_dict(), "metrics": self.recommend_metrics}
+                                  if self.recommend_quality else None),
             "html": self.html, "seconds": self.seconds,
             "sampling": "each side sampled uniformly (seeded) to max_rows rows where larger; see 'sampled' per source",
         }
@@ -310,16 +318,19 @@ def build_weekly_report(
     champion_score: float | None = None,
     data_start: pd.Timestamp | None = None,
     reference_name: str = "reference",
-    sources: tuple[str, ...] = ("user_features", "event_mix", "served", "quality"),
+    sources: tuple[str, ...] = ("user_features", "event_mix", "served", "quality", "recommend_quality"),
     write_html: bool = True,
     seed: int = 0,
+    next_item_types: tuple[str, ...] = ("view", "cart", "favorite", "purchase"),
 ) -> WeeklyReport:
     """Measure every source for the week ending at `week_end`, decide with the policy, write HTML + JSON.
 
     `reference`: the champion's training features (a `cutoff` column and the model's feature columns).
     `events`: canonical events covering the reference event window up to week_end. `prediction_log`: the
     week's (and the matured week's) logged predictions; `reference_predictions`: the champion's outputs on
-    the reference, for prediction drift. Nothing is triggered here: flows/monitoring.py acts on the decision.
+    the reference, for prediction drift. `next_item_types`: the events whose item counts as a user's next item
+    for the NDCG of logged /recommend answers (params.yaml recommender.event_types). Nothing is triggered here:
+    flows/monitoring.py acts on the decision.
     """
     import time
 
@@ -393,6 +404,16 @@ def build_weekly_report(
         if quality.value is not None:
             _keep("quality", quality_snapshot(scored, stamp, tags), None)
         report.seconds["quality"] = round(time.perf_counter() - t0, 3)
+    if "recommend_quality" in sources and prediction_log is not None and len(prediction_log):
+        from monitoring.recommend_quality import matured_recommendations, recommend_quality_snapshot
+
+        t0 = time.perf_counter()
+        scored, check, metrics = matured_recommendations(prediction_log, events, end, feature_params.horizon_days,
+                                                         policy.ranking_k, next_item_types)
+        report.recommend_quality, report.recommend_metrics = check, metrics
+        if check.value is not None:
+            _keep("recommend_quality", recommend_quality_snapshot(scored, policy.ranking_k, stamp, tags), None)
+        report.seconds["recommend_quality"] = round(time.perf_counter() - t0, 3)
 
     report.decision = decide(policy, report.sources, report.quality, state or {}, end.to_pydatetime())
     (log.warning if report.decision.retrain else log.info)("%s: %s -> %s", week, report.decision.reason,
@@ -527,4 +548,5 @@ def run_weekly_monitoring(
         week_end=end, reference=reference, events=events, feature_params=fp, policy=policy,
         out_root=out_root or project_dir / paths.REPORTS_DIR, state=state, prediction_log=prediction_log,
         reference_predictions=ref_pred, champion_score=champion_score(tag), data_start=data_start, reference_name=name,
+        next_item_types=tuple(params.recommender.event_types),
     )

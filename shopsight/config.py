@@ -257,6 +257,7 @@ class DriftPolicyParams(_Section):
     max_rows: int = Field(50_000, gt=0, description="rows sampled per side and source (uniform, seeded)")
     quality_drop: float = Field(0.05, gt=0, description="ROC-AUC this far below the champion's test ROC-AUC triggers")
     min_outcomes: int = Field(200, gt=0, description="matured predictions needed before quality can trigger")
+    ranking_k: int = Field(10, gt=0, description="NDCG@k / HR@k of the logged /recommend answers in the weekly report")
     cooldown_days: float = Field(7.0, ge=0, description="no second retrain trigger within this many days of the last")
 
 

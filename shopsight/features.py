@@ -75,5 +75,9 @@ def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureP
 
 def model_input(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The float32 matrix the propensity models take: log1p of the (non-negative) features, in `columns` order."""
-    values = features[columns].to_numpy(dtype="float64")
+    return model_input_values(features[columns].to_numpy(dtype="float64"))
+
+
+def model_input_values(values: np.ndarray) -> np.ndarray:
+    """`model_input` of a feature matrix already in the model's column order."""
     return np.log1p(np.clip(values, 0.0, None)).astype("float32")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Literal
 
@@ -11,9 +11,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shopsight.config import FeatureParams
-from shopsight.features import build_user_features, feature_columns, model_input
+from shopsight.feature_fast import EventArrays, features_from_arrays
+from shopsight.feature_sql import EVENT_COUNTS
+from shopsight.features import feature_columns, model_input, model_input_values
 from shopsight.schema import EVENT_TYPES
-from shopsight.sessions import assign_sessions
+from shopsight.sessions import assign_sessions, session_numbers
 
 EventType = Literal["view", "cart", "remove_from_cart", "favorite", "purchase"]
 assert set(EventType.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
@@ -23,6 +25,8 @@ MAX_EVENTS_PER_USER = 2000
 # Timestamps the feature code can represent (pandas nanoseconds end in 2262): anything else is a 400, not a 500.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+ONE_MICROSECOND = timedelta(microseconds=1)
+EVENT_INDEX = {e: i for i, e in enumerate(EVENT_COUNTS)}
 
 
 def _in_range(value: datetime) -> datetime:
@@ -69,7 +73,10 @@ class UserHistory(BaseModel):
 
 class PropensityOut(BaseModel):
     user_id: str
-    probability: float
+    probability: float = Field(description="the model's raw output (uncalibrated; ranks users, as before)")
+    calibrated_probability: float | None = Field(
+        None, description="the probability calibrated on the validation cutoff (calibration.json), as /explain_propensity and audiences give it"
+    )
     model: str
     as_of: datetime
     recent_activity: bool = Field(description="false when the user had no events in the look-back window")
@@ -98,27 +105,47 @@ def histories_to_events(users: list[UserHistory], gap_minutes: int = 30) -> pd.D
 
 
 def features_for_histories(users: list[UserHistory], params: FeatureParams, now: datetime | None = None) -> tuple[np.ndarray, list[bool], list[datetime]]:
-    """Model input rows (in request order), whether each user had recent activity, and the as_of used."""
+    """Model input rows (in request order), whether each user had recent activity, and the as_of used.
+
+    The values equal the batch features (`feature_sql.compute_user_features` over `histories_to_events`) at
+    each history's own as_of, computed in memory (shopsight/feature_fast.py): a DuckDB query costs tens of
+    milliseconds even for one user, this well under one (bench/bench_serving.py --features).
+    """
     now = now or datetime.now(timezone.utc)
-    columns = feature_columns(params.windows_days)
-    events = histories_to_events(users)
     as_ofs = [u.as_of or now for u in users]
+    cutoff_ns = np.fromiter(((t - EARLIEST) // ONE_MICROSECOND for t in as_ofs), dtype=np.int64, count=len(as_ofs)) * 1000
+    present, matrix = features_from_arrays(request_event_arrays(users), cutoff_ns, params.windows_days)
     rows = np.repeat(_idle_features(params)[None, :], len(users), axis=0)
-    active = np.zeros(len(users), dtype=bool)
-    by_cutoff: dict[datetime, list[int]] = {}
-    for i, t in enumerate(as_ofs):
-        by_cutoff.setdefault(t, []).append(i)
-    for cutoff, idx in by_cutoff.items():
-        keys = pd.Index([str(i) for i in idx], dtype="string")
-        # One cutoff (the usual case: as_of omitted) needs no filtering; vectorised lookups keep a batch cheap.
-        subset = events if len(by_cutoff) == 1 else events[events["user_id"].isin(keys)]
-        feats = build_user_features(subset, pd.Timestamp(cutoff), params)
-        hit = keys.isin(feats.index)
-        if hit.any():
-            positions = np.asarray(idx)[hit]
-            rows[positions] = model_input(feats.loc[keys[hit]], columns)
-            active[positions] = True
-    return rows, active.tolist(), as_ofs
+    if present.any():
+        rows[present] = model_input_values(matrix[present])  # the matrix is in feature_columns order
+    return rows, present.tolist(), as_ofs
+
+
+def request_event_arrays(users: list[UserHistory], gap_minutes: int = 30) -> EventArrays:
+    """The events of request histories as coded arrays, user = position of the history (as in
+    `histories_to_events`), sessions derived where not given, with the same ids that function gives."""
+    events = [e for u in users for e in u.events]
+    n = len(events)
+    user = np.repeat(np.arange(len(users), dtype=np.int64), [len(u.events) for u in users])
+    # validated timestamps are timezone-aware UTC datetimes: exact integer microseconds, no float rounding
+    ts_ns = np.fromiter(((e.timestamp - EARLIEST) // ONE_MICROSECOND for e in events), dtype=np.int64, count=n) * 1000
+    numbers = session_numbers(user, ts_ns, gap_minutes)
+    given = [e.session_id for e in events]
+    if any(given):  # spell derived ids like assign_sessions so a given id equal to one is the same session
+        keys = [g if g else f"{u}-s{k}" for g, u, k in zip(given, user.tolist(), numbers.tolist())]
+        session = pd.factorize(np.array(keys, dtype=object))[0].astype(np.int64)
+    else:
+        session = numbers  # distinct sessions are counted per user: the per-user number is the id
+    return EventArrays(
+        user=user,
+        timestamp_ns=ts_ns,
+        event=np.fromiter((EVENT_INDEX[e.event_type] for e in events), dtype=np.int64, count=n),
+        session=session,
+        item=pd.factorize(np.array([e.item_id for e in events], dtype=object))[0].astype(np.int64),
+        category=pd.factorize(np.array([e.category for e in events], dtype=object))[0].astype(np.int64),
+        price=np.array([e.price for e in events], dtype=np.float64).reshape(n),  # None -> NaN
+        quantity=np.fromiter((e.quantity for e in events), dtype=np.float64, count=n),
+    )
 
 
 def _idle_features(params: FeatureParams) -> np.ndarray:

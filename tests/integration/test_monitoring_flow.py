@@ -1,6 +1,8 @@
-"""The weekly monitoring flow for real: simulator shops (no drift / a price increase), real Evidently reports and
-workspace, a real Prefect flow run (prefect_test_harness) whose retrain trigger schedules the on-demand
-deployment only when the policy fires, the cooldown, and `evidently ui` serving the workspace on 127.0.0.1."""
+"""The weekly monitoring loop for real: simulator shops (no drift / a price increase) whose report week is the
+current week, their users' histories sent to a real `bentoml serve` (/predict_propensity, the prediction log it
+writes, stopped with SIGTERM), real Evidently reports and workspace, a real Prefect flow run (prefect_test_harness)
+whose retrain trigger schedules the on-demand deployment only when the policy fires, the cooldown, and
+`evidently ui` serving the workspace on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,15 +19,24 @@ import pandas as pd
 import pytest
 import yaml
 
+from monitoring.weekly import last_completed_week_end
+from shopsight.config import load_params
 from tests.conftest import REPO_ROOT, TINY_PARAMS, deep_update
 from tests.integration.servers import free_port
 
 pytestmark = pytest.mark.integration
 
-START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
+# The report week is the current ISO week, so the service's wall-clock log timestamps fall inside it; the
+# simulated shop starts DRIFT_DAY days before that week's Monday, when its drift starts. (A run that crosses
+# Sunday midnight UTC would log into the next week.)
 DRIFT_DAY = 70
-WEEK_END = (START + pd.Timedelta(days=DRIFT_DAY + 7)).date().isoformat()
+DRIFT_AT = last_completed_week_end()  # Monday 00:00 UTC of this week
+START = DRIFT_AT - pd.Timedelta(days=DRIFT_DAY)  # a Monday
+WEEK_END = (DRIFT_AT + pd.Timedelta(days=7)).date().isoformat()
+AS_OF = pd.Timestamp(WEEK_END, tz="UTC") - pd.Timedelta(days=1)  # the served features' cutoff
 FEATURES = {**TINY_PARAMS["features"], "n_train_cutoffs": 4}
+SCENARIOS = ("none", "price_increase")
+SERVICE = "bentos.service:ShopsightService"
 
 
 def _shop_project(root: Path, scenario: str, seed: int = 3) -> Path:
@@ -42,7 +53,7 @@ def _shop_project(root: Path, scenario: str, seed: int = 3) -> Path:
     drift = (START + pd.Timedelta(days=DRIFT_DAY)).date().isoformat()
     sim = generate_shop(
         SimulatorParams(seed=seed, n_users=800, n_items=200, n_categories=8, days=DRIFT_DAY + 7, drift_scenario=scenario,
-                        drift_start=drift, truth_cutoffs=[drift]),
+                        drift_start=drift, truth_cutoffs=[drift], start_date=START.date().isoformat()),
         project / "sim", progress=False,
     )
     events = pd.read_parquet(sim.events_path)
@@ -53,25 +64,73 @@ def _shop_project(root: Path, scenario: str, seed: int = 3) -> Path:
     return project
 
 
-def _log_served_predictions(project: Path) -> int:
-    """What the service would have logged in the report week (shopsight/prediction_log.py format, in the default
-    serving.prediction_log.dir): model inputs of users active at the week's end, one prediction each."""
+def _histories(project: Path, scenario: str) -> tuple[list[dict], pd.DataFrame]:
+    """Request bodies' users: everyone the training feature code sees at AS_OF, with their events before it (user ids
+    prefixed with the scenario, so one server's log splits by shop), and those users' offline model inputs."""
     from shopsight.config import FeatureParams
     from shopsight.features import build_user_features, feature_columns, model_input
-    from shopsight.prediction_log import Prediction, PredictionLog
 
     fp = FeatureParams(**FEATURES)
-    columns = feature_columns(fp.windows_days)
-    week_end = pd.Timestamp(WEEK_END, tz="UTC")
-    feats = build_user_features(pd.read_parquet(project / "data" / "events.parquet"), week_end - pd.Timedelta(days=1), fp)
-    x = model_input(feats, columns)
-    log = PredictionLog(project / "monitoring" / "predictions")
-    now = (week_end - pd.Timedelta(hours=20)).to_pydatetime()
-    log.append("predict_propensity", "propensity:test", [
-        Prediction(uid, dict(zip(columns, row.tolist())), {"probability": 0.1}, now) for uid, row in zip(feats.index, x)
-    ], now=now)
-    log.close()
-    return len(feats)
+    events = pd.read_parquet(project / "data" / "events.parquet")
+    before = events[events["timestamp"] < AS_OF]
+    feats = build_user_features(events, AS_OF, fp)
+    expected = pd.DataFrame(model_input(feats, feature_columns(fp.windows_days)), index=f"{scenario}/" + feats.index.astype(str),
+                            columns=feature_columns(fp.windows_days))
+    users = []
+    for uid, rows in before[before["user_id"].isin(feats.index)].groupby("user_id", observed=True):
+        users.append({"user_id": f"{scenario}/{uid}", "as_of": AS_OF.isoformat(), "events": [
+            {"item_id": r.item_id, "event_type": r.event_type, "timestamp": r.timestamp.isoformat(), "category": r.category,
+             "price": None if pd.isna(r.price) else float(r.price), "session_id": r.session_id, "quantity": int(r.quantity)}
+            for r in rows.itertuples()]})
+    return users, expected
+
+
+@pytest.fixture(scope="module")
+def served_shops(tiny_project, tmp_path_factory):
+    """Both shops, their users scored by one real `bentoml serve` (the tiny pipeline's propensity champion; same
+    feature windows as these shops), stopped with SIGTERM right after the last answer; each shop's records of
+    that one log are copied to its own serving.prediction_log.dir (monitoring/predictions)."""
+    import contextlib
+
+    from shopsight.config import load_params
+    from shopsight.pipeline import register_propensity
+    from tests.integration.servers import bentoml_server
+
+    with contextlib.chdir(tiny_project):
+        register_propensity(load_params("params.yaml"))
+    root = tmp_path_factory.mktemp("shops")
+    shops = {scenario: _shop_project(root, scenario) for scenario in SCENARIOS}
+    bodies = {scenario: _histories(project, scenario) for scenario, project in shops.items()}
+    log_dir = root / "served"
+    answered: dict[str, list[dict]] = {scenario: [] for scenario in SCENARIOS}
+    env = {"SHOPSIGHT_PREDICTION_LOG_DIR": str(log_dir)}
+    with bentoml_server(SERVICE, cwd=tiny_project, env=env, log_dir=root) as url, httpx.Client(timeout=120) as client:
+        for scenario, (users, _) in bodies.items():
+            for i in range(0, len(users), 40):
+                resp = client.post(f"{url}/predict_propensity", json={"users": users[i : i + 40]})
+                assert resp.status_code == 200, resp.text[:2000]
+                answered[scenario] += resp.json()
+    for path in sorted(log_dir.glob("predictions-*.jsonl")):
+        lines = path.read_bytes().splitlines(keepends=True)
+        for scenario, project in shops.items():
+            mine = [line for line in lines if json.loads(line)["user_id"].startswith(f"{scenario}/")]
+            (project / "monitoring" / "predictions").mkdir(parents=True, exist_ok=True)
+            (project / "monitoring" / "predictions" / path.name).write_bytes(b"".join(mine))
+    return {scenario: (shops[scenario], answered[scenario], bodies[scenario][1]) for scenario in SCENARIOS}
+
+
+def test_the_served_log_holds_every_answer_with_the_model_inputs(served_shops):
+    from shopsight.prediction_log import read_prediction_log
+
+    for project, answered, expected in served_shops.values():
+        frame = read_prediction_log(project / "monitoring" / "predictions")
+        assert len(frame) == len(answered) == len(expected) and frame["user_id"].is_unique
+        assert (frame["endpoint"] == "predict_propensity").all()
+        logged = pd.DataFrame(frame["features"].tolist(), index=frame["user_id"].tolist())[expected.columns]
+        # the service computed each user's features from the request history as the training code does offline
+        pd.testing.assert_frame_equal(logged.loc[expected.index], expected, check_dtype=False, atol=1e-4)
+        probs = dict(zip(frame["user_id"], frame["output"].map(lambda o: o["probability"])))
+        assert all(probs[a["user_id"]] == pytest.approx(a["probability"]) for a in answered)
 
 
 def _retrain_runs(deployment_id) -> list:
@@ -96,33 +155,39 @@ def harness_with_retrain_deployment(tmp_path_factory):
         yield deployment.apply()
 
 
-def test_weekly_flow_fires_on_price_increase_not_on_none_and_respects_cooldown(tmp_path, harness_with_retrain_deployment):
+def test_weekly_flow_fires_on_price_increase_not_on_none_and_respects_cooldown(served_shops, harness_with_retrain_deployment):
     from flows.monitoring import monitoring_flow
+    from monitoring.weekly import week_label
     from monitoring.workspace import PROJECT_NAME, open_project
 
     deployment_id = harness_with_retrain_deployment
-    quiet = _shop_project(tmp_path, "none")
-    n_logged = _log_served_predictions(quiet)
+    week = week_label(WEEK_END)
+    quiet, answered, _ = served_shops["none"]
+    n_logged = len(answered)
     result = monitoring_flow(project_dir=str(quiet), week_end=WEEK_END, reference_path=str(quiet / "data" / "reference.parquet"))
-    assert result["week"] == "2026-W12"
+    assert result["week"] == week
     assert not result["decision"]["retrain"], result["decision"]
     assert result["action"]["triggered"] is False
     assert _retrain_runs(deployment_id) == []  # nothing ran
-    report_dir = quiet / "monitoring" / "reports" / "2026-W12"
+    report_dir = quiet / "monitoring" / "reports" / week
     saved = json.loads((report_dir / "weekly_report.json").read_text())
     assert saved["decision"]["retrain"] is False and saved["decision"]["notes"]
     assert {"user_features", "event_mix", "served"} <= set(saved["sources"])
-    assert saved["sources"]["served"]["current_rows"] == n_logged  # every logged prediction of the week was read
+    assert saved["sources"]["served"]["current_rows"] == n_logged  # every answer the server logged this week was read
+    assert n_logged >= load_params().monitoring.policy.min_rows  # enough to be judged: the served inputs did not drift
+    assert not saved["sources"]["served"]["drifted_counted"], saved["sources"]["served"]
     assert (report_dir / "user_features.html").stat().st_size > 10_000
     assert not (quiet / "monitoring" / "state.json").exists()
 
-    drifted = _shop_project(tmp_path, "price_increase")
+    drifted, answered, _ = served_shops["price_increase"]
+    drifted_saved = len(answered)
     fired = monitoring_flow(project_dir=str(drifted), week_end=WEEK_END, reference_path=str(drifted / "data" / "reference.parquet"))
     assert fired["decision"]["retrain"], fired["decision"]
     assert "event_price_change" in fired["decision"]["reasons"][0]
     assert fired["action"]["triggered"] and fired["action"]["mode"] == "deployment"
     runs = _retrain_runs(deployment_id)
-    assert len(runs) == 1 and "drift policy, week 2026-W12" in runs[0].parameters["reason"]
+    assert len(runs) == 1 and f"drift policy, week {week}" in runs[0].parameters["reason"]
+    assert fired["sources"]["served"]["current_rows"] == drifted_saved
     state = json.loads((drifted / "monitoring" / "state.json").read_text())
     assert state["last_trigger"].startswith(WEEK_END)
 
@@ -134,7 +199,7 @@ def test_weekly_flow_fires_on_price_increase_not_on_none_and_respects_cooldown(t
     # the workspace holds every run's snapshots, with the dashboard
     ws, project = open_project(drifted / "monitoring" / "workspace")
     assert project.name == PROJECT_NAME
-    assert len(ws.list_runs(project.id)) == 4  # two runs x (user features, event mix)
+    assert len(ws.list_runs(project.id)) == 6  # two runs x (user features, event mix, served)
     assert len(project.dashboard.model().panels) >= 2
     _assert_evidently_ui_serves(drifted / "monitoring" / "workspace")
 

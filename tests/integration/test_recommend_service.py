@@ -25,8 +25,13 @@ def registered(tiny_project):
 
 
 @pytest.fixture(scope="module")
-def service_url(tiny_project, registered):
-    with bentoml_server("bentos.service:ShopsightService", cwd=tiny_project) as url:
+def prediction_log_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("recommend-log") / "predictions"
+
+
+@pytest.fixture(scope="module")
+def service_url(tiny_project, registered, prediction_log_dir):
+    with bentoml_server("bentos.service:ShopsightService", cwd=tiny_project, env={"SHOPSIGHT_PREDICTION_LOG_DIR": str(prediction_log_dir)}) as url:
         yield url
 
 
@@ -90,6 +95,28 @@ def test_similar_items_from_the_embeddings(service_url, catalogue):
     known, unknown = resp.json()
     assert known["known"] and len(known["similar"]) == 4 and catalogue[1] not in [s["item_id"] for s in known["similar"]]
     assert not unknown["known"] and unknown["similar"] == []
+
+
+def test_every_recommendation_and_similar_items_answer_is_logged(service_url, prediction_log_dir, registered, catalogue):
+    from shopsight.prediction_log import read_prediction_log
+
+    users = [{"user_id": "log-a", "items": [catalogue[3], "no-such-item"]}, {"user_id": "log-b", "items": []}]
+    recs = httpx.post(f"{service_url}/recommend", json={"users": users, "k": 4}, timeout=30).json()
+    similar = httpx.post(f"{service_url}/similar_items", json={"item_ids": [catalogue[5], "log-ghost"], "k": 3}, timeout=30).json()
+    frame = read_prediction_log(prediction_log_dir)  # written and flushed before the answers left
+    logged = frame[frame["user_id"].isin(["log-a", "log-b"])].set_index("user_id")
+    assert len(logged) == 2 and (logged["endpoint"] == "recommend").all() and (logged["model"] == registered.tag).all()
+    for answer in recs:
+        record = logged.loc[answer["user_id"]]
+        assert record["output"]["items"] == [i["item_id"] for i in answer["items"]]
+        assert record["output"]["scores"] == pytest.approx([i["score"] for i in answer["items"]], abs=1e-5)
+        assert record["output"]["fallback"] == answer["fallback"]
+    assert logged.loc["log-a", "features"] == {"n_items": 2, "n_known": 1}
+    assert logged.loc["log-b", "features"] == {"n_items": 0, "n_known": 0}
+    sim = frame[frame["endpoint"] == "similar_items"]
+    by_item = {r["features"]["item_id"]: r for _, r in sim.iterrows()}
+    assert by_item["log-ghost"]["features"]["known"] is False and by_item["log-ghost"]["output"]["items"] == []
+    assert by_item[catalogue[5]]["output"]["items"] == [s["item_id"] for s in similar[0]["similar"]]
 
 
 @pytest.mark.parametrize(

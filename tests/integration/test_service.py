@@ -74,3 +74,12 @@ def test_bentoml_build_packages_the_champion(tiny_project, registered):
 
     bento = bentoml.get(tag)
     assert registered.tag in {str(m.tag) for m in bento.info.all_models}
+
+
+def test_propensity_also_answers_the_calibrated_probability_that_explain_gives(service_url, tiny_project):
+    body = {"users": [_user("a"), _user("b", n_views=1)]}
+    scored = httpx.post(f"{service_url}/predict_propensity", json=body, timeout=30).json()
+    explained = httpx.post(f"{service_url}/explain_propensity", json=body, timeout=30).json()
+    assert [s["calibrated_probability"] for s in scored] == pytest.approx([e["probability"] for e in explained], rel=1e-5)
+    if load_params(tiny_project / "params.yaml").propensity.calibration.method != "none":
+        assert any(abs(s["calibrated_probability"] - s["probability"]) > 1e-6 for s in scored)

@@ -127,7 +127,8 @@ def slow_warmup(tiny_project, registered, tmp_path_factory):
     """The service with a long warm-up and no API key, started without waiting for readiness."""
     logs = tmp_path_factory.mktemp("load-log")
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["serving"]["warmup_rounds"] = 8
+    # ~10 ms a round (features of 1..256 users in memory + compiled call): several seconds of warm-up
+    params["serving"]["warmup_rounds"] = 500
     path = logs / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"SHOPSIGHT_API_KEY": "", "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}

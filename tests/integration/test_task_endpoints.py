@@ -24,8 +24,13 @@ def registered(tiny_project):
 
 
 @pytest.fixture(scope="module")
-def service_url(tiny_project, registered):
-    with bentoml_server("bentos.service:ShopsightService", cwd=tiny_project) as url:
+def prediction_log_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("task-log") / "predictions"
+
+
+@pytest.fixture(scope="module")
+def service_url(tiny_project, registered, prediction_log_dir):
+    with bentoml_server("bentos.service:ShopsightService", cwd=tiny_project, env={"SHOPSIGHT_PREDICTION_LOG_DIR": str(prediction_log_dir)}) as url:
         yield url
 
 
@@ -82,6 +87,30 @@ def test_forecast_demand_from_history_and_from_stored_window(service_url, tiny_p
     assert [o["history_source"] for o in out] == ["request", "stored", "none"]
     assert all(len(o["units"]) == horizon and min(o["units"]) >= 0 for o in out)
     assert out[0]["dates"][0] == "2026-03-02" and out[1]["model"] == registered["demand"].tag
+
+
+def test_churn_explain_and_demand_answers_are_logged(service_url, prediction_log_dir, registered):
+    from shopsight.prediction_log import read_prediction_log
+
+    churn = httpx.post(f"{service_url}/churn_risk", json={"users": [_user("log-c1"), _user("log-c2", explain=True)]}, timeout=60).json()
+    explained = httpx.post(f"{service_url}/explain_propensity", json={"users": [_user("log-e1")]}, timeout=60).json()
+    demand = httpx.post(f"{service_url}/forecast_demand", json={"series": [
+        {"series_id": "log-s1", "level": "item", "history": [0, 1, 0, 2, 1, 0, 3], "start": "2026-03-02"}]}, timeout=60).json()
+    frame = read_prediction_log(prediction_log_dir)
+    by_user = frame.dropna(subset=["user_id"]).set_index("user_id")
+    for answer in churn:
+        record = by_user.loc[answer["user_id"]]
+        assert record["endpoint"] == "churn_risk" and record["model"] == registered["churn"].tag
+        assert record["output"]["churn_probability"] == pytest.approx(answer["churn_probability"])
+        assert record["as_of"].isoformat().startswith("2026-03-10")
+    (e,) = explained
+    record = by_user.loc["log-e1"]
+    assert record["endpoint"] == "explain_propensity" and record["output"]["probability"] == pytest.approx(e["probability"])
+    assert record["output"]["reasons"] == [r["feature"] for r in e["reasons"]]
+    (d,) = demand
+    (series,) = [r for _, r in frame[frame["endpoint"] == "forecast_demand"].iterrows() if r["features"]["series_id"] == "log-s1"]
+    assert series["model"] == registered["demand"].tag and series["features"]["history_days"] == 7
+    assert series["output"]["units"] == pytest.approx(d["units"], abs=1e-3) and series["output"]["start"] == "2026-03-02"
 
 
 @pytest.mark.parametrize(
