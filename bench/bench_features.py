@@ -1,7 +1,9 @@
 """Feature stage speed: user features at all planned cutoffs (with labels) over ~10M simulated events,
 as a ratio against one DuckDB `GROUP BY user_id` aggregate pass over the same Parquet file.
 
-    python bench/bench_features.py [--events 10000000] [--quick]
+    python bench/bench_features.py [--events 10000000] [--quick] [--events-file PATH]
+
+--events-file reuses an existing canonical events Parquet file (read only) instead of simulating one.
 
 Target (issue 3): ratio <= 3x, peak memory < 4 GiB.
 """
@@ -41,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--quick", action="store_true", help="1M events")
+    ap.add_argument("--events-file", type=Path, help="use this events Parquet file instead of simulating")
     args = ap.parse_args()
     n = 1_000_000 if args.quick else args.events
 
@@ -50,10 +53,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         tmp = Path(tmp)
-        generate(n, tmp)
-        events = tmp / "sim" / "events.parquet"
+        if args.events_file:
+            events = args.events_file.resolve()
+            print(f"data: {events}")
+        else:
+            generate(n, tmp)
+            events = tmp / "sim" / "events.parquet"
         con = connection()
-        con.execute(f"SELECT count(*) FROM read_parquet('{events}')").fetchone()  # warm the file cache for both
+        con.execute(f"SELECT count(*) FROM read_parquet('{events}')").fetchall()  # warm the file cache for both
 
         t0 = time.perf_counter()
         con.execute(
