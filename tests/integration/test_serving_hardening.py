@@ -8,6 +8,7 @@ import asyncio
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,15 +32,21 @@ def registered(tiny_project):
         return register_propensity(load_params("params.yaml"))
 
 
+def _service_env(project: Path, logs: Path, api_key: str, **serving) -> dict[str, str]:
+    """Environment for a server with the project's params plus `serving` overrides (written under `logs`),
+    its own prediction log dir and API key ("" = none)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["serving"].update(serving)
+    path = logs / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return {"SHOPSIGHT_API_KEY": api_key, "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+
+
 @pytest.fixture(scope="module")
 def guarded(tiny_project, registered, tmp_path_factory):
     """The service with an API key and a small body limit."""
     logs = tmp_path_factory.mktemp("guarded-log")
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["serving"]["max_body_kb"] = 64
-    path = logs / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {"SHOPSIGHT_API_KEY": API_KEY, "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+    env = _service_env(tiny_project, logs, API_KEY, max_body_kb=64)
     with bentoml_server(SERVICE, cwd=tiny_project, env=env, log_dir=logs) as url:
         yield url
 
@@ -126,12 +133,8 @@ def test_schemathesis_finds_no_server_error(guarded, tmp_path):
 def slow_warmup(tiny_project, registered, tmp_path_factory):
     """The service with a long warm-up and no API key, started without waiting for readiness."""
     logs = tmp_path_factory.mktemp("load-log")
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     # ~10 ms a round (features of 1..256 users in memory + compiled call): several seconds of warm-up
-    params["serving"]["warmup_rounds"] = 500
-    path = logs / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {"SHOPSIGHT_API_KEY": "", "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+    env = _service_env(tiny_project, logs, "", warmup_rounds=500)
     return logs, env
 
 
