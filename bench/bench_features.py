@@ -41,6 +41,13 @@ def generate(events: int, out: Path) -> None:
     print(f"data: {int(n_events):,} events, {int(n_users):,} users")
 
 
+def baseline_sql(events: Path, out: Path) -> str:
+    """The baseline: one DuckDB `GROUP BY user_id` aggregate pass over the events, written to Parquet."""
+    return f"""COPY (SELECT user_id, count(*) AS n, count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
+                      sum(price) AS spend, min(timestamp) AS first, max(timestamp) AS last, count(DISTINCT item_id) AS items
+                    FROM read_parquet('{events}') GROUP BY user_id) TO '{out}' (FORMAT PARQUET)"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
@@ -69,11 +76,7 @@ def main() -> None:
         rounds = []
         for r in range(args.repeat):  # interleaved rounds: a busy moment hits one round, not one side
             t0 = time.perf_counter()
-            con.execute(
-                f"""COPY (SELECT user_id, count(*) AS n, count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
-                            sum(price) AS spend, min(timestamp) AS first, max(timestamp) AS last, count(DISTINCT item_id) AS items
-                          FROM read_parquet('{events}') GROUP BY user_id) TO '{tmp / "baseline.parquet"}' (FORMAT PARQUET)"""
-            )
+            con.execute(baseline_sql(events, tmp / "baseline.parquet"))
             baseline_s = time.perf_counter() - t0
 
             t0 = time.perf_counter()

@@ -203,23 +203,36 @@ def _counts_sql(prefix: str, masks: list[int]) -> str:
     return ", ".join(f"count(*) FILTER (WHERE (m & {m}::UBIGINT) != 0)::DOUBLE AS {prefix}{k}" for k, m in enumerate(masks))
 
 
+def _segment_bits(plan: _Plan) -> list[int]:
+    """Each day's segment as a one-bit mask (list index = day)."""
+    return [1 << int(s) for s in plan.seg_of_day()]
+
+
+def event_passes(plan: _Plan, source: str, horizon_days: int | None) -> list[tuple[str, dict | None]]:
+    """The two aggregation passes over the events (SQL and parameters) that create _feat_a and _feat_b."""
+    fmt = {"source": source, "lo_ns": plan.lo.value, "lo": _ts_sql(plan.lo)}
+    return [
+        (_PASS_A.format(hi=_ts_sql(plan.cutoffs[-1] + pd.Timedelta(days=horizon_days or 0)), **fmt), None),
+        (_PASS_B.format(hi=_ts_sql(plan.cutoffs[-1]), **fmt), {"bits": _segment_bits(plan)}),
+    ]
+
+
 def _batch(con: duckdb.DuckDBPyConnection, source: str, plan: _Plan, horizon_days: int | None):
     """The rows of one batch of cutoffs (see _assemble): two passes over the events, then small queries."""
     windows, L = plan.windows, plan.windows[-1]
     seg_of_day = plan.seg_of_day()
     h = horizon_days or 0
-    bits = [1 << int(s) for s in seg_of_day]
+    bits = _segment_bits(plan)
     label_bits = [0] * (plan.n_days + h)
     for j, c in enumerate(plan.cidx):
         for d in range(int(c), int(c) + h):
             label_bits[d] |= 1 << j
-    fmt = {"source": source, "lo_ns": plan.lo.value, "lo": _ts_sql(plan.lo)}
     n_cut = len(plan.cutoffs)
     sess_masks = [_mask(*plan.segments(j, w)) for j in range(n_cut) for w in windows]
     l_masks = [_mask(*plan.segments(j, L)) for j in range(n_cut)]
     try:
-        con.execute(_PASS_A.format(hi=_ts_sql(plan.cutoffs[-1] + pd.Timedelta(days=h)), **fmt))
-        con.execute(_PASS_B.format(hi=_ts_sql(plan.cutoffs[-1]), **fmt), {"bits": bits})
+        for sql, params in event_passes(plan, source, horizon_days):
+            con.execute(sql, params)
         con.execute(_USERS)
         users = con.execute("SELECT u FROM _feat_u ORDER BY uc").fetchnumpy()["u"]
         roll = _arrays(con, _ROLLUP.format(n_days=plan.n_days), {"seg": [int(s) for s in seg_of_day]})
@@ -343,6 +356,17 @@ def _assemble(plan: _Plan, users: np.ndarray, roll: dict, per_user: dict, horizo
     return {"matrix": matrix, "cutoff_ns": cutoff_ns, "user_id": users[np.concatenate(presents)], "label": labels}
 
 
+def plan_batches(cutoffs: list[pd.Timestamp], windows_days: list[int]) -> list[_Plan]:
+    """The batches compute_user_features runs for these cutoffs: cutoffs a whole number of days apart share day
+    buckets (one group per time of day), split so that each batch has at most MAX_SEGMENTS segments."""
+    windows = sorted(windows_days)
+    groups: dict[int, list[pd.Timestamp]] = {}
+    for c in cutoffs:
+        ts = _utc(c)
+        groups.setdefault(ts.value % NS_PER_DAY, []).append(ts)
+    return [_Plan.make(batch, windows) for same_time in groups.values() for batch in _batches(sorted(set(same_time)), windows)]
+
+
 def compute_user_features(
     events: pd.DataFrame | str | Path,
     cutoffs: list[pd.Timestamp],
@@ -357,11 +381,6 @@ def compute_user_features(
     windows = sorted(windows_days)
     if not cutoffs:
         raise ValueError("compute_user_features needs at least one cutoff")
-    # Cutoffs a whole number of days apart share day buckets: one plan per time of day.
-    groups: dict[int, list[pd.Timestamp]] = {}
-    for c in cutoffs:
-        ts = _utc(c)
-        groups.setdefault(ts.value % NS_PER_DAY, []).append(ts)
     con = connection()
     if isinstance(events, (str, Path)):
         source = f"read_parquet('{Path(events).as_posix()}')"
@@ -370,10 +389,8 @@ def compute_user_features(
         source = "_events"
     parts = []
     try:
-        for same_time in groups.values():
-            for batch in _batches(sorted(set(same_time)), windows):
-                plan = _Plan.make(batch, windows)
-                parts.append(_batch(con, source, plan, horizon_days))
+        for plan in plan_batches(cutoffs, windows):
+            parts.append(_batch(con, source, plan, horizon_days))
     finally:
         if source == "_events":
             con.unregister("_events")

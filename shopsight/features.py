@@ -57,6 +57,17 @@ def event_time_span(events: pd.DataFrame | str | Path) -> tuple[pd.Timestamp, pd
 
 def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureParams) -> pd.DataFrame:
     """Rows = (user, cutoff) with features, `label` (bought within the horizon) and `split`, in one pass."""
+    split_of = propensity_cutoffs(events, params)
+    dataset = compute_user_features(events, list(split_of), params.windows_days, horizon_days=params.horizon_days)
+    dataset["split"] = dataset["cutoff"].map(split_of)
+    missing = {"train", "valid", "test"} - set(dataset["split"])
+    if missing:
+        raise ValueError(f"no rows for split(s) {sorted(missing)}: the data span is too short for features.* in params.yaml")
+    return dataset
+
+
+def propensity_cutoffs(events: pd.DataFrame | str | Path, params: FeatureParams) -> dict[pd.Timestamp, str]:
+    """The propensity dataset's cutoffs with their split: the planned ones with at least a step of history."""
     t_start, t_end = event_time_span(events)
     min_history = params.cutoff_step_days * DAY
     split_of = {c: split for split, cs in plan_cutoffs(t_end, params).items() for c in cs if c - t_start >= min_history}
@@ -65,12 +76,7 @@ def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureP
             f"the events span {t_start} .. {t_end}: too short for horizon_days={params.horizon_days} and "
             f"n_train_cutoffs={params.n_train_cutoffs}; generate more days or shorten features.* in params.yaml"
         )
-    dataset = compute_user_features(events, list(split_of), params.windows_days, horizon_days=params.horizon_days)
-    dataset["split"] = dataset["cutoff"].map(split_of)
-    missing = {"train", "valid", "test"} - set(dataset["split"])
-    if missing:
-        raise ValueError(f"no rows for split(s) {sorted(missing)}: the data span is too short for features.* in params.yaml")
-    return dataset
+    return split_of
 
 
 def model_input(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
