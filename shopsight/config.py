@@ -131,6 +131,7 @@ class DemandModelParams(_Section):
     epochs: int = Field(30, gt=0)
     patience: int = Field(4, ge=1)
     seed: int = 7
+    residual: bool = Field(True, description="learn a multiplicative correction of the input window's mean (the moving average)")
 
 
 class DemandParams(_Section):

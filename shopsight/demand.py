@@ -91,8 +91,8 @@ def split_origins(n_days: int, cfg: DemandParams) -> dict[str, list[int]]:
 def window_inputs(history: np.ndarray, first_target_days: pd.DatetimeIndex | list, is_category: np.ndarray, horizon: int) -> tuple[dict, np.ndarray]:
     """Model inputs from raw unit windows [n, input_days] ending the day before each row's first target day.
 
-    Returns ({"window", "context"}, scale [n]); the model's output times `scale` is units. This one function
-    builds the inputs for training, evaluation and the service.
+    Returns ({"window", "context", "baseline"}, scale [n]); the model's output times `scale` is units. This one
+    function builds the inputs for training, evaluation and the service.
     """
     history = np.asarray(history, dtype="float64")
     n, w = history.shape
@@ -106,7 +106,8 @@ def window_inputs(history: np.ndarray, first_target_days: pd.DatetimeIndex | lis
     context = np.concatenate(
         [eye[out_dow].reshape(n, horizon * 7), np.log1p(scale)[:, None], np.asarray(is_category, dtype="float32")[:, None]], axis=1
     ).astype("float32")
-    return {"window": window, "context": context}, scale
+    baseline = (history.mean(axis=1) / scale)[:, None].astype("float32")
+    return {"window": window, "context": context, "baseline": baseline}, scale
 
 
 def _windows(series: DemandSeries, origins: list[int], rows: np.ndarray, cfg: DemandParams, with_targets: bool = True):
@@ -166,7 +167,7 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
     keras.utils.set_random_seed(mcfg.seed)
     model = build_forecaster(
         cfg.input_days, x_train["window"].shape[2], x_train["context"].shape[1], cfg.horizon_days, mcfg.architecture,
-        mcfg.filters, mcfg.kernel_size, mcfg.hidden_units, mcfg.dropout, mcfg.learning_rate, mcfg.loss,
+        mcfg.filters, mcfg.kernel_size, mcfg.hidden_units, mcfg.dropout, mcfg.learning_rate, mcfg.loss, mcfg.residual,
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=mcfg.patience, restore_best_weights=True)
     history = model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=mcfg.epochs, batch_size=mcfg.batch_size,
@@ -341,9 +342,10 @@ class DemandScorer:
         self.w, self.h = self.config["input_days"], self.config["horizon_days"]
         model = keras.models.load_model(Path(model_dir) / "model.keras")
         n_ctx = self.h * 7 + 2
-        specs = {"window": tf.TensorSpec([None, self.w, 8], tf.float32), "context": tf.TensorSpec([None, n_ctx], tf.float32)}
+        specs = {"window": tf.TensorSpec([None, self.w, 8], tf.float32), "context": tf.TensorSpec([None, n_ctx], tf.float32),
+                 "baseline": tf.TensorSpec([None, 1], tf.float32)}
         self._forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
-        self._forward({"window": np.zeros((1, self.w, 8), "float32"), "context": np.zeros((1, n_ctx), "float32")})
+        self._forward({name: np.zeros([1, *spec.shape[1:]], "float32") for name, spec in specs.items()})
 
     def forecast(self, requests: list[DemandRequest], tag: str) -> list[DemandForecastOut]:
         if not requests:

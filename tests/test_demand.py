@@ -53,6 +53,21 @@ def test_window_inputs_scale_and_calendar():
     assert inputs["window"][0, -1, 1 + 6] == 1.0  # the day before Monday 2026-01-05 is a Sunday
     assert inputs["context"][0, 0] == 1.0 and inputs["context"][1, 1] == 1.0  # first target day: Monday, Tuesday
     assert inputs["context"][:, -1].tolist() == [0.0, 1.0]
+    assert inputs["baseline"][:, 0] == pytest.approx([1.0 / 2.0, 2.0 / 3.0])  # window mean / scale
+
+
+def test_residual_forecaster_starts_at_the_moving_average():
+    """Untrained, the residual model forecasts the input window's mean on every day; the plain one does not."""
+    from models.forecast import build_forecaster
+
+    rng = np.random.default_rng(0)
+    hist = rng.poisson(rng.uniform(0.1, 20.0, size=(6, 1)), size=(6, 14)).astype(float)
+    inputs, scale = window_inputs(hist, pd.date_range("2026-01-05", periods=6), np.array([False, True] * 3), 7)
+    for residual in (True, False):
+        model = build_forecaster(14, 8, 7 * 7 + 2, 7, "cnn", 4, 3, 8, 0.0, 1e-3, residual=residual)
+        units = np.asarray(model.predict(inputs, verbose=0)) * scale[:, None]
+        at_mean = np.allclose(units, hist.mean(axis=1, keepdims=True).repeat(7, axis=1), rtol=1e-5)
+        assert at_mean == residual
 
 
 def test_demand_request_rejects_negative_history():
