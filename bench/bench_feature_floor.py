@@ -46,6 +46,8 @@ def main() -> None:
         (plan,) = plan_batches(list(propensity_cutoffs(events, params)), params.windows_days)
         source = f"read_parquet('{events}')"
         (pass_a, _), (pass_b, b_params) = event_passes(plan, source, params.horizon_days)
+        pass_b_categories = pass_b.replace("item_id AS i, ", "").replace("SELECT u, i, c,", "SELECT u, c,")
+        assert pass_b_categories.count(" i,") == 0 and pass_b_categories != pass_b, "pass B's SQL changed: update this bench"
         span = f"FROM {source} WHERE timestamp >= '{plan.lo.isoformat()}'::TIMESTAMPTZ"
         day = f"(epoch_ns(timestamp) - {plan.lo.value}) // {NS_PER_DAY}"
         con = connection()
@@ -61,7 +63,7 @@ def main() -> None:
             "floor: hash (user, item), count(*) only": sql(f"CREATE OR REPLACE TEMP TABLE f AS SELECT user_id, item_id, count(*) {span} GROUP BY ALL"),
             "stage pass A: (user, session, day) with its 12 aggregates": sql(pass_a),
             "stage pass B: (user, item, category) with segment masks": sql(pass_b, b_params),
-            "pass B without items: (user, category) with segment masks": sql(pass_b.replace("item_id AS i, ", "").replace("SELECT u, i, c,", "SELECT u, c,"), b_params),
+            "pass B without items: (user, category) with segment masks": sql(pass_b_categories, b_params),
             f"writing the result ({len(dataset):,} rows x {len(dataset.columns)} columns)": lambda: dataset.to_parquet(tmp / "out.parquet", index=False),
             "whole feature stage (build + write)": lambda: build_propensity_dataset(events, params).to_parquet(tmp / "out.parquet", index=False),
         }

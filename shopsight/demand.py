@@ -96,7 +96,8 @@ def window_inputs(history: np.ndarray, first_target_days: pd.DatetimeIndex | lis
     """
     history = np.asarray(history, dtype="float64")
     n, w = history.shape
-    scale = 1.0 + history.mean(axis=1)
+    mean = history.mean(axis=1)
+    scale = 1.0 + mean
     first = pd.DatetimeIndex(first_target_days)
     first_dow = first.dayofweek.to_numpy()
     in_dow = (first_dow[:, None] + np.arange(-w, 0)[None, :]) % 7
@@ -106,7 +107,7 @@ def window_inputs(history: np.ndarray, first_target_days: pd.DatetimeIndex | lis
     context = np.concatenate(
         [eye[out_dow].reshape(n, horizon * 7), np.log1p(scale)[:, None], np.asarray(is_category, dtype="float32")[:, None]], axis=1
     ).astype("float32")
-    baseline = (history.mean(axis=1) / scale)[:, None].astype("float32")
+    baseline = (mean / scale)[:, None].astype("float32")
     return {"window": window, "context": context, "baseline": baseline}, scale
 
 
