@@ -37,3 +37,7 @@ CANONICAL_ARROW = pa.schema(
 )
 
 SESSION_GAP_MINUTES = 30
+
+# Longer ids are rejected at ingest: no real user, item, session or category id is this long, and a
+# runaway field (a missing quote swallowing the rest of the file) must not become an id.
+MAX_ID_LENGTH = 256

@@ -1,5 +1,12 @@
 """Row-level checks of the canonical event contract (a pandera schema): every failing row gets a reason,
-none is dropped silently."""
+none is dropped or altered silently.
+
+Prices and quantities arrive as the text of the file (see shopsight.sources.canonical) and are parsed
+here, strictly: `12,50`, `$5`, `0x10` are not numbers, `2.5` is not a quantity, and `inf` or `1e400`
+is an infinite price; none is coerced into something else. Ids are kept exactly as read: an id with
+leading or trailing whitespace, a NUL byte or another control character, or more than MAX_ID_LENGTH
+characters is rejected (trimming would merge `u1 ` into `u1` behind the user's back).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,15 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, REQUIRED_COLUMNS
+from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_COLUMNS
+from shopsight.sources.canonical import TIMESTAMP_PROBLEM  # the adapter's reason a timestamp did not convert
+from shopsight.sources.reading import NUL_SENTINEL  # how the CSV reader shows a NUL byte
+
+_NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
+_INTEGER = r"\s*[+-]?\d+\s*"
+_INFINITY = r"\s*[+-]?(?:inf|infinity)\s*"
+_INT64_MAX = np.iinfo("int64").max
+_EXACT_FLOAT_INT = 2**53  # beyond it a float cannot say which integer it meant
 
 
 class ContractError(ValueError):
@@ -32,14 +47,34 @@ def _check(fn, reason: str) -> pa.Check:
     return pa.Check(fn, name=reason, ignore_na=False)
 
 
+def _id_checks(column: str, *, required: bool) -> list[pa.Check]:
+    checks = [_check(lambda s: s.notna() & s.ne(""), f"missing {column}")] if required else []
+    return checks + [
+        _check(lambda s: ~s.str.contains(NUL_SENTINEL, regex=False).fillna(False), f"{column} contains a NUL byte"),
+        _check(
+            lambda s: ~s.str.contains("[\\x00-\\x1f\\x7f]", regex=True).fillna(False),
+            f"{column} contains a control character (tab, newline, ...)",
+        ),
+        _check(
+            lambda s: s.isna() | s.str.strip().eq(s),
+            f"{column} has leading or trailing whitespace (ids are kept exactly as read, never trimmed into "
+            f"another id: trim them in the source)",
+        ),
+        _check(lambda s: s.isna() | s.str.len().le(MAX_ID_LENGTH), f"{column} longer than {MAX_ID_LENGTH} characters"),
+    ]
+
+
 @lru_cache(maxsize=8)
 def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchema:
     """The event contract of DESIGN.md as a pandera schema over parsed columns (see `_parse`)."""
     lo, hi = pd.Timestamp(min_timestamp, tz="UTC"), pd.Timestamp(max_timestamp, tz="UTC")
+    text = pd.StringDtype("pyarrow")
     return pa.DataFrameSchema(
         {
-            "user_id": pa.Column("string", _check(lambda s: s.notna() & s.ne(""), "missing user_id"), nullable=True),
-            "item_id": pa.Column("string", _check(lambda s: s.notna() & s.ne(""), "missing item_id"), nullable=True),
+            "user_id": pa.Column(text, _id_checks("user_id", required=True), nullable=True),
+            "item_id": pa.Column(text, _id_checks("item_id", required=True), nullable=True),
+            "session_id": pa.Column(text, _id_checks("session_id", required=False), nullable=True),
+            "category": pa.Column(text, _id_checks("category", required=False), nullable=True),
             "event_type": pa.Column(
                 "string",
                 _check(lambda s: s.isin(EVENT_TYPES), f"unknown event_type (expected one of {', '.join(EVENT_TYPES)})"),
@@ -47,12 +82,10 @@ def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchem
             ),
             "timestamp": pa.Column(
                 "datetime64[ns, UTC]",
-                [
-                    _check(lambda s: s.notna(), "missing or unparseable timestamp"),
-                    _check(lambda s: s.isna() | ((s >= lo) & (s <= hi)), f"timestamp outside [{min_timestamp}, {max_timestamp}]"),
-                ],
+                _check(lambda s: s.isna() | ((s >= lo) & (s <= hi)), f"timestamp outside [{min_timestamp}, {max_timestamp}]"),
                 nullable=True,
             ),
+            "timestamp_missing": pa.Column(bool, _check(lambda s: ~s, "missing timestamp")),
             "price": pa.Column(
                 "float64",
                 [
@@ -62,62 +95,130 @@ def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchem
                 nullable=True,
             ),
             "price_is_number": pa.Column(bool, _check(lambda s: s, "price is not a number")),
-            "quantity": pa.Column(
-                "float64",
-                [
-                    _check(lambda s: s.isna() | (s >= 1), "quantity < 1"),
-                    _check(lambda s: s.isna() | (s == np.floor(s)), "quantity is not an integer"),
-                ],
-                nullable=True,
-            ),
+            "quantity": pa.Column("Int64", _check(lambda s: s.isna() | (s >= 1), "quantity < 1"), nullable=True),
             "quantity_is_number": pa.Column(bool, _check(lambda s: s, "quantity is not a number")),
+            "quantity_is_integer": pa.Column(bool, _check(lambda s: s, "quantity is not an integer")),
+            "quantity_in_range": pa.Column(bool, _check(lambda s: s, "quantity out of range (beyond 64-bit integers)")),
         },
         strict=False,
     )
 
 
-def _as_utc(values: pd.Series) -> pd.Series:
+def _present_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    text = values.astype("string").str.strip()
+    return text, (text.notna() & text.ne("")).astype(bool)
+
+
+def _is_number_text(text: pd.Series) -> pd.Series:
+    """Plain decimal or scientific notation, or inf/infinity: what a price or quantity may be written as."""
+    return (text.str.fullmatch(_NUMBER) | text.str.fullmatch(_INFINITY, case=False)).fillna(False).astype(bool)
+
+
+def parse_price(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Price text (or numbers) -> (float64 values, is-a-number). Missing is NaN and a number; `1e400` and
+    `inf` are +inf (rejected as infinite); `12,50`, `$5`, `0x10`, `nan` are not numbers."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64"), pd.Series(True, index=values.index)
+    text, present = _present_text(values)
+    numbers = pd.to_numeric(text.astype(object).where(present, None), errors="coerce").astype("float64")
+    # to_numeric is fast but lenient and overflows to NaN: the few rows it cannot read are looked at one by one
+    unread = present & numbers.isna()
+    if unread.any():
+        written = _is_number_text(text[unread])
+        numbers[written[written].index] = text[written[written].index].astype(object).map(float)
+    is_number = ~present | numbers.notna()
+    return numbers, is_number.astype(bool)
+
+
+def parse_quantity(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """Quantity text (or numbers) -> (Int64 values, is-a-number, is-an-integer, fits-int64).
+
+    Missing is <NA> (the contract's default of 1 applies later). `2.0` is 2; `2.5` is not an integer;
+    `abc`, `nan` are not numbers; `1e20`, `9223372036854775808`, `inf` are out of range.
+    """
+    index = values.index
+    if pd.api.types.is_integer_dtype(values.dtype):
+        ok = pd.Series(True, index=index)
+        return values.astype("Int64"), ok, ok.copy(), ok.copy()
+    if pd.api.types.is_float_dtype(values.dtype):
+        floats, present, is_number = values.astype("float64"), values.notna(), pd.Series(True, index=index)
+        text = None
+    else:
+        text, present = _present_text(values)
+        floats, is_number = parse_price(values)
+    finite = np.isfinite(floats.to_numpy(dtype="float64", na_value=np.nan))
+    whole = pd.Series(finite, index=index) & (floats == np.floor(floats))
+    is_integer = ~present | ~is_number | ~pd.Series(finite, index=index) | whole
+    in_range = ~present | ~is_number | (pd.Series(finite, index=index) & (floats.abs() < _EXACT_FLOAT_INT))
+    exact = present & is_number & whole & in_range
+    result = pd.array(np.where(exact, floats.fillna(0), 0).astype("int64"), dtype="Int64")
+    result[~exact.to_numpy()] = pd.NA
+    quantity = pd.Series(result, index=index)
+    big = present & is_number & whole & ~in_range & pd.Series(finite, index=index)
+    if text is not None and big.any():
+        # Beyond 2**53 a float is not exact: integer text is read exactly, and kept if it fits int64.
+        for row in big[big].index:
+            written = text[row]
+            if pd.Series([written]).str.fullmatch(_INTEGER).iloc[0] and abs(int(written)) <= _INT64_MAX:
+                quantity[row] = int(written)
+                in_range[row] = True
+    return quantity, is_number.astype(bool), is_integer.astype(bool), in_range.astype(bool)
+
+
+def _id_text(frame: pd.DataFrame, column: str, *, optional: bool) -> pd.Series:
+    if column not in frame.columns:
+        return pd.Series(pd.NA, index=frame.index, dtype=pd.StringDtype("pyarrow"))
+    values = frame[column].astype(pd.StringDtype("pyarrow"))
+    if optional:  # a blank optional field (no session, no category) is missing
+        values = values.mask(values.str.strip().eq(""))
+    return values
+
+
+def _timestamps(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(UTC timestamps, problem): the adapter's reason where it gave one, "unparseable timestamp" for
+    text that does not parse here."""
+    values = frame["timestamp"]
+    if TIMESTAMP_PROBLEM in frame.columns:
+        problem = frame[TIMESTAMP_PROBLEM].astype("string")
+    else:
+        problem = pd.Series(pd.NA, index=frame.index, dtype="string")
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    return pd.to_datetime(values, errors="coerce", utc=True, format="mixed").astype("datetime64[ns, UTC]")
+        stamps = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_any_dtype(values):
+        stamps = values.dt.tz_localize("UTC")
+    else:
+        stamps = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+        text, present = _present_text(values)
+        problem = problem.mask(present & stamps.isna() & problem.isna(), "unparseable timestamp")
+    return stamps.astype("datetime64[ns, UTC]"), problem
 
 
-def _optional_string(frame: pd.DataFrame, column: str) -> pd.Series:
-    if column not in frame.columns:
-        return pd.Series(pd.NA, index=frame.index, dtype="string")
-    values = frame[column].astype("string").str.strip()
-    return values.mask(values.eq(""))
-
-
-def _numeric(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
-    if column not in frame.columns:
-        return pd.Series(np.nan, index=frame.index, dtype="float64"), pd.Series(True, index=frame.index)
-    raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").astype("float64")
-    return values, ~(raw.notna() & values.isna())
-
-
-def _parse(frame: pd.DataFrame) -> pd.DataFrame:
-    """Types only (nothing rejected here): strings stripped, event names lower-cased, times to UTC."""
-    price, price_ok = _numeric(frame, "price")
-    quantity, quantity_ok = _numeric(frame, "quantity")
-    return pd.DataFrame(
+def _parse(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Types only (nothing rejected here): ids exactly as read, event names lower-cased, times to UTC,
+    prices and quantities parsed strictly. Also returns the adapters' timestamp problems."""
+    price, price_ok = parse_price(frame["price"] if "price" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string"))
+    quantity_raw = frame["quantity"] if "quantity" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string")
+    quantity, quantity_number, quantity_integer, quantity_range = parse_quantity(quantity_raw)
+    timestamp, problem = _timestamps(frame)
+    parsed = pd.DataFrame(
         {
-            "user_id": frame["user_id"].astype("string").str.strip(),
-            "item_id": frame["item_id"].astype("string").str.strip(),
+            "user_id": _id_text(frame, "user_id", optional=False),
+            "item_id": _id_text(frame, "item_id", optional=False),
             "event_type": frame["event_type"].astype("string").str.strip().str.lower(),
-            "timestamp": _as_utc(frame["timestamp"]),
-            "session_id": _optional_string(frame, "session_id"),
-            "category": _optional_string(frame, "category"),
+            "timestamp": timestamp,
+            "timestamp_missing": (timestamp.isna() & problem.isna()).to_numpy(bool),
+            "session_id": _id_text(frame, "session_id", optional=True),
+            "category": _id_text(frame, "category", optional=True),
             "price": price,
             "price_is_number": price_ok.to_numpy(bool),
             "quantity": quantity,
-            "quantity_is_number": quantity_ok.to_numpy(bool),
+            "quantity_is_number": quantity_number.to_numpy(bool),
+            "quantity_is_integer": quantity_integer.to_numpy(bool),
+            "quantity_in_range": quantity_range.to_numpy(bool),
         },
         index=frame.index,
     )
+    return parsed, problem
 
 
 def validate_events(
@@ -130,18 +231,21 @@ def validate_events(
     """Split a chunk into canonical valid rows and rejected rows with a `reason` column.
 
     Valid rows have the canonical dtypes (quantity defaults to 1). Rejected rows keep their
-    original values as strings plus `reason` (all failed checks, '; '-joined) and `source`.
+    original values as strings plus `reason` (all failed checks, '; '-joined, the adapter's
+    timestamp problem first) and `source`.
     """
     check_required_columns(frame, source)
     frame = frame.reset_index(drop=True)
-    parsed = _parse(frame)
-    reasons = pd.Series("", index=frame.index, dtype=object)
+    parsed, problem = _parse(frame)
+    reasons = problem.fillna("").astype(object)
     try:
         contract_schema(min_timestamp, max_timestamp).validate(parsed, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.dropna(subset=["index"])
         by_row = cases.groupby("index", sort=False)["check"].agg(lambda checks: "; ".join(dict.fromkeys(map(str, checks))))
-        reasons.loc[by_row.index.astype(int)] = by_row.to_numpy()
+        rows = by_row.index.astype(int)
+        before = reasons.loc[rows]
+        reasons.loc[rows] = np.where(before.ne(""), before + "; " + by_row.to_numpy(), by_row.to_numpy())
     bad = (reasons != "").to_numpy()
     ok = parsed.loc[~bad]
     valid = pd.DataFrame(
@@ -156,9 +260,8 @@ def validate_events(
             "quantity": ok["quantity"].fillna(1).astype("int64"),
         }
     )
-    rejects = frame.loc[bad].copy()
-    for col in rejects.columns:
-        rejects[col] = rejects[col].astype("string")
+    rejects = frame.loc[bad].drop(columns=[TIMESTAMP_PROBLEM], errors="ignore")
+    rejects = pd.DataFrame({col: rejects[col].astype("string") for col in rejects.columns})
     rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype="string")
     rejects["source"] = source
     return valid.reset_index(drop=True), rejects.reset_index(drop=True)

@@ -43,7 +43,7 @@ def test_bad_rows_go_to_rejects_with_reasons_and_are_counted(tmp_path, monkeypat
     assert report.rows_in == report.rows_out + report.rejected + report.duplicates_removed
     assert report.rejects_by_reason == {
         "unknown event_type (expected one of view, cart, remove_from_cart, favorite, purchase)": 1,
-        "missing or unparseable timestamp": 1,
+        "unparseable timestamp (expected ISO 8601)": 1,
         "negative price": 1,
         "missing user_id": 1,
     }

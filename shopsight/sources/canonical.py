@@ -1,19 +1,33 @@
-"""Converting raw source fields into canonical event columns, without repairing bad values."""
+"""Converting raw source fields into canonical event columns, without repairing bad values.
+
+Prices and quantities stay text until the validator parses them (a converter here would have to
+guess what `12,50` or `2.5` means); a timestamp that does not convert gets the reason why in
+TIMESTAMP_PROBLEM, so the reject says "out of range as unix seconds (looks like milliseconds)"
+rather than "unparseable".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from shopsight.schema import CANONICAL_COLUMNS
 from shopsight.sources.reading import RAW_LINE
 
 UNKNOWN_EVENT_PREFIX = "unknown:"
-CHUNK_COLUMNS: tuple[str, ...] = (*CANONICAL_COLUMNS, RAW_LINE)
+TIMESTAMP_PROBLEM = "timestamp_problem"
+CHUNK_COLUMNS: tuple[str, ...] = (*CANONICAL_COLUMNS, RAW_LINE, TIMESTAMP_PROBLEM)
 _NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds"}
+# a unit's value divided by 1000 (or 10**6) read right in the next finer units
+_FINER_UNITS = {"s": ("milliseconds", "microseconds"), "ms": ("microseconds", "nanoseconds")}
 _MAX_NS = np.iinfo("int64").max - 1  # NaT is int64 min; keep clear of both ends
+RANGE_TEXT = f"{pd.Timestamp.min.date()}..{pd.Timestamp.max.date()}"
+_NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 
 
 def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
@@ -27,30 +41,85 @@ def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
     return result
 
 
-def epoch_to_utc(raw: pd.Series, unit: str) -> pd.Series:
-    """Seconds or milliseconds since the epoch -> UTC timestamps; unparseable or out of range -> NaT.
+def _no_problem(index: pd.Index) -> pd.Series:
+    return pd.Series(pd.NA, index=index, dtype="string")
 
-    Integer parts are converted in int64 so millisecond values stay exact (a float path would be
-    off by up to ~100 ns).
+
+def epoch_to_utc(raw: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
+    """Seconds or milliseconds since the epoch -> (UTC timestamps, problem per row).
+
+    A missing value is NaT with no problem (the validator calls it missing); text that is not a
+    number and numbers beyond the representable range are NaT with the reason (for a value that
+    fits 1000 or 10**6 times smaller, the reason suggests the finer unit). Integer parts are
+    converted in int64 so millisecond values stay exact (a float path would be off by up to ~100 ns).
     """
     factor = _NS_PER_UNIT[unit]
-    values = pd.to_numeric(raw, errors="coerce").astype("float64").to_numpy()
+    text = raw.astype("string")
+    present = text.notna() & text.str.strip().ne("")
+    is_number = text.str.fullmatch(_NUMBER).fillna(False).astype(bool)
+    values = pd.to_numeric(text.where(is_number), errors="coerce").astype("float64").to_numpy()
     valid = np.isfinite(values) & (np.abs(values) < _MAX_NS / factor)
     whole = np.floor(np.where(valid, values, 0.0))
     fraction = np.where(valid, values, 0.0) - whole
     nanos = whole.astype("int64") * factor + np.round(fraction * factor).astype("int64")
-    stamps = pd.to_datetime(nanos, unit="ns", utc=True)
-    return pd.Series(stamps, index=raw.index).where(valid).astype("datetime64[ns, UTC]")
+    stamps = pd.Series(pd.to_datetime(nanos, unit="ns", utc=True), index=raw.index).where(valid).astype("datetime64[ns, UTC]")
+
+    problem = _no_problem(raw.index)
+    problem[present & ~is_number] = f"timestamp is not a number (expected unix {_UNIT_NAMES[unit]})"
+    out_of_range = (present & is_number).to_numpy() & ~valid
+    if out_of_range.any():
+        magnitude = np.abs(np.nan_to_num(values, nan=np.inf, posinf=np.inf, neginf=np.inf))
+        limit = _MAX_NS / factor
+        finer, finest = _FINER_UNITS[unit]
+        base = f"timestamp out of range as unix {_UNIT_NAMES[unit]} (representable: {RANGE_TEXT})"
+        reasons = np.where(
+            magnitude / 1e3 < limit,
+            f"{base}; looks like {finer}: check the unit",
+            np.where(magnitude / 1e6 < limit, f"{base}; looks like {finest}: check the unit", base),
+        )
+        problem[out_of_range] = reasons[out_of_range]
+    return stamps, problem
 
 
-def parse_timestamps(raw: pd.Series, fmt: str | None, *, timezone: str = "UTC") -> pd.Series:
-    """Text -> UTC timestamps with a strftime format (ISO 8601 when None); failures -> NaT.
+def _describe_format(fmt: str) -> str:
+    return "ISO 8601" if fmt == "ISO8601" else fmt
 
-    Times without an offset are taken in `timezone`; times that do not exist or are
-    ambiguous there (DST changes) become NaT.
+
+def _parses_beyond_range(text: str, fmt: str) -> bool:
+    """Whether `text` is a valid date in `fmt` that pandas' nanosecond timestamps cannot hold."""
+    try:
+        if fmt == "ISO8601":
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        else:
+            datetime.strptime(text, fmt)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def _localize(parsed: pd.Series, timezone: str, problem: pd.Series) -> pd.Series:
+    """Naive local times -> UTC; times a DST change skips or repeats are NaT with their reason."""
+    local = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    lost = local.isna() & parsed.notna()
+    if lost.any():
+        # Localising again with each rule relaxed tells the two kinds apart.
+        nonexistent = parsed.dt.tz_localize(timezone, ambiguous=np.ones(len(parsed), dtype=bool), nonexistent="NaT").isna()
+        problem[lost & nonexistent] = f"nonexistent local time in {timezone} (skipped by a daylight-saving change)"
+        problem[lost & ~nonexistent] = f"ambiguous local time in {timezone} (repeated by a daylight-saving change)"
+    return local.dt.tz_convert("UTC")
+
+
+def parse_timestamps(raw: pd.Series, fmt: str | None, *, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
+    """Text -> (UTC timestamps, problem per row) with a strftime format (ISO 8601 when None).
+
+    Times without an offset are taken in `timezone`; times that do not exist or are ambiguous
+    there (DST changes) are NaT with that reason, as are dates beyond pandas' range and text that
+    does not match the format. Missing text is NaT with no problem.
     """
     fmt = fmt or "ISO8601"
     text = raw.astype("string").str.strip()
+    present = text.notna() & text.ne("")
+    problem = _no_problem(raw.index)
     if timezone == "UTC":
         parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     else:
@@ -58,29 +127,44 @@ def parse_timestamps(raw: pd.Series, fmt: str | None, *, timezone: str = "UTC") 
         if isinstance(parsed.dtype, pd.DatetimeTZDtype):
             parsed = parsed.dt.tz_convert("UTC")
         else:
-            parsed = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    return parsed.astype("datetime64[ns, UTC]")
+            parsed = _localize(parsed, timezone, problem)
+    failed = present & parsed.isna() & problem.isna()
+    if failed.any():
+        beyond = text[failed].map(lambda value: _parses_beyond_range(value, fmt)).astype(bool)
+        problem[beyond[beyond].index] = f"timestamp out of range (representable: {RANGE_TEXT})"
+        problem[beyond[~beyond].index] = f"unparseable timestamp (expected {_describe_format(fmt)})"
+    return parsed.astype("datetime64[ns, UTC]"), problem
 
 
-def datetimes_to_utc(values: pd.Series, *, timezone: str = "UTC") -> pd.Series:
-    """Datetime values (e.g. from Parquet) -> UTC; naive ones are taken in `timezone`."""
+def datetimes_to_utc(values: pd.Series, *, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
+    """Datetime values (e.g. from Parquet) -> (UTC, problem); naive ones are taken in `timezone`."""
+    problem = _no_problem(values.index)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    return values.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC").astype(
-        "datetime64[ns, UTC]"
-    )
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), problem
+    return _localize(values, timezone, problem).astype("datetime64[ns, UTC]"), problem
 
 
-def to_float(raw: pd.Series) -> pd.Series:
-    """Numbers as float64; empty or non-numeric text -> NaN. Signs are kept."""
-    return pd.to_numeric(raw, errors="coerce").astype("float64")
+def number_text(values: pd.Series) -> pd.Series:
+    """A price or quantity column as text for the validator: text stays as read, numbers are written
+    exactly (shortest round-trip form), missing values stay <NA>."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("string").str.lower()
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        array = pa.array(values, from_pandas=True).cast(pa.string())
+        return pd.Series(array.to_pandas(), index=values.index, dtype="string")
+    return values.astype("string")
 
 
-def to_quantity(raw: pd.Series) -> pd.Series:
-    """Whole numbers as Int64 (sign and zero kept for the validator); missing or fractional -> <NA>."""
-    values = to_float(raw)
-    whole = values.notna() & np.isfinite(values) & (values == np.floor(values)) & (values.abs() < 2**53)
-    return values.where(whole).astype("Int64")
+def negate_number_text(text: pd.Series) -> pd.Series:
+    """Flip the sign of number text ("-4" -> "4", "5" -> "-5"); text that is not a number is left as is."""
+    text = text.astype("string").str.strip()
+    number = text.str.fullmatch(_NUMBER).fillna(False).astype(bool)
+    negative = number & text.str.startswith("-").fillna(False).astype(bool)
+    positive = number & ~negative
+    out = text.copy()
+    out[negative] = text[negative].str.slice(1)
+    out[positive] = "-" + text[positive].str.lstrip("+")
+    return out
 
 
 def to_id(raw: pd.Series) -> pd.Series:
@@ -98,34 +182,40 @@ def canonical_chunk(
     user_id: pd.Series,
     item_id: pd.Series | str,
     event_type: pd.Series | str,
-    timestamp: pd.Series,
+    timestamp: pd.Series | tuple[pd.Series, pd.Series],
     session_id: pd.Series | None = None,
     category: pd.Series | None = None,
     price: pd.Series | None = None,
     quantity: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Assemble one chunk with exactly the canonical columns, their dtypes and `raw_line`."""
+    """Assemble one chunk with exactly CHUNK_COLUMNS, their dtypes and `raw_line`.
+
+    `timestamp` is a converter's (values, problem) pair, or values alone. price and quantity are
+    kept as text (see number_text) for the validator to parse.
+    """
     n = len(raw_line)
+    stamps, problem = timestamp if isinstance(timestamp, tuple) else (timestamp, None)
 
     def column(values: pd.Series | str | None, dtype: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
         if values is None:
-            return pd.array([pd.NA] * n, dtype=dtype) if dtype != "float64" else np.full(n, np.nan)
+            return pd.array([pd.NA] * n, dtype=dtype)
         if isinstance(values, str):
             return pd.array([values] * n, dtype=dtype) if dtype != "object" else np.full(n, values, dtype=object)
         series = values.astype(dtype) if dtype != "object" else values.astype(object)
-        return series.to_numpy() if dtype in ("object", "float64") else series.array
+        return series.to_numpy() if dtype == "object" else series.array
 
     frame = pd.DataFrame(
         {
             "user_id": column(user_id, "string"),
             "item_id": column(item_id, "string"),
             "event_type": column(event_type, "object"),
-            "timestamp": timestamp.astype("datetime64[ns, UTC]").array,
+            "timestamp": stamps.astype("datetime64[ns, UTC]").array,
             "session_id": column(session_id, "string"),
             "category": column(category, "string"),
-            "price": column(price, "float64"),
-            "quantity": column(quantity, "Int64"),
+            "price": column(None if price is None else number_text(price), "string"),
+            "quantity": column(None if quantity is None else number_text(quantity), "string"),
             RAW_LINE: raw_line.to_numpy(dtype="int64"),
+            TIMESTAMP_PROBLEM: column(problem, "string"),
         }
     )
     return frame[list(CHUNK_COLUMNS)]

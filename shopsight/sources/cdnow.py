@@ -10,7 +10,8 @@ source_info("cdnow").has_item_ids is False: user-level tasks (propensity, churn)
 demand work; next-item recommendation has nothing to learn. Dates are days: the timestamp is
 midnight UTC of that day. No sessions, no categories.
 
-options: header (None = detect: a first line with no number in it is a header), encoding.
+options: header (None = detect: the first line is a header only when it names these columns, e.g.
+`customer_id date number_of_cds dollar_value`; any other first line is data), encoding.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopsight.sources.canonical import canonical_chunk, parse_timestamps, to_float, to_quantity
+from shopsight.sources.canonical import canonical_chunk, number_text, parse_timestamps
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
@@ -31,12 +32,20 @@ from shopsight.sources.reading import (
     iter_csv_chunks,
     resolve_paths,
 )
+from shopsight.validation import parse_price, parse_quantity
 
 KIND = "cdnow"
 ITEM_PLACEHOLDER = "cdnow:any"
 COLUMNS = ["customer_id", "date", "number_of_cds", "dollar_value"]
 DATE_FORMAT = "%Y%m%d"
 OPTIONS = ("header", "encoding")
+# accepted names of each column in a header line (compared without case or punctuation)
+HEADER_NAMES = (
+    ("customer_id", "customer", "id", "user_id"),
+    ("date",),
+    ("number_of_cds", "cds", "quantity", "qty"),
+    ("dollar_value", "dollars", "amount", "value"),
+)
 
 
 def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
@@ -44,7 +53,9 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     check_options(KIND, options, OPTIONS)
     encoding = options.get("encoding", DEFAULT_ENCODING)
     files = resolve_paths(path, kind=KIND)
-    header_lines = headerless_layout(files, options, kind=KIND, columns=COLUMNS, original="CDNOW_master.txt", whitespace=True)
+    header_lines = headerless_layout(
+        files, options, kind=KIND, columns=COLUMNS, original="CDNOW_master.txt", header_names=HEADER_NAMES, whitespace=True
+    )
     return _generate(files, header_lines, chunksize, encoding)
 
 
@@ -53,16 +64,25 @@ def _generate(files: list[Path], header_lines: dict[Path, int], chunksize: int, 
         for raw in iter_csv_chunks(
             file, columns=COLUMNS, header_lines=header_lines[file], chunksize=chunksize, encoding=encoding, sep=r"\s+"
         ):
-            cds = to_float(raw["number_of_cds"])
-            dollars = to_float(raw["dollar_value"])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                unit_price = (dollars / cds).where(cds != 0)
             yield canonical_chunk(
                 raw_line=raw[RAW_LINE],
                 user_id=raw["customer_id"],
                 item_id=ITEM_PLACEHOLDER,
                 event_type="purchase",
                 timestamp=parse_timestamps(raw["date"], DATE_FORMAT),
-                price=unit_price,
-                quantity=to_quantity(raw["number_of_cds"]),
+                price=unit_price_text(raw["dollar_value"], raw["number_of_cds"]),
+                quantity=raw["number_of_cds"],
             )
+
+
+def unit_price_text(dollars: pd.Series, cds: pd.Series) -> pd.Series:
+    """dollar_value / number_of_cds as text for the validator. A dollar value that is not a number stays
+    as written (rejected as "price is not a number"); with no usable CD count there is no unit price
+    (the quantity is rejected)."""
+    amount, amount_ok = parse_price(dollars)
+    count, count_ok, count_whole, count_fits = parse_quantity(cds)
+    usable = amount_ok & amount.notna() & count.notna() & (count != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = amount / count.astype("float64")
+    text = number_text(unit.where(usable.fillna(False).astype(bool)))
+    return text.mask(~amount_ok, dollars.astype("string"))

@@ -4,6 +4,8 @@ options:
 - columns: {canonical_name: source_column}. Unmapped canonical columns default to a source
   column of the same name; user_id, item_id, event_type and timestamp must resolve, the others
   are <NA> when absent. With csv.header null, source columns are positions (0, 1, ...).
+- event_type_constant: one canonical event for every row (e.g. purchase for an orders table that has
+  no event column); the event_type column is then not read and may not be mapped.
 - event_map: {source_value: canonical_event}. Values not in it that are already canonical event
   names pass through; others become "unknown:<raw>" (rejected by the validator).
 - timestamp_format: a strftime format, "unix_s" or "unix_ms"; default ISO 8601 (native
@@ -11,7 +13,8 @@ options:
 - timezone: zone of timestamps without an offset (default "UTC").
 - csv: pandas.read_csv keyword arguments (sep, header, names, skiprows as an int, quotechar,
   encoding, ...); the reader itself sets dtype, chunksize and na handling.
-- format: "csv" or "parquet" (default: from the file suffix).
+- format: "csv" or "parquet" (default: Parquet when the suffix or the file's magic bytes say so).
+  A CSV may be compressed (.gz, .bz2, .xz, .zip, recognised by magic bytes).
 """
 
 from __future__ import annotations
@@ -32,18 +35,25 @@ from shopsight.sources.canonical import (
     epoch_to_utc,
     map_event_types,
     parse_timestamps,
-    to_float,
     to_id,
-    to_quantity,
 )
-from shopsight.sources.reading import DEFAULT_ENCODING, RAW_LINE, check_options, iter_csv_chunks, read_header, resolve_paths
+from shopsight.sources.reading import (
+    DEFAULT_ENCODING,
+    RAW_LINE,
+    check_options,
+    delimiter_hint,
+    is_parquet,
+    iter_csv_chunks,
+    read_header,
+    resolve_paths,
+)
 
 KIND = "generic"
-OPTIONS = ("columns", "event_map", "timestamp_format", "timezone", "csv", "format")
+OPTIONS = ("columns", "event_map", "event_type_constant", "timestamp_format", "timezone", "csv", "format")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # read_csv arguments the chunked reader owns (line numbers, dtypes and NA handling depend on them).
 RESERVED_CSV_KWARGS = ("chunksize", "iterator", "dtype", "usecols", "nrows", "keep_default_na", "na_values",
-                       "skip_blank_lines", "index_col", "converters", "parse_dates")
+                       "skip_blank_lines", "index_col", "converters", "parse_dates", "compression")
 EPOCH_FORMATS = {"unix_s": "s", "unix_ms": "ms"}
 
 
@@ -51,6 +61,19 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     """Stream CSV/Parquet file(s) as canonical chunks, following the column mapping in `options`."""
     check_options(KIND, options, OPTIONS)
     mapping = _column_mapping(options.get("columns") or {})
+    constant = options.get("event_type_constant")
+    if constant is not None:
+        if constant not in EVENT_TYPES:
+            raise SourceError(
+                f"data.options.event_type_constant must be one of {', '.join(EVENT_TYPES)}, got {constant!r}. "
+                f"Fix: correct it in params.yaml."
+            )
+        if "event_type" in (options.get("columns") or {}) or options.get("event_map"):
+            raise SourceError(
+                "data.options.event_type_constant gives every row the same event, so columns.event_type and "
+                "event_map would be ignored. Fix: remove one or the other from params.yaml."
+            )
+        mapping["event_type"] = None
     event_map = _event_map(options.get("event_map") or {})
     csv_kwargs = dict(options.get("csv") or {})
     bad = sorted(set(csv_kwargs) & set(RESERVED_CSV_KWARGS))
@@ -61,7 +84,7 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     files = resolve_paths(path, kind=KIND)
     plans = []
     for file in files:
-        fmt = options.get("format") or ("parquet" if file.suffix.lower() in PARQUET_SUFFIXES else "csv")
+        fmt = options.get("format") or ("parquet" if file.suffix.lower() in PARQUET_SUFFIXES or is_parquet(file) else "csv")
         if fmt not in ("csv", "parquet"):
             raise SourceError(f"format must be 'csv' or 'parquet', got {fmt!r}. Fix: data.options.format in params.yaml.")
         if fmt == "parquet":
@@ -110,9 +133,9 @@ def _csv_layout(file: Path, csv_kwargs: dict[str, Any]) -> tuple[list, int]:
         header_row = None if csv_kwargs.get("names") is not None else 0
     if header_row is not None and not isinstance(header_row, int):
         raise SourceError(f"data.options.csv.header must be a row number or null, got {header_row!r}.")
-    kwargs = {k: v for k, v in csv_kwargs.items() if k not in ("encoding",)}
+    kwargs = {k: v for k, v in csv_kwargs.items() if k not in ("encoding", "encoding_errors")}
     encoding = csv_kwargs.get("encoding", DEFAULT_ENCODING)
-    labels = read_header(file, encoding=encoding, **kwargs)
+    labels = read_header(file, encoding=encoding, header_row=header_row, **kwargs)
     if header_row is None and csv_kwargs.get("names") is None:
         labels = [str(i) for i in range(len(labels))]  # headerless: columns are positions "0", "1", ...
     header_lines = skiprows + (0 if header_row is None else header_row + 1)
@@ -124,11 +147,15 @@ def _resolve(file: Path, header: list, mapping: dict[str, Any]) -> dict[str, Any
     by_text = {str(label): label for label in header}
     resolved: dict[str, Any] = {}
     for name, source in mapping.items():
+        if source is None:  # event_type_constant: no column
+            resolved[name] = None
+            continue
         label = by_text.get(str(source))
         if label is None and name in REQUIRED_COLUMNS:
             raise SourceError(
-                f"{file}: column {source!r} for {name} is missing; found {', '.join(map(str, header)) or 'no columns'}. "
-                f"Fix: set data.options.columns.{name} in params.yaml to the column that holds it."
+                f"{file}: column {source!r} for {name} is missing; found {', '.join(map(str, header)) or 'no columns'}."
+                f"{delimiter_hint(header)} Fix: set data.options.columns.{name} in params.yaml to the column that holds it"
+                + (" (or data.options.event_type_constant for a table of one kind of event)." if name == "event_type" else ".")
             )
         if label is None and source != name:
             raise SourceError(
@@ -169,21 +196,24 @@ def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, opti
         return None if cols[name] is None else raw[cols[name]]
 
     events = get("event_type")
-    events = events.astype("string") if events is not None else events
+    if events is None:
+        event_type = options["event_type_constant"]
+    else:
+        event_type = map_event_types(events.astype("string"), event_map)
     return canonical_chunk(
         raw_line=raw[RAW_LINE],
         user_id=to_id(get("user_id")),
         item_id=to_id(get("item_id")),
-        event_type=map_event_types(events, event_map),
+        event_type=event_type,
         timestamp=_timestamps(get("timestamp"), options, file),
         session_id=None if get("session_id") is None else to_id(get("session_id")),
         category=None if get("category") is None else to_id(get("category")),
-        price=None if get("price") is None else to_float(get("price")),
-        quantity=None if get("quantity") is None else to_quantity(get("quantity")),
+        price=get("price"),
+        quantity=get("quantity"),
     )
 
 
-def _timestamps(raw: pd.Series, options: dict, file: Path) -> pd.Series:
+def _timestamps(raw: pd.Series, options: dict, file: Path) -> tuple[pd.Series, pd.Series]:
     fmt = options.get("timestamp_format")
     timezone = options.get("timezone", "UTC")
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):

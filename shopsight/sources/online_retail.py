@@ -1,4 +1,4 @@
-"""UCI Online Retail (and Online Retail II) invoices, as CSV or .xlsx (as published).
+"""UCI Online Retail (and Online Retail II) invoices, as CSV, .xlsx (as published) or Parquet.
 
 Columns InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 (Online Retail II names Invoice, Price and "Customer ID" are accepted too). One row is one
@@ -14,11 +14,17 @@ invoice line:
 - an empty CustomerID gives user_id <NA> (rejected: guest checkouts cannot be followed);
   Excel's "17850.0" is read as "17850".
 
-The invoice is the session (session_id = InvoiceNo). There is no category. InvoiceDate is
+Ids are kept exactly as written (a StockCode with a trailing space is rejected, not merged into the
+trimmed code). The invoice is the session (session_id = InvoiceNo). There is no category. InvoiceDate is
 month/day/year ("12/1/2010 8:26"), falling back to ISO 8601 ("2010-12-01 08:26:00"); times are
 UK local times, taken as UTC unless options timezone says otherwise.
 
-options: timestamp_format, timezone ("UTC"), encoding, sheet (.xlsx only).
+A CSV's encoding is detected (encoding "auto", the default): UTF-8 when the whole file decodes as
+UTF-8, else cp1252 (Windows/Excel exports), else Latin-1, so `Jörg` stays `Jörg`. A Parquet file
+(recognised by its suffix or its magic bytes) is read column by column in row batches; raw_line is
+then the 1-based row number.
+
+options: timestamp_format, timezone ("UTC"), encoding ("auto"), sheet (.xlsx only).
 """
 
 from __future__ import annotations
@@ -28,16 +34,28 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shopsight.sources import SourceError
-from shopsight.sources.canonical import canonical_chunk, parse_timestamps, to_float, to_quantity
+from shopsight.sources.canonical import (
+    canonical_chunk,
+    datetimes_to_utc,
+    negate_number_text,
+    number_text,
+    parse_timestamps,
+    to_id,
+)
 from shopsight.sources.reading import (
-    DEFAULT_ENCODING,
+    AUTO_ENCODING,
     RAW_LINE,
     check_options,
+    delimiter_hint,
+    is_parquet,
     iter_csv_chunks,
     read_header,
     resolve_paths,
+    resolved_encoding,
 )
 
 KIND = "online_retail"
@@ -54,21 +72,55 @@ TIME_FORMAT = "%m/%d/%Y %H:%M"
 CANCELLATION_PREFIX = "C"
 OPTIONS = ("timestamp_format", "timezone", "encoding", "sheet")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
     """Stream the invoice lines as canonical chunks."""
     check_options(KIND, options, OPTIONS)
-    encoding = options.get("encoding", DEFAULT_ENCODING)
+    encoding = options.get("encoding", AUTO_ENCODING)
     files = resolve_paths(path, kind=KIND)
     plans = []
     for file in files:
-        if file.suffix.lower() in EXCEL_SUFFIXES:
+        fmt = _format(file)
+        file_encoding = None
+        if fmt == "excel":
             header = _excel_header(file, options.get("sheet"))
+        elif fmt == "parquet":
+            header = _parquet_header(file)
         else:
-            header = read_header(file, encoding=encoding, encoding_errors="replace")
-        plans.append((file, header, _resolve_columns(file, header)))
-    return _generate(plans, chunksize, encoding, options)
+            file_encoding = resolved_encoding(file, encoding)
+            header = read_header(file, encoding=file_encoding)
+        plans.append((file, fmt, file_encoding, header, _resolve_columns(file, header)))
+    return _generate(plans, chunksize, options)
+
+
+def _format(file: Path) -> str:
+    suffix = file.suffix.lower()
+    if suffix in EXCEL_SUFFIXES:
+        return "excel"
+    if suffix in PARQUET_SUFFIXES or is_parquet(file):
+        return "parquet"
+    return "csv"
+
+
+def _parquet_header(file: Path) -> list[str]:
+    try:
+        return list(pq.ParquetFile(file).schema_arrow.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{file}: not a readable Parquet file ({exc}). Fix: re-download or re-export it.") from None
+
+
+def _iter_parquet_chunks(file: Path, columns: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
+    first_row = 1
+    try:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=chunksize, columns=columns):
+            frame = batch.to_pandas()
+            frame[RAW_LINE] = range(first_row, first_row + len(frame))
+            first_row += len(frame)
+            yield frame
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{file}: unreadable near row {first_row} ({exc}). Fix: re-download or re-export the file.") from None
 
 
 def _resolve_columns(file: Path, header: list[str]) -> dict[str, str]:
@@ -79,16 +131,18 @@ def _resolve_columns(file: Path, header: list[str]) -> dict[str, str]:
             raise SourceError(
                 f"{file}: missing column {names[0]!r} for data.source={KIND}; found {', '.join(header) or 'no columns'}. "
                 f"Fix: use the original UCI export (InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,"
-                f"CustomerID,Country), or data.source=generic with data.options.columns."
+                f"CustomerID,Country), or data.source=generic with data.options.columns.{delimiter_hint(header)}"
             )
         resolved[role] = found
     return resolved
 
 
-def _generate(plans: list, chunksize: int, encoding: str, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
-    for file, header, cols in plans:
-        if file.suffix.lower() in EXCEL_SUFFIXES:
+def _generate(plans: list, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
+    for file, fmt, encoding, header, cols in plans:
+        if fmt == "excel":
             chunks = _iter_excel_chunks(file, options.get("sheet"), chunksize)
+        elif fmt == "parquet":
+            chunks = _iter_parquet_chunks(file, list(dict.fromkeys(cols.values())), chunksize)
         else:
             chunks = iter_csv_chunks(
                 file,
@@ -97,41 +151,47 @@ def _generate(plans: list, chunksize: int, encoding: str, options: dict[str, Any
                 chunksize=chunksize,
                 usecols=list(cols.values()),
                 encoding=encoding,
-                # Only Description (unused) holds non-ASCII text, and exports differ (UTF-8, Latin-1).
-                encoding_errors="replace",
             )
         for raw in chunks:
             yield _to_canonical(raw, cols, options)
 
 
 def _to_canonical(raw: pd.DataFrame, cols: dict[str, str], options: dict[str, Any]) -> pd.DataFrame:
-    invoice = raw[cols["invoice"]].astype("string").str.strip()
+    invoice = to_id(raw[cols["invoice"]])
     cancelled = invoice.str.startswith(CANCELLATION_PREFIX).fillna(False).astype(bool)
-    quantity = to_quantity(raw[cols["quantity"]])
-    quantity = quantity.where(~cancelled, -quantity)
+    quantity = number_text(raw[cols["quantity"]])
+    quantity = quantity.where(~cancelled, negate_number_text(quantity))
     event = pd.Series("purchase", index=raw.index, dtype=object).where(~cancelled, "remove_from_cart")
-    customer = raw[cols["customer"]].astype("string").str.strip().str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+    # Excel and Parquet exports hold CustomerID as a float: "17850.0" is customer 17850.
+    customer = to_id(raw[cols["customer"]]).str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
     return canonical_chunk(
         raw_line=raw[RAW_LINE],
         user_id=customer,
-        item_id=raw[cols["item"]].astype("string").str.strip(),
+        item_id=to_id(raw[cols["item"]]),
         event_type=event,
         timestamp=_parse_invoice_dates(raw[cols["time"]], options),
         session_id=invoice,
-        price=to_float(raw[cols["price"]]),
+        price=raw[cols["price"]],
         quantity=quantity,
     )
 
 
-def _parse_invoice_dates(raw: pd.Series, options: dict[str, Any]) -> pd.Series:
+def _parse_invoice_dates(raw: pd.Series, options: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
+    """(UTC times, problem): month/day/year first, then ISO 8601 for what that format does not read."""
     timezone = options.get("timezone", "UTC")
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        return datetimes_to_utc(raw, timezone=timezone)
     if options.get("timestamp_format"):
         return parse_timestamps(raw, options["timestamp_format"], timezone=timezone)
-    parsed = parse_timestamps(raw, TIME_FORMAT, timezone=timezone)
-    retry = parsed.isna() & raw.notna()
+    parsed, problem = parse_timestamps(raw, TIME_FORMAT, timezone=timezone)
+    retry = (parsed.isna() & problem.str.startswith("unparseable").fillna(False)).astype(bool)
     if retry.any():
-        parsed[retry] = parse_timestamps(raw[retry], None, timezone=timezone)
-    return parsed
+        again, again_problem = parse_timestamps(raw[retry], None, timezone=timezone)
+        parsed[retry] = again
+        unparseable = again_problem.str.startswith("unparseable").fillna(False).astype(bool)
+        again_problem[unparseable] = f"unparseable timestamp (expected {TIME_FORMAT} or ISO 8601)"
+        problem[retry] = again_problem
+    return parsed, problem
 
 
 def _load_workbook(file: Path):

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from shopsight.schema import EVENT_TYPES
-from shopsight.sources.canonical import canonical_chunk, map_event_types, parse_timestamps, to_float
+from shopsight.sources.canonical import canonical_chunk, map_event_types, parse_timestamps
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
@@ -77,5 +77,5 @@ def _generate(files: list[Path], headers: dict[Path, list[str]], chunksize: int,
                 timestamp=parse_timestamps(raw["event_time"], TIME_FORMAT),
                 session_id=raw.get("user_session"),
                 category=category,
-                price=to_float(raw["price"]) if "price" in raw else None,
+                price=raw["price"] if "price" in raw else None,
             )

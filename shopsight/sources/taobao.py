@@ -5,7 +5,10 @@ behavior_type pv / cart / fav / buy. Some timestamps fall outside the documented
 2017-11-25..2017-12-03 window; they are kept for the validator's time-range check.
 No sessions, prices or quantities.
 
-options: header (None = detect: a first line with no number in it is a header), encoding.
+options: header (None = detect: the first line is a header only when it names these columns, e.g.
+`user_id,item_id,category_id,behavior_type,timestamp`; any other first line is data, so a damaged
+first row is rejected with its reason, never skipped), encoding. The file may be gzip-compressed
+(`UserBehavior.csv.gz`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ KIND = "taobao"
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 EVENT_MAP = {"pv": "view", "cart": "cart", "fav": "favorite", "buy": "purchase"}
 OPTIONS = ("header", "encoding")
+# accepted names of each column in a header line (compared without case or punctuation)
+HEADER_NAMES = (
+    ("user_id", "user"),
+    ("item_id", "item"),
+    ("category_id", "category", "cat_id"),
+    ("behavior_type", "behavior", "behaviour_type", "behaviour", "type", "event"),
+    ("timestamp", "ts", "time", "unix_seconds"),
+)
 
 
 def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
@@ -37,7 +48,9 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     check_options(KIND, options, OPTIONS)
     encoding = options.get("encoding", DEFAULT_ENCODING)
     files = resolve_paths(path, kind=KIND)
-    header_lines = headerless_layout(files, options, kind=KIND, columns=COLUMNS, original="UserBehavior.csv")
+    header_lines = headerless_layout(
+        files, options, kind=KIND, columns=COLUMNS, original="UserBehavior.csv", header_names=HEADER_NAMES
+    )
     return _generate(files, header_lines, chunksize, encoding)
 
 
