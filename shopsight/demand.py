@@ -1,8 +1,9 @@
 """Demand forecast: daily units sold per item and per category for the next `demand.horizon_days`.
 
-Series are daily sums of purchased quantity (UTC days), zeros where nothing sold. Split by time on the day
-axis: the test window is the last `horizon` days, the validation window the `horizon` days before it, and
-training windows are every sliding window whose targets end before the validation window. One global model
+Series are daily sums of purchased quantity (UTC days), zeros where nothing sold, up to the last UTC day the
+data covers whole (a partly observed last day would read as low sales). Split by time on the day axis: the test
+window is the last `horizon` days, the validation window the `horizon` days before it, and training windows are
+every sliding window whose targets end before the validation window. One global model
 (models/forecast.py) forecasts all item and category series; baselines are seasonal-naive (repeat the last
 `season_days`) and a moving average. Metrics over the test window: WAPE (sum |error| / sum actual) and MASE
 (mean |error| over the in-sample mean |y_t - y_{t-season}|, averaged over series with a non-zero scale).
@@ -39,7 +40,11 @@ class DemandSeries:
 
 
 def daily_units(events: str | Path | pd.DataFrame) -> DemandSeries:
-    """Item and category daily unit series from canonical events (purchases only; quantity summed)."""
+    """Item and category daily unit series from canonical events (purchases only; quantity summed).
+
+    Days run from the first event's UTC day to the last day that ends by the last event: data ending at 16:00
+    leaves out that day, so no window (the test window above all) counts unobserved hours as zero sales.
+    """
     con = connection()
     if isinstance(events, (str, Path)):
         source = f"read_parquet('{Path(events).as_posix()}')"
@@ -59,8 +64,10 @@ def daily_units(events: str | Path | pd.DataFrame) -> DemandSeries:
             con.unregister("_demand_events")
     if span[0] is None:
         raise ValueError("no events: cannot build demand series")
-    days = pd.date_range(pd.Timestamp(span[0]).floor("D").tz_localize(None), pd.Timestamp(span[1]).floor("D").tz_localize(None), freq="D")
+    first, end = (pd.Timestamp(t).tz_convert("UTC").floor("D").tz_localize(None) for t in span)
+    days = pd.date_range(first, end, freq="D", inclusive="left")
     sold["day"] = pd.to_datetime(sold["day"])
+    sold = sold[sold["day"] < end]  # the partly observed last day
     item_ids = sorted(items["item_id"].astype(str).unique())
     cat_ids = sorted(items["category"].astype(str).unique())
     ids = item_ids + cat_ids

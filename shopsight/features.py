@@ -35,11 +35,13 @@ def purchase_labels(events: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: in
 def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[pd.Timestamp]]:
     """Cutoffs for train/valid/test such that no label window overlaps a later split's cutoff.
 
-    test = last day whose horizon is fully observed; valid = test - horizon; train cutoffs step back from
-    valid - horizon. Label windows of earlier splits end before the next split's cutoff.
+    `t_end` is the last observed instant (the last event's time). Cutoffs are UTC midnights; test = the last one
+    whose label window [test, test + horizon) ends by `t_end`; valid = test - horizon; train cutoffs step back
+    from valid - horizon. Label windows of earlier splits end before the next split's cutoff.
     """
     h = params.horizon_days
-    test = pd.Timestamp(t_end).ceil("D") - h * DAY
+    # floor, not ceil: a partly observed last day would count its unobserved hours as "no purchase"
+    test = pd.Timestamp(t_end).floor("D") - h * DAY
     valid = test - h * DAY
     last_train = valid - h * DAY
     train = [last_train - k * params.cutoff_step_days * DAY for k in range(params.n_train_cutoffs)][::-1]

@@ -13,6 +13,7 @@ def test_daily_units_per_item_and_category_with_zero_days():
         ("u2", "a", "purchase", "2026-01-01T11:00:00", 5.0, "c1"),
         ("u1", "b", "view", "2026-01-02T10:00:00", 5.0, "c2"),
         ("u3", "b", "purchase", "2026-01-03T10:00:00", 5.0, "c2"),
+        ("u3", "b", "view", "2026-01-04T00:00:00", 5.0, "c2"),  # the data runs to the end of the 3rd
     ])
     events.loc[1, "quantity"] = 3
     s = daily_units(events)
@@ -21,6 +22,31 @@ def test_daily_units_per_item_and_category_with_zero_days():
     assert got[("a", "item")] == [4.0, 0.0, 0.0]  # quantities summed
     assert got[("b", "item")] == [0.0, 0.0, 1.0]  # views are not sales
     assert got[("c2", "category")] == [0.0, 0.0, 1.0]
+
+
+def test_daily_units_leave_out_a_partly_observed_last_day():
+    """Data ending at 16:00 UTC: the last day's 16 observed hours must not stand for a whole day of sales."""
+    events = make_events([
+        ("u1", "a", "purchase", "2026-01-01T10:00:00", 5.0, "c1"),
+        ("u1", "a", "purchase", "2026-01-02T10:00:00", 5.0, "c1"),
+        ("u2", "a", "purchase", "2026-01-03T15:00:00", 5.0, "c1"),
+        ("u3", "b", "view", "2026-01-03T16:00:00", 5.0, "c2"),
+    ])
+    s = daily_units(events)
+    assert list(s.days.strftime("%d")) == ["01", "02"]
+    assert s.units[s.ids.index("a")].tolist() == [1.0, 1.0]
+
+
+def test_test_window_ends_by_the_last_event_when_data_ends_mid_day():
+    cfg = DemandParams(horizon_days=7, input_days=14)
+    start = pd.Timestamp("2026-01-01T09:00:00")
+    rows = [("u1", "a", "purchase", str(start + pd.Timedelta(days=d)), 5.0, "c1") for d in range(60)]
+    rows.append(("u1", "a", "view", "2026-03-02T16:00:00", 5.0, "c1"))  # the data ends mid-day
+    s = daily_units(make_events(rows))
+    o = split_origins(len(s.days), cfg)["test"][0]
+    test_end = s.days[o + cfg.horizon_days - 1] + pd.Timedelta(days=1)  # the test window's exclusive end
+    assert test_end <= pd.Timestamp("2026-03-02T16:00:00")
+    assert str(s.days[-1].date()) == "2026-03-01" and s.units[s.ids.index("a"), o : o + 7].tolist() == [1.0] * 7
 
 
 def test_baselines_and_metrics_by_hand():

@@ -63,6 +63,34 @@ def test_cutoff_plan_keeps_label_windows_apart():
     assert len(plan["train"]) == 3 and plan["train"] == sorted(plan["train"])
 
 
+@pytest.mark.parametrize("t_end", ["2026-04-01 16:00", "2026-03-31 23:59:59", "2026-04-01 00:00:01"])
+def test_cutoff_plan_never_labels_past_data_that_ends_mid_day(t_end):
+    """The test label window must end by the last observed instant, wherever in the day the data stops
+    (a Taobao file ends at 16:00 UTC); the partly observed last day is given up."""
+    t_end = pd.Timestamp(t_end, tz="UTC")
+    plan = plan_cutoffs(t_end, PARAMS)
+    h = pd.Timedelta(days=PARAMS.horizon_days)
+    assert plan["test"][0] + h <= t_end
+    assert plan["test"][0] + h > t_end - pd.Timedelta(days=1), "only the partial last day is given up"
+    assert all(c == c.normalize() for cs in plan.values() for c in cs), "cutoffs are UTC midnights"
+
+
+def test_propensity_labels_stay_inside_data_that_ends_mid_day():
+    """Every (user, cutoff) label window of the dataset is observed: a purchase at 15:00 on the last day is
+    seen; no window reaches the unobserved hours after the last event."""
+    from shopsight.features import build_propensity_dataset
+
+    start = pd.Timestamp("2026-01-01 09:00", tz="UTC")
+    rows = [(f"u{d % 3}", "i1", "purchase" if d % 5 == 0 else "view", str(start + pd.Timedelta(days=d))) for d in range(90)]
+    rows.append(("u0", "i1", "view", "2026-04-01 16:00"))  # the data ends mid-day
+    events = make_events(rows)
+    t_end = events["timestamp"].max()
+    data = build_propensity_dataset(events, PARAMS)
+    assert set(data["split"]) == {"train", "valid", "test"}
+    assert (data["cutoff"] + pd.Timedelta(days=PARAMS.horizon_days) <= t_end).all()
+    assert data.loc[data["split"] == "test", "cutoff"].unique().tolist() == [pd.Timestamp("2026-03-25", tz="UTC")]
+
+
 def test_empty_window_gives_empty_frame_with_columns(events):
     f = build_user_features(events, pd.Timestamp("2020-01-01", tz="UTC"), PARAMS)
     assert f.empty and list(f.columns) == feature_columns([7, 28])

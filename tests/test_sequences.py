@@ -18,7 +18,7 @@ from shopsight.sequences import (
 from tests.conftest import make_events
 
 FEATURES = FeatureParams(windows_days=[7], horizon_days=7, cutoff_step_days=7, n_train_cutoffs=1)
-# Data ends 2026-03-01 -> test cutoff 2026-02-22, valid cutoff 2026-02-15.
+# Data ends at 2026-03-01 00:00 -> test cutoff 2026-02-22, valid cutoff 2026-02-15.
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def events_path(tmp_path):
         ("u3", "a", "view", "2026-02-04T09:00:00"),
         ("u3", "b", "view", "2026-02-04T09:01:00"),
         ("u3", "z", "view", "2026-02-16T09:00:00"),  # z is never seen before the valid cutoff
-        ("u4", "a", "view", "2026-02-28T23:00:00"),
+        ("u4", "a", "view", "2026-03-01T00:00:00"),
     ]
     path = tmp_path / "events.parquet"
     make_events(rows).to_parquet(path, index=False)
@@ -105,6 +105,19 @@ def test_split_uses_only_the_past_as_input_and_the_first_later_item_as_target(ev
     again = load_sequences(tmp_path / "seq")
     assert np.array_equal(again.test.inputs, test.inputs) and again.vocab == v
     assert again.test.cutoff == test.cutoff
+
+
+def test_test_split_targets_stay_inside_data_that_ends_mid_day(events_path, tmp_path):
+    """The data ends at 16:00 on its last day (as a Taobao file does in UTC): the test window [T, T + horizon) must
+    end by the last event, so the test cutoff moves back to the last whole day, not forward past the data."""
+    events = pd.read_parquet(events_path)
+    late = make_events([("u2", "b", "view", "2026-03-02T16:00:00")])
+    path = tmp_path / "late.parquet"
+    pd.concat([events, late], ignore_index=True).to_parquet(path, index=False)
+    data = build_sequences(path, FEATURES, RecommenderParams(max_len=4, popularity_window_days=30))
+    t_end = pd.Timestamp("2026-03-02T16:00:00", tz="UTC")
+    assert data.test.cutoff + pd.Timedelta(days=FEATURES.horizon_days) <= t_end
+    assert data.test.cutoff == pd.Timestamp("2026-02-23", tz="UTC") and data.valid.cutoff == pd.Timestamp("2026-02-16", tz="UTC")
 
 
 def test_too_little_data_names_the_params(tmp_path):
