@@ -20,6 +20,18 @@ from shopsight.config import Params
 from shopsight.schema import CANONICAL_ARROW, EVENT_TYPES
 from shopsight.validation import validate_events
 
+# The rejects file: every column of the source chunk as text, plus why and where from.
+REJECT_COLUMNS: tuple[str, ...] = (
+    "user_id", "item_id", "event_type", "timestamp", "session_id", "category", "price", "quantity", "raw_line", "reason", "source",
+)
+REJECTS_ARROW = pa.schema([(name, pa.string()) for name in REJECT_COLUMNS])
+TOP_REASONS = 3  # how many reject reasons a failed ingest names
+
+
+class IngestError(ValueError):
+    """The source converted, but nothing (or nothing valid) came out of it: the message names the top
+    reject reasons and the rejects file."""
+
 
 @dataclass
 class IngestReport:
@@ -28,6 +40,7 @@ class IngestReport:
     rows_out: int = 0
     rejected: int = 0
     duplicates_removed: int = 0
+    drop_duplicates: bool = True
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
     users: int = 0
     items: int = 0
@@ -91,14 +104,22 @@ def _publish_truth(params: Params) -> None:
 
 
 def ingest(params: Params) -> IngestReport:
-    """Run ingest end to end: events.parquet, rejects.parquet and the ingest report JSON."""
+    """Run ingest end to end: events.parquet, rejects.parquet and the ingest report JSON.
+
+    Every row read is accounted for: rows_in = rows_out + rejected + duplicates_removed. Rejects are
+    written as they are found (memory does not grow with their number). A source that yields no valid
+    event (all rejected, or a header and no data) raises IngestError naming the top reasons and the
+    rejects file, and leaves the previous events in place.
+    """
     source, chunks = iter_source_chunks(params)
-    report = IngestReport(source=source)
+    report = IngestReport(source=source, drop_duplicates=params.ingest.drop_duplicates)
     reasons: Counter[str] = Counter()
+    staged = 0
     paths.STAGING_EVENTS.parent.mkdir(parents=True, exist_ok=True)
     paths.REJECTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp_rejects = paths.REJECTS.with_suffix(".parquet.tmp")
     valid_writer = pq.ParquetWriter(paths.STAGING_EVENTS, CANONICAL_ARROW)
-    reject_frames: list[pd.DataFrame] = []
+    reject_writer = pq.ParquetWriter(tmp_rejects, REJECTS_ARROW)
     try:
         for chunk in chunks:
             report.rows_in += len(chunk)
@@ -108,16 +129,25 @@ def ingest(params: Params) -> IngestReport:
             if len(valid):
                 table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False)
                 valid_writer.write_table(table.cast(CANONICAL_ARROW))
+                staged += len(valid)
             if len(rejects):
-                reject_frames.append(rejects)
-                for reason in rejects["reason"]:
+                reject_writer.write_table(_rejects_table(rejects))
+                report.rejected += len(rejects)
+                for reason, count in rejects["reason"].value_counts().items():
                     for part in str(reason).split("; "):
-                        reasons[part] += 1
+                        reasons[part] += int(count)
+    except BaseException:
+        paths.STAGING_EVENTS.unlink(missing_ok=True)
+        tmp_rejects.unlink(missing_ok=True)
+        raise
     finally:
         valid_writer.close()
-    _write_rejects(reject_frames)
-    report.rejected = sum(len(f) for f in reject_frames)
+        reject_writer.close()
+    os.replace(tmp_rejects, paths.REJECTS)
     report.rejects_by_reason = dict(reasons.most_common())
+    if staged == 0:
+        paths.STAGING_EVENTS.unlink(missing_ok=True)
+        raise IngestError(_nothing_valid_message(params, report))
     _finalise(params, report)
     _publish_truth(params)
     paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -125,12 +155,25 @@ def ingest(params: Params) -> IngestReport:
     return report
 
 
-def _write_rejects(frames: list[pd.DataFrame]) -> None:
-    if frames:
-        rejects = pd.concat(frames, ignore_index=True).astype("string")
-    else:
-        rejects = pd.DataFrame({c: pd.Series(dtype="string") for c in ["user_id", "item_id", "event_type", "timestamp", "reason", "source"]})
-    rejects.to_parquet(paths.REJECTS, index=False)
+def _rejects_table(rejects: pd.DataFrame) -> pa.Table:
+    """One chunk's rejects in the fixed rejects schema (a column the source lacks is null)."""
+    columns = {name: rejects[name].astype("string") if name in rejects.columns else pd.Series(pd.NA, index=rejects.index, dtype="string") for name in REJECT_COLUMNS}
+    return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False, schema=REJECTS_ARROW)
+
+
+def _nothing_valid_message(params: Params, report: IngestReport) -> str:
+    where = params.data.path if params.data.source != "synthetic" else "the simulator"
+    if report.rows_in == 0:
+        return (
+            f"{report.source}: no data rows (the file is empty after its header). Nothing was ingested; the previous "
+            f"data/events.parquet is kept. Fix: point data.path in params.yaml at the full export (now {where})."
+        )
+    top = "; ".join(f"{reason} ({count})" for reason, count in list(report.rejects_by_reason.items())[:TOP_REASONS])
+    return (
+        f"{report.source}: all {report.rows_in} rows were rejected, no valid event. Top reasons: {top}. "
+        f"Every rejected row, with its line and reason, is in {paths.REJECTS}. The previous data/events.parquet is kept. "
+        f"Fix: check data.source and data.options (column mapping, timestamp_format, encoding) in params.yaml, or the file."
+    )
 
 
 def _finalise(params: Params, report: IngestReport) -> None:
@@ -145,9 +188,10 @@ def _finalise(params: Params, report: IngestReport) -> None:
     con.execute("SET TimeZone='UTC'")
     staging = str(paths.STAGING_EVENTS)
     tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
+    distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
     query = f"""
         COPY (
-          WITH d AS (SELECT DISTINCT * FROM read_parquet('{staging}')),
+          WITH d AS (SELECT {distinct} * FROM read_parquet('{staging}')),
           g AS (
             SELECT *, CASE WHEN lag(timestamp) OVER w IS NULL
                             OR lag(timestamp) OVER w < timestamp - INTERVAL {gap} MINUTE THEN 1 ELSE 0 END AS new_session

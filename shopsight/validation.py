@@ -90,7 +90,7 @@ def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchem
                 "float64",
                 [
                     _check(lambda s: s.isna() | (s >= 0), "negative price"),
-                    _check(lambda s: ~np.isinf(s.to_numpy(dtype="float64", na_value=np.nan)), "infinite price"),
+                    _check(lambda s: ~s.isin([np.inf, -np.inf]), "infinite price"),
                 ],
                 nullable=True,
             ),
@@ -125,9 +125,11 @@ def parse_price(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     unread = present & numbers.isna()
     if unread.any():
         written = _is_number_text(text[unread])
-        numbers[written[written].index] = text[written[written].index].astype(object).map(float)
+        rows = written[written].index
+        if len(rows):
+            numbers[rows] = text[rows].astype(object).map(float).astype("float64")
     is_number = ~present | numbers.notna()
-    return numbers, is_number.astype(bool)
+    return numbers.astype("float64"), is_number.astype(bool)
 
 
 def parse_quantity(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
@@ -241,7 +243,14 @@ def validate_events(
     try:
         contract_schema(min_timestamp, max_timestamp).validate(parsed, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases.dropna(subset=["index"])
+        broken = exc.failure_cases[exc.failure_cases["index"].isna()]
+        if len(broken):
+            # A check that failed to run (or a wrong dtype) has no row: never let it pass rows silently.
+            raise ContractError(
+                f"{source}: the event contract could not be checked ({', '.join(map(str, broken['check'].unique()))}: "
+                f"{', '.join(map(str, broken['failure_case'].unique()))}). This is a shopsight bug: please report it."
+            )
+        cases = exc.failure_cases
         by_row = cases.groupby("index", sort=False)["check"].agg(lambda checks: "; ".join(dict.fromkeys(map(str, checks))))
         rows = by_row.index.astype(int)
         before = reasons.loc[rows]
