@@ -148,6 +148,10 @@ def decide(
             )
         elif s.counted:
             notes.append(f"{s.source}: {len(s.drifted_counted)}/{len(s.counted)} features drifted (share {s.share:.2f} < {policy.drift_share})")
+        elif not s.critical:
+            # a share over no feature can never fire: say so rather than pass silently
+            why = "; ".join(f"{c}: {r}" for c, r in s.excluded.items()) or "no columns"
+            notes.append(f"{s.source}: no feature counts in the drift share ({why}), not judged")
         if s.drifted_critical:
             scores = {c.column: c.score for c in s.columns}
             reasons.append(f"{s.source}: critical column drifted: " + ", ".join(f"{c} ({scores[c]:.3f})" for c in s.drifted_critical))

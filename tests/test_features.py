@@ -94,4 +94,5 @@ def test_propensity_labels_stay_inside_data_that_ends_mid_day():
 def test_empty_window_gives_empty_frame_with_columns(events):
     f = build_user_features(events, pd.Timestamp("2020-01-01", tz="UTC"), PARAMS)
     assert f.empty and list(f.columns) == feature_columns([7, 28])
-    assert np.all(np.isfinite(build_user_features(events, CUTOFF, PARAMS).to_numpy()))
+    values = build_user_features(events, CUTOFF, PARAMS).to_numpy()
+    assert values.shape == (2, len(feature_columns([7, 28]))) and np.all(np.isfinite(values))

@@ -51,6 +51,17 @@ def test_too_few_rows_is_reported_not_judged():
     assert not decision.retrain and "min_rows" in decision.notes[0]
 
 
+def test_a_source_with_no_counted_feature_is_reported_not_silently_passed():
+    """monitoring.policy.features naming no feature of the model leaves nothing that could fire: the decision says so."""
+    policy = DriftPolicyParams(features=["not_a_feature"])
+    counted, excluded = counted_features(policy, ["views_7d", "cart_rate"])
+    source = SourceDrift("user_features", 1000, 1000, False, _source(["views_7d"], ["views_7d", "cart_rate"]).columns, counted,
+                         [], excluded)
+    decision = decide(policy, [source], None, {}, AT)
+    assert counted == [] and not decision.retrain
+    assert len(decision.notes) == 1 and "no feature counts" in decision.notes[0] and "not_a_feature" in decision.notes[0]
+
+
 def test_quality_drop_triggers_only_with_enough_outcomes():
     policy = DriftPolicyParams(quality_drop=0.05, min_outcomes=100)
     drop = QualityCheck("roc_auc", 0.70, 0.80, 500, 50, ("a", "b"))
