@@ -2,7 +2,8 @@
 
     python -m flows.monitoring [--week-end 2026-03-23]
 
-For the week that ended (default: the last completed ISO week) it builds the Evidently reports of
+For the week that ended (default: the last completed ISO week, or the last complete week of the data when the
+events end before it, as the embedded shop's do) it builds the Evidently reports of
 monitoring/weekly.py (reference = the champion's training window; current = what the service logged and the
 events that arrived; quality of matured predictions), writes HTML + JSON under monitoring/reports/<week>/,
 adds the snapshots to the workspace (monitoring/workspace: `evidently ui --workspace monitoring/workspace
@@ -101,7 +102,8 @@ def monitoring_flow(
 ) -> dict[str, Any]:
     """Weekly report -> workspace snapshot -> retrain trigger (when the policy fires and `act`).
 
-    `week_end`: the day after the week's last day (default: Monday of this week); `log_dir`: the prediction
+    `week_end`: the day after the week's last day (default: Monday of this week, or of the data's last complete
+    week when the events end before it); `log_dir`: the prediction
     log (default: $SHOPSIGHT_PREDICTION_LOG_DIR, else params.yaml serving.prediction_log.dir); `retrain_parameters`: extra training-flow parameters for the triggered run;
     `reference_path`: a reference features Parquet instead of the champion's.
     """
@@ -123,12 +125,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Weekly monitoring report and retrain trigger")
     ap.add_argument("--project-dir", default=str(PROJECT_ROOT))
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--week-end", default=None, help="YYYY-MM-DD: the day after the week's last day (default: this Monday)")
+    ap.add_argument("--week-end", default=None, help="YYYY-MM-DD: the day after the week's last day (default: this Monday, or the Monday after the "
+                    "data's last complete week when the events end earlier)")
     ap.add_argument("--log-dir", default=None, help="prediction log directory (default: serving.prediction_log.dir)")
     ap.add_argument("--no-act", action="store_true", help="report only: never trigger a retrain")
     args = ap.parse_args()
+    from shopsight.prefect_setup import ensure_prefect_ready
+
+    ensure_prefect_ready()
     result = monitoring_flow(args.project_dir, args.params, args.week_end, args.log_dir, act=not args.no_act)
     print(f"{result['week']}: {'RETRAIN' if result['decision']['retrain'] else 'no action'}; report {result['json']}")
+    if args.week_end is None:
+        print(f"(week chosen by default: --week-end {str(result['end'])[:10]}; pass --week-end YYYY-MM-DD for another week)")
     print(f"action: {result['action']}")
 
 

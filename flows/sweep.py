@@ -119,6 +119,9 @@ if __name__ == "__main__":
     parser.add_argument("--params-file", default="params.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="grid values for a dotted params key")
     args = parser.parse_args()
+    from shopsight.prefect_setup import ensure_prefect_ready
+
+    ensure_prefect_ready()
     outcome = run_sweep(args.project_dir, args.params_file, _parse_set(args.set))
     for row in outcome["ranked"]:
         print(f"{row['test'][outcome['metric']]:.4f}  {row['overrides']}")

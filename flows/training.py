@@ -162,5 +162,8 @@ def _print_summary(result: dict, project_dir: Path) -> None:
 
 
 if __name__ == "__main__":
+    from shopsight.prefect_setup import ensure_prefect_ready
+
+    ensure_prefect_ready()
     outcome = training_flow()
     _print_summary(outcome, PROJECT_ROOT)

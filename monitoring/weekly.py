@@ -62,6 +62,14 @@ def last_completed_week_end(now: Any = None) -> pd.Timestamp:
     return now.normalize() - now.weekday() * DAY
 
 
+def default_week_end(events_path: str | Path, now: Any = None) -> pd.Timestamp:
+    """The week to report on when none is given: the last completed ISO week, or, when the events end before it
+    (the embedded shop, a historical file), the last complete week of the data, so the report has rows to judge.
+    The day of the last event counts as observed."""
+    data_end = event_time_range(events_path)[1]
+    return min(last_completed_week_end(now), last_completed_week_end(data_end.normalize() + DAY))
+
+
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.sample(n=n, random_state=seed) if len(frame) > n else frame
 
@@ -167,8 +175,9 @@ def load_events(path: str | Path, start: pd.Timestamp, end: pd.Timestamp) -> pd.
     return frame
 
 
-def first_event_time(path: str | Path) -> pd.Timestamp:
-    """The earliest event timestamp of a canonical Parquet file, from the row groups' statistics when present."""
+def event_time_range(path: str | Path) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The earliest and latest event timestamps of a canonical Parquet file, from the row groups' statistics
+    when present (no data read)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -176,8 +185,16 @@ def first_event_time(path: str | Path) -> pd.Timestamp:
     col = meta.schema.to_arrow_schema().get_field_index("timestamp")
     stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
     if stats and all(s is not None and s.has_min_max for s in stats):
-        return pd.Timestamp(min(s.min for s in stats)).tz_convert("UTC")
-    return pd.Timestamp(pc.min(pq.read_table(path, columns=["timestamp"])["timestamp"]).as_py()).tz_convert("UTC")
+        low, high = min(s.min for s in stats), max(s.max for s in stats)
+    else:
+        bounds = pc.min_max(pq.read_table(path, columns=["timestamp"])["timestamp"]).as_py()
+        low, high = bounds["min"], bounds["max"]
+    return pd.Timestamp(low).tz_convert("UTC"), pd.Timestamp(high).tz_convert("UTC")
+
+
+def first_event_time(path: str | Path) -> pd.Timestamp:
+    """The earliest event timestamp of a canonical Parquet file."""
+    return event_time_range(path)[0]
 
 
 # --- what the service saw --------------------------------------------------------------------------------
@@ -523,13 +540,13 @@ def run_weekly_monitoring(
     reference_path: Path | None = None,
 ) -> WeeklyReport:
     """The weekly report of a project: champion reference, events from data/events.parquet, the prediction
-    log; for the week ending at `week_end` (default: the last completed ISO week). `reference_path`: a reference
-    features Parquet to use instead of the champion's."""
+    log; for the week ending at `week_end` (default: `default_week_end`, the last completed ISO week that the
+    events cover). `reference_path`: a reference features Parquet to use instead of the champion's."""
     from shopsight import paths
 
     project_dir = Path(project_dir)
     fp, policy = params.features, params.monitoring.policy
-    week_end = last_completed_week_end() if week_end is None else week_end
+    week_end = default_week_end(project_dir / paths.EVENTS) if week_end is None else week_end
     start, end = week_window(week_end)
     if reference_path is not None:
         reference, name, tag = pd.read_parquet(reference_path), str(reference_path), None

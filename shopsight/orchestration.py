@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from shopsight.config import DaskParams
 
 DASK_ADDRESS_ENV = "SHOPSIGHT_DASK_ADDRESS"
-TEMP_SERVER_START_TIMEOUT_S = 120  # Prefect's default (20 s) is too short on a busy 2-core CI machine
 
 
 @dataclass(frozen=True)
@@ -154,8 +153,11 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    from shopsight.prefect_setup import ensure_prefect_ready
+
+    ensure_prefect_ready()  # database migrated here; the startup timeout is PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
     server = SubprocessASGIServer()
-    server.start(timeout=TEMP_SERVER_START_TIMEOUT_S)
+    server.start()
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield server.api_url
 

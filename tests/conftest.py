@@ -13,10 +13,10 @@ from pathlib import Path
 _HOMES = Path(tempfile.mkdtemp(prefix="shopsight-test-homes-"))
 os.environ["BENTOML_HOME"] = str(_HOMES / "bentoml")
 os.environ["PREFECT_HOME"] = str(_HOMES / "prefect")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# The temporary Prefect API gets 20 s to start by default: too short on a busy 2-core CI machine.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+from shopsight.prefect_setup import apply_prefect_defaults  # noqa: E402  (telemetry off, a startup timeout for busy CI)
+
+apply_prefect_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DO_NOT_TRACK", "1")  # BentoML usage analytics off (no network here)
 
@@ -80,6 +80,22 @@ def copy_project(dest: Path) -> Path:
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
     return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_temporary_prefect_servers():
+    """Stop Prefect's temporary API servers while pytest's output capture is still open.
+
+    Prefect stops them at interpreter exit (atexit), after pytest has closed the stream its log handler holds:
+    that printed a `--- Logging error --- ValueError: I/O operation on closed file` traceback after the summary.
+    """
+    yield
+    import sys as _sys
+
+    server_module = _sys.modules.get("prefect.server.api.server")
+    if server_module is not None:
+        for server in list(server_module.SubprocessASGIServer._instances.values()):
+            server.stop()
 
 
 @pytest.fixture(scope="session")
