@@ -15,10 +15,11 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
 
 from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_COLUMNS
 from shopsight.sources.canonical import TIMESTAMP_PROBLEM  # the adapter's reason a timestamp did not convert
-from shopsight.sources.reading import NUL_SENTINEL  # how the CSV reader shows a NUL byte
+from shopsight.sources.reading import NUL_SENTINEL, TEXT  # NUL_SENTINEL: how the CSV reader shows a NUL byte
 
 _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 _INTEGER = r"\s*[+-]?\d+\s*"
@@ -68,7 +69,7 @@ def _id_checks(column: str, *, required: bool) -> list[pa.Check]:
 def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchema:
     """The event contract of DESIGN.md as a pandera schema over parsed columns (see `_parse`)."""
     lo, hi = pd.Timestamp(min_timestamp, tz="UTC"), pd.Timestamp(max_timestamp, tz="UTC")
-    text = pd.StringDtype("pyarrow")
+    text = TEXT
     return pa.DataFrameSchema(
         {
             "user_id": pa.Column(text, _id_checks("user_id", required=True), nullable=True),
@@ -76,7 +77,7 @@ def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchem
             "session_id": pa.Column(text, _id_checks("session_id", required=False), nullable=True),
             "category": pa.Column(text, _id_checks("category", required=False), nullable=True),
             "event_type": pa.Column(
-                "string",
+                text,
                 _check(lambda s: s.isin(EVENT_TYPES), f"unknown event_type (expected one of {', '.join(EVENT_TYPES)})"),
                 nullable=True,
             ),
@@ -105,8 +106,9 @@ def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchem
 
 
 def _present_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    text = values.astype("string").str.strip()
-    return text, (text.notna() & text.ne("")).astype(bool)
+    """(text, whether it holds anything but whitespace)."""
+    text = values.astype(TEXT)
+    return text, (text.str.strip().ne("") & text.notna()).fillna(False).astype(bool)
 
 
 def _is_number_text(text: pd.Series) -> pd.Series:
@@ -120,14 +122,14 @@ def parse_price(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64"), pd.Series(True, index=values.index)
     text, present = _present_text(values)
-    numbers = pd.to_numeric(text.astype(object).where(present, None), errors="coerce").astype("float64")
-    # to_numeric is fast but lenient and overflows to NaN: the few rows it cannot read are looked at one by one
+    numbers = pd.Series(pd.to_numeric(text.to_numpy(dtype=object, na_value=None), errors="coerce"), index=values.index).astype("float64")
+    # to_numeric is fast and strict but overflows to NaN (`1e400`): the rows it cannot read are looked at again
     unread = present & numbers.isna()
     if unread.any():
-        written = _is_number_text(text[unread])
+        written = _is_number_text(text[unread].str.strip())
         rows = written[written].index
         if len(rows):
-            numbers[rows] = text[rows].astype(object).map(float).astype("float64")
+            numbers[rows] = text[rows].str.strip().astype(object).map(float).astype("float64")
     is_number = ~present | numbers.notna()
     return numbers.astype("float64"), is_number.astype(bool)
 
@@ -169,8 +171,8 @@ def parse_quantity(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, 
 
 def _id_text(frame: pd.DataFrame, column: str, *, optional: bool) -> pd.Series:
     if column not in frame.columns:
-        return pd.Series(pd.NA, index=frame.index, dtype=pd.StringDtype("pyarrow"))
-    values = frame[column].astype(pd.StringDtype("pyarrow"))
+        return pd.Series(pd.NA, index=frame.index, dtype=TEXT)
+    values = frame[column].astype(TEXT)
     if optional:  # a blank optional field (no session, no category) is missing
         values = values.mask(values.str.strip().eq(""))
     return values
@@ -181,9 +183,9 @@ def _timestamps(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     text that does not parse here."""
     values = frame["timestamp"]
     if TIMESTAMP_PROBLEM in frame.columns:
-        problem = frame[TIMESTAMP_PROBLEM].astype("string")
+        problem = frame[TIMESTAMP_PROBLEM].astype(TEXT)
     else:
-        problem = pd.Series(pd.NA, index=frame.index, dtype="string")
+        problem = pd.Series(pd.NA, index=frame.index, dtype=TEXT)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         stamps = values.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_any_dtype(values):
@@ -198,15 +200,15 @@ def _timestamps(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def _parse(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Types only (nothing rejected here): ids exactly as read, event names lower-cased, times to UTC,
     prices and quantities parsed strictly. Also returns the adapters' timestamp problems."""
-    price, price_ok = parse_price(frame["price"] if "price" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string"))
-    quantity_raw = frame["quantity"] if "quantity" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string")
+    price, price_ok = parse_price(frame["price"] if "price" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=TEXT))
+    quantity_raw = frame["quantity"] if "quantity" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=TEXT)
     quantity, quantity_number, quantity_integer, quantity_range = parse_quantity(quantity_raw)
     timestamp, problem = _timestamps(frame)
     parsed = pd.DataFrame(
         {
             "user_id": _id_text(frame, "user_id", optional=False),
             "item_id": _id_text(frame, "item_id", optional=False),
-            "event_type": frame["event_type"].astype("string").str.strip().str.lower(),
+            "event_type": frame["event_type"].astype(TEXT).str.strip().str.lower(),
             "timestamp": timestamp,
             "timestamp_missing": (timestamp.isna() & problem.isna()).to_numpy(bool),
             "session_id": _id_text(frame, "session_id", optional=True),
@@ -251,10 +253,11 @@ def validate_events(
                 f"{', '.join(map(str, broken['failure_case'].unique()))}). This is a shopsight bug: please report it."
             )
         cases = exc.failure_cases
-        by_row = cases.groupby("index", sort=False)["check"].agg(lambda checks: "; ".join(dict.fromkeys(map(str, checks))))
-        rows = by_row.index.astype(int)
-        before = reasons.loc[rows]
-        reasons.loc[rows] = np.where(before.ne(""), before + "; " + by_row.to_numpy(), by_row.to_numpy())
+        # One pass per failed check (a handful), not per failed row: rejects may be millions.
+        for check, rows in cases.groupby("check", sort=False)["index"]:
+            rows = np.unique(rows.to_numpy(dtype="int64"))
+            before = reasons.to_numpy()[rows]
+            reasons.iloc[rows] = np.where(before != "", before + "; " + str(check), str(check))
     bad = (reasons != "").to_numpy()
     ok = parsed.loc[~bad]
     valid = pd.DataFrame(
@@ -270,10 +273,20 @@ def validate_events(
         }
     )
     rejects = frame.loc[bad].drop(columns=[TIMESTAMP_PROBLEM], errors="ignore")
-    rejects = pd.DataFrame({col: rejects[col].astype("string") for col in rejects.columns})
-    rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype="string")
+    rejects = pd.DataFrame({col: _as_text(rejects[col]) for col in rejects.columns})
+    rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype=TEXT)
     rejects["source"] = source
     return valid.reset_index(drop=True), rejects.reset_index(drop=True)
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """A rejected column as text (Arrow's cast: fast for timestamps, shortest round-trip for floats)."""
+    if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+        return values.astype(TEXT)
+    if values.dtype == object:
+        return values.astype(TEXT)
+    array = pa_arrow.array(values, from_pandas=True).cast(pa_arrow.string())
+    return pd.Series(pd.arrays.ArrowStringArray(array), index=values.index, dtype=TEXT)
 
 
 def canonical_columns_only(frame: pd.DataFrame) -> pd.DataFrame:

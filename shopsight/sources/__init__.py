@@ -6,14 +6,19 @@ line of the row in its source file (the row number for Parquet/Excel), so a reje
 point at it. With several files (a list or a glob) `raw_line` counts within each file.
 
 Adapters map and convert; they never drop or repair rows that break the contract. An event
-name with no canonical meaning becomes ``"unknown:<raw>"``, an unparseable timestamp NaT, a
-missing id <NA>, a negative price stays negative: the ingest validator rejects such rows with
-a reason. What is a documented semantic of the format (a UCI cancellation) is mapped.
-Text that is not a number in a price or quantity field becomes NaN/<NA> (float64/Int64
-cannot carry it).
+name with no canonical meaning becomes ``"unknown:<raw>"``, a missing id <NA>, a negative price
+stays negative: the ingest validator rejects such rows with a reason. What is a documented
+semantic of the format (a UCI cancellation) is mapped. Ids are passed on exactly as read (never
+trimmed). Prices and quantities stay the text of the file for the validator to parse strictly
+(`12,50` is not silently NaN, `2.5` not silently 1). A timestamp that does not convert is NaT with
+the reason in `timestamp_problem` (unparseable, out of range, which epoch unit it looks like,
+nonexistent or ambiguous local time).
 
-Dtypes of a chunk: user_id, item_id, session_id, category "string"; event_type object (str);
-timestamp datetime64[ns, UTC]; price float64; quantity Int64; raw_line int64.
+Files may be gzip/bzip2/xz/zip-compressed (recognised by their magic bytes); NUL bytes are read
+as a visible symbol and rejected, never allowed to cut a field.
+
+Dtypes of a chunk: user_id, item_id, session_id, category, price, quantity, timestamp_problem
+"string" (Arrow-backed); event_type object (str); timestamp datetime64[ns, UTC]; raw_line int64.
 """
 
 from __future__ import annotations

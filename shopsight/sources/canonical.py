@@ -8,7 +8,7 @@ rather than "unparseable".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from shopsight.schema import CANONICAL_COLUMNS
-from shopsight.sources.reading import RAW_LINE
+from shopsight.sources.reading import RAW_LINE, TEXT
 
 UNKNOWN_EVENT_PREFIX = "unknown:"
 TIMESTAMP_PROBLEM = "timestamp_problem"
@@ -32,7 +32,7 @@ _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 
 def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
     """Map raw event names; an unmapped name becomes 'unknown:<raw>' (rejected later), a missing one None."""
-    text = raw.astype("string")
+    text = raw.astype(TEXT)
     mapped = text.map(dict(mapping), na_action="ignore")
     unknown = text.notna() & mapped.isna()
     result = mapped.astype(object)
@@ -42,7 +42,7 @@ def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
 
 
 def _no_problem(index: pd.Index) -> pd.Series:
-    return pd.Series(pd.NA, index=index, dtype="string")
+    return pd.Series(pd.NA, index=index, dtype=TEXT)
 
 
 def epoch_to_utc(raw: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
@@ -54,7 +54,7 @@ def epoch_to_utc(raw: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
     converted in int64 so millisecond values stay exact (a float path would be off by up to ~100 ns).
     """
     factor = _NS_PER_UNIT[unit]
-    text = raw.astype("string")
+    text = raw.astype(TEXT)
     present = text.notna() & text.str.strip().ne("")
     is_number = text.str.fullmatch(_NUMBER).fillna(False).astype(bool)
     values = pd.to_numeric(text.where(is_number), errors="coerce").astype("float64").to_numpy()
@@ -85,16 +85,22 @@ def _describe_format(fmt: str) -> str:
     return "ISO 8601" if fmt == "ISO8601" else fmt
 
 
-def _parses_beyond_range(text: str, fmt: str) -> bool:
-    """Whether `text` is a valid date in `fmt` that pandas' nanosecond timestamps cannot hold."""
-    try:
-        if fmt == "ISO8601":
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
-        else:
-            datetime.strptime(text, fmt)
-    except (ValueError, OverflowError):
-        return False
-    return True
+# A run of digits that would be a year outside pandas' range: only such text is worth parsing again.
+_YEAR_OUT_OF_RANGE = r"(?:^|\D)(?:1[0-5]\d\d|16[0-6]\d|167[0-7]|226[2-9]|22[7-9]\d|2[3-9]\d\d|[3-9]\d{3})(?:\D|$)"
+
+
+def _parses_beyond_range(text: str, formats: Sequence[str]) -> bool:
+    """Whether `text` is a valid date in one of `formats` that pandas' nanosecond timestamps cannot hold."""
+    for fmt in formats:
+        try:
+            if fmt == "ISO8601":
+                datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                datetime.strptime(text, fmt)
+        except (ValueError, OverflowError):
+            continue
+        return True
+    return False
 
 
 def _localize(parsed: pd.Series, timezone: str, problem: pd.Series) -> pd.Series:
@@ -109,31 +115,45 @@ def _localize(parsed: pd.Series, timezone: str, problem: pd.Series) -> pd.Series
     return local.dt.tz_convert("UTC")
 
 
-def parse_timestamps(raw: pd.Series, fmt: str | None, *, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
-    """Text -> (UTC timestamps, problem per row) with a strftime format (ISO 8601 when None).
+def _parse_one(text: pd.Series, fmt: str, timezone: str, problem: pd.Series) -> pd.Series:
+    if timezone == "UTC":
+        return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return parsed.dt.tz_convert("UTC")
+    return _localize(parsed, timezone, problem)
+
+
+def parse_timestamps(
+    raw: pd.Series, fmt: str | Sequence[str] | None, *, timezone: str = "UTC"
+) -> tuple[pd.Series, pd.Series]:
+    """Text -> (UTC timestamps, problem per row) with a strftime format (ISO 8601 when None), or
+    several formats tried in order.
 
     Times without an offset are taken in `timezone`; times that do not exist or are ambiguous
     there (DST changes) are NaT with that reason, as are dates beyond pandas' range and text that
-    does not match the format. Missing text is NaT with no problem.
+    matches no format. Missing text is NaT with no problem.
     """
-    fmt = fmt or "ISO8601"
-    text = raw.astype("string").str.strip()
-    present = text.notna() & text.ne("")
+    formats = [fmt or "ISO8601"] if fmt is None or isinstance(fmt, str) else [f or "ISO8601" for f in fmt]
+    text = raw.astype(TEXT).str.strip()
+    present = (text.notna() & text.ne("")).astype(bool)
     problem = _no_problem(raw.index)
-    if timezone == "UTC":
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    else:
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce")
-        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-            parsed = parsed.dt.tz_convert("UTC")
-        else:
-            parsed = _localize(parsed, timezone, problem)
-    failed = present & parsed.isna() & problem.isna()
-    if failed.any():
-        beyond = text[failed].map(lambda value: _parses_beyond_range(value, fmt)).astype(bool)
-        problem[beyond[beyond].index] = f"timestamp out of range (representable: {RANGE_TEXT})"
-        problem[beyond[~beyond].index] = f"unparseable timestamp (expected {_describe_format(fmt)})"
-    return parsed.astype("datetime64[ns, UTC]"), problem
+    parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    todo = present
+    for each in formats:
+        if not todo.any():
+            break
+        parsed[todo] = _parse_one(text[todo], each, timezone, problem).astype("datetime64[ns, UTC]")
+        todo = todo & parsed.isna() & problem.isna()
+    if todo.any():
+        expected = " or ".join(_describe_format(f) for f in formats)
+        problem[todo] = f"unparseable timestamp (expected {expected})"
+        # Only text with a far-off year is parsed again, one by one, to tell "out of range" apart.
+        candidates = todo & text.str.contains(_YEAR_OUT_OF_RANGE, regex=True).fillna(False).astype(bool)
+        if candidates.any():
+            beyond = text[candidates].map(lambda value: _parses_beyond_range(value, formats)).astype(bool)
+            problem[beyond[beyond].index] = f"timestamp out of range (representable: {RANGE_TEXT})"
+    return parsed, problem
 
 
 def datetimes_to_utc(values: pd.Series, *, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
@@ -148,16 +168,16 @@ def number_text(values: pd.Series) -> pd.Series:
     """A price or quantity column as text for the validator: text stays as read, numbers are written
     exactly (shortest round-trip form), missing values stay <NA>."""
     if pd.api.types.is_bool_dtype(values.dtype):
-        return values.astype("string").str.lower()
+        return values.astype(TEXT).str.lower()
     if pd.api.types.is_numeric_dtype(values.dtype):
         array = pa.array(values, from_pandas=True).cast(pa.string())
-        return pd.Series(array.to_pandas(), index=values.index, dtype="string")
-    return values.astype("string")
+        return pd.Series(pd.arrays.ArrowStringArray(array), index=values.index, dtype=TEXT)
+    return values.astype(TEXT)
 
 
 def negate_number_text(text: pd.Series) -> pd.Series:
     """Flip the sign of number text ("-4" -> "4", "5" -> "-5"); text that is not a number is left as is."""
-    text = text.astype("string").str.strip()
+    text = text.astype(TEXT).str.strip()
     number = text.str.fullmatch(_NUMBER).fillna(False).astype(bool)
     negative = number & text.str.startswith("-").fillna(False).astype(bool)
     positive = number & ~negative
@@ -172,8 +192,8 @@ def to_id(raw: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(raw.dtype):
         values = raw.astype("float64")
         if bool((values.dropna() == np.floor(values.dropna())).all()):
-            return values.astype("Int64").astype("string")
-    return raw.astype("string")
+            return values.astype("Int64").astype(TEXT)
+    return raw.astype(TEXT)
 
 
 def canonical_chunk(
@@ -196,7 +216,7 @@ def canonical_chunk(
     n = len(raw_line)
     stamps, problem = timestamp if isinstance(timestamp, tuple) else (timestamp, None)
 
-    def column(values: pd.Series | str | None, dtype: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    def column(values: pd.Series | str | None, dtype) -> np.ndarray | pd.api.extensions.ExtensionArray:
         if values is None:
             return pd.array([pd.NA] * n, dtype=dtype)
         if isinstance(values, str):
@@ -206,16 +226,16 @@ def canonical_chunk(
 
     frame = pd.DataFrame(
         {
-            "user_id": column(user_id, "string"),
-            "item_id": column(item_id, "string"),
+            "user_id": column(user_id, TEXT),
+            "item_id": column(item_id, TEXT),
             "event_type": column(event_type, "object"),
             "timestamp": stamps.astype("datetime64[ns, UTC]").array,
-            "session_id": column(session_id, "string"),
-            "category": column(category, "string"),
-            "price": column(None if price is None else number_text(price), "string"),
-            "quantity": column(None if quantity is None else number_text(quantity), "string"),
+            "session_id": column(session_id, TEXT),
+            "category": column(category, TEXT),
+            "price": column(None if price is None else number_text(price), TEXT),
+            "quantity": column(None if quantity is None else number_text(quantity), TEXT),
             RAW_LINE: raw_line.to_numpy(dtype="int64"),
-            TIMESTAMP_PROBLEM: column(problem, "string"),
+            TIMESTAMP_PROBLEM: column(problem, TEXT),
         }
     )
     return frame[list(CHUNK_COLUMNS)]

@@ -27,6 +27,7 @@ from shopsight.sources.canonical import canonical_chunk, number_text, parse_time
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
+    TEXT,
     check_options,
     headerless_layout,
     iter_csv_chunks,
@@ -85,4 +86,4 @@ def unit_price_text(dollars: pd.Series, cds: pd.Series) -> pd.Series:
     with np.errstate(divide="ignore", invalid="ignore"):
         unit = amount / count.astype("float64")
     text = number_text(unit.where(usable.fillna(False).astype(bool)))
-    return text.mask(~amount_ok, dollars.astype("string"))
+    return text.mask(~amount_ok, dollars.astype(TEXT))

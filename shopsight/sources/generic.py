@@ -40,6 +40,7 @@ from shopsight.sources.canonical import (
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
+    TEXT,
     check_options,
     delimiter_hint,
     is_parquet,
@@ -183,7 +184,7 @@ def _iter_parquet_chunks(file: Path, columns: list[str], chunksize: int) -> Iter
     first_row = 1
     try:
         for batch in pq.ParquetFile(file).iter_batches(batch_size=chunksize, columns=columns):
-            frame = batch.to_pandas()
+            frame = batch.to_pandas(types_mapper=lambda t: TEXT if t in (pa.string(), pa.large_string()) else None)
             frame[RAW_LINE] = range(first_row, first_row + len(frame))
             first_row += len(frame)
             yield frame
@@ -199,7 +200,7 @@ def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, opti
     if events is None:
         event_type = options["event_type_constant"]
     else:
-        event_type = map_event_types(events.astype("string"), event_map)
+        event_type = map_event_types(events.astype(TEXT), event_map)
     return canonical_chunk(
         raw_line=raw[RAW_LINE],
         user_id=to_id(get("user_id")),

@@ -49,6 +49,7 @@ from shopsight.sources.canonical import (
 from shopsight.sources.reading import (
     AUTO_ENCODING,
     RAW_LINE,
+    TEXT,
     check_options,
     delimiter_hint,
     is_parquet,
@@ -95,6 +96,10 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
     return _generate(plans, chunksize, options)
 
 
+def _arrow_text(arrow_type: pa.DataType):
+    return TEXT if arrow_type in (pa.string(), pa.large_string()) else None
+
+
 def _format(file: Path) -> str:
     suffix = file.suffix.lower()
     if suffix in EXCEL_SUFFIXES:
@@ -115,7 +120,7 @@ def _iter_parquet_chunks(file: Path, columns: list[str], chunksize: int) -> Iter
     first_row = 1
     try:
         for batch in pq.ParquetFile(file).iter_batches(batch_size=chunksize, columns=columns):
-            frame = batch.to_pandas()
+            frame = batch.to_pandas(types_mapper=_arrow_text)
             frame[RAW_LINE] = range(first_row, first_row + len(frame))
             first_row += len(frame)
             yield frame
@@ -160,10 +165,13 @@ def _to_canonical(raw: pd.DataFrame, cols: dict[str, str], options: dict[str, An
     invoice = to_id(raw[cols["invoice"]])
     cancelled = invoice.str.startswith(CANCELLATION_PREFIX).fillna(False).astype(bool)
     quantity = number_text(raw[cols["quantity"]])
-    quantity = quantity.where(~cancelled, negate_number_text(quantity))
+    if cancelled.any():
+        quantity[cancelled] = negate_number_text(quantity[cancelled])
     event = pd.Series("purchase", index=raw.index, dtype=object).where(~cancelled, "remove_from_cart")
     # Excel and Parquet exports hold CustomerID as a float: "17850.0" is customer 17850.
-    customer = to_id(raw[cols["customer"]]).str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+    customer = to_id(raw[cols["customer"]])
+    excel_float = customer.str.fullmatch(r"\d+\.0+").fillna(False).astype(bool)
+    customer = customer.where(~excel_float, customer.str.replace(r"\.0+$", "", regex=True))
     return canonical_chunk(
         raw_line=raw[RAW_LINE],
         user_id=customer,
@@ -181,17 +189,7 @@ def _parse_invoice_dates(raw: pd.Series, options: dict[str, Any]) -> tuple[pd.Se
     timezone = options.get("timezone", "UTC")
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         return datetimes_to_utc(raw, timezone=timezone)
-    if options.get("timestamp_format"):
-        return parse_timestamps(raw, options["timestamp_format"], timezone=timezone)
-    parsed, problem = parse_timestamps(raw, TIME_FORMAT, timezone=timezone)
-    retry = (parsed.isna() & problem.str.startswith("unparseable").fillna(False)).astype(bool)
-    if retry.any():
-        again, again_problem = parse_timestamps(raw[retry], None, timezone=timezone)
-        parsed[retry] = again
-        unparseable = again_problem.str.startswith("unparseable").fillna(False).astype(bool)
-        again_problem[unparseable] = f"unparseable timestamp (expected {TIME_FORMAT} or ISO 8601)"
-        problem[retry] = again_problem
-    return parsed, problem
+    return parse_timestamps(raw, options.get("timestamp_format") or (TIME_FORMAT, None), timezone=timezone)
 
 
 def _load_workbook(file: Path):

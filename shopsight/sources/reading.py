@@ -22,6 +22,8 @@ import pandas as pd
 from shopsight.sources import SourceError
 
 RAW_LINE = "raw_line"
+# Text columns are Arrow-backed: string checks and conversions then run in Arrow's kernels, not per row in Python.
+TEXT = pd.StringDtype("pyarrow")
 # An extra trailing column catches lines with more fields than the header: pandas' chunked
 # parser would otherwise truncate them without a word.
 _OVERFLOW = "__overflow__"
@@ -378,7 +380,7 @@ def iter_csv_chunks(
                 header=None,
                 names=names,
                 skiprows=header_lines,
-                dtype=str,
+                dtype=TEXT,
                 keep_default_na=False,
                 na_values=[""],
                 skip_blank_lines=False,

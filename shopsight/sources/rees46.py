@@ -21,6 +21,7 @@ from shopsight.sources.canonical import canonical_chunk, map_event_types, parse_
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
+    TEXT,
     check_options,
     iter_csv_chunks,
     read_header,
@@ -68,7 +69,7 @@ def _generate(files: list[Path], headers: dict[Path, list[str]], chunksize: int,
             if "category_code" in raw or "category_id" in raw:
                 code = raw["category_code"] if "category_code" in raw else pd.Series(pd.NA, index=raw.index)
                 fallback = raw["category_id"] if "category_id" in raw else pd.Series(pd.NA, index=raw.index)
-                category = code.astype("string").fillna(fallback.astype("string"))
+                category = code.astype(TEXT).fillna(fallback.astype(TEXT))
             yield canonical_chunk(
                 raw_line=raw[RAW_LINE],
                 user_id=raw["user_id"],

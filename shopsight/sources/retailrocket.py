@@ -23,6 +23,7 @@ from shopsight.sources.canonical import canonical_chunk, epoch_to_utc, map_event
 from shopsight.sources.reading import (
     DEFAULT_ENCODING,
     RAW_LINE,
+    TEXT,
     check_options,
     iter_csv_chunks,
     read_header,
@@ -84,12 +85,12 @@ def _generate(
     item_category = load_item_categories(property_files, chunksize=chunksize, encoding=encoding)
     if level == "root" and tree_file is not None and len(item_category):
         roots = load_category_roots(tree_file, encoding=encoding)
-        item_category = item_category.map(lambda c: roots.get(c, c)).astype("string")
+        item_category = item_category.map(lambda c: roots.get(c, c)).astype(TEXT)
     for file in files:
         for raw in iter_csv_chunks(
             file, columns=headers[file], header_lines=1, chunksize=chunksize, usecols=list(EVENT_COLUMNS), encoding=encoding
         ):
-            items = raw["itemid"].astype("string")
+            items = raw["itemid"].astype(TEXT)
             yield canonical_chunk(
                 raw_line=raw[RAW_LINE],
                 user_id=raw["visitorid"],
@@ -102,7 +103,7 @@ def _generate(
 
 def load_item_categories(files: list[Path], *, chunksize: int, encoding: str = DEFAULT_ENCODING) -> pd.Series:
     """item id -> its latest "categoryid" value, streamed over the (large) property files."""
-    latest = pd.DataFrame({"itemid": pd.Series(dtype="string"), "when": pd.Series(dtype="float64"), "value": pd.Series(dtype="string")})
+    latest = pd.DataFrame({"itemid": pd.Series(dtype=TEXT), "when": pd.Series(dtype="float64"), "value": pd.Series(dtype=TEXT)})
     for file in files:
         header = read_header(file, encoding=encoding)
         for raw in iter_csv_chunks(
@@ -113,9 +114,9 @@ def load_item_categories(files: list[Path], *, chunksize: int, encoding: str = D
                 continue
             part = pd.DataFrame(
                 {
-                    "itemid": rows["itemid"].astype("string"),
+                    "itemid": rows["itemid"].astype(TEXT),
                     "when": pd.to_numeric(rows["timestamp"], errors="coerce").astype("float64"),
-                    "value": rows["value"].astype("string").str.strip(),
+                    "value": rows["value"].astype(TEXT).str.strip(),
                 }
             )
             # Only the latest value per item is kept, so memory follows the catalogue, not the file.
