@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -161,6 +162,29 @@ def evaluate_recommender(params: Path = ParamsOpt) -> None:
     run(_params(params), log=console.print)
 
 
+@app.command()
+def headline() -> None:
+    """Per task: the champion's test score on its headline metric, the best baseline's, the gap (metrics/headline.json)."""
+    from shopsight.headline import HeadlineError, run_headline
+
+    try:
+        headlines = run_headline()
+    except HeadlineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title="headline, test split (gap > 0: the model beats the best baseline)", box=box.SIMPLE_HEAD)
+    for col in ("task", "metric", "model", "best baseline", "gap", "met"):
+        table.add_column(col, overflow="fold")
+
+    def scored(name: str, value: float | None) -> str:
+        return f"{name}\n{value:.4f}" if value is not None else f"{name}\n-"
+
+    for h in headlines:
+        table.add_row(h.task, h.metric + (" (lower\nis better)" if h.lower_is_better else ""), scored(h.model, h.score),
+                      scored(h.best_baseline, h.baseline_score), "-" if h.gap is None else f"{h.gap:+.4f}", "yes" if h.met else "NO")
+    console.print(table)
+
+
 @app.command("register-recommender")
 def register_recommender(params: Path = ParamsOpt) -> None:
     """Register the best next-item model in the BentoML model store (champion if it passes the ndcg_at_10 gate)."""
@@ -215,17 +239,31 @@ def register(params: Path = ParamsOpt) -> None:
 def models_list(
     task: str = typer.Option(None, help="only this task"),
     as_json: bool = typer.Option(False, "--json", help="print every field (metrics, full lineage) as JSON"),
+    wide: bool = typer.Option(False, "--wide", help="every column (for a wide terminal): all test metrics, git revision, data hash, trained at, gate"),
 ) -> None:
-    """All registered versions per task: status (champion/challenger/retired), test metrics, lineage."""
+    """All registered versions per task, newest first: tag, status (champion/challenger/retired), headline score."""
     from shopsight.registry import list_models
 
     rows = list_models(task)
     if as_json:
         console.print_json(json.dumps(rows))
         return
+    if wide:
+        _print_models_wide(rows)
+        return
+    # Fits an 80-column terminal: the tag carries the task, the score is the task's gate metric.
+    table = Table(title="shopsight models (newest first; --wide or --json for metrics and lineage)")
+    for col in ("tag", "status", "score", "registered"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["tag"], row["status"], f"{row['main_metric']}={row['score']:.4f}", str(row.get("registered_at", ""))[:10])
+    console.print(table)
+
+
+def _print_models_wide(rows: list[dict]) -> None:
     table = Table(title="shopsight models")
     for col in ("task", "tag", "status", "test metrics", "git revision", "data hash", "trained at", "gate"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # fold, never cut: this view is for reading every value
     for row in rows:
         lineage = row.get("lineage", {})
         metrics = " ".join(f"{k}={v:.4f}" for k, v in (row.get("metrics") or {row["main_metric"]: row["score"]}).items())

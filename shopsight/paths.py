@@ -25,3 +25,10 @@ PROPENSITY_PLOTS = PLOTS_DIR / "propensity"
 
 REPORTS_DIR = Path("monitoring") / "reports"
 PIPELINE_DRIFT_DIR = REPORTS_DIR / "pipeline"
+
+# Full per-task tables written by the evaluate stages (result files, not DVC metrics) and the headline read from them.
+CHURN_METRICS = METRICS_DIR / "churn.json"
+DEMAND_METRICS = METRICS_DIR / "demand.json"
+RECOMMENDER_METRICS = METRICS_DIR / "recommender.json"
+HEADLINE_METRICS = METRICS_DIR / "headline.json"  # the DVC metrics: numbers a reviewer compares across runs
+HEADLINE_MODELS = METRICS_DIR / "headline_models.json"  # the model and baseline names behind those numbers
