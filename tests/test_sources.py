@@ -574,3 +574,61 @@ def test_fixture_copy_is_independent_of_location(tmp_path):
     # Paths may be str or Path and relative to anything: copy the fixture elsewhere.
     copy = shutil.copy(TAOBAO, tmp_path / "UB.csv")
     assert len(read_all("taobao", str(copy))) == 24
+
+
+# ---------------------------------------------------------------- conversions explain what they cannot convert
+
+
+def test_epoch_conversion_names_the_unit_it_looks_like():
+    from shopsight.sources.canonical import epoch_to_utc
+
+    raw = pd.Series(["1511544070", "1511544070000", "1511544070000000", "x1", None, "1e400"], dtype="string")
+    stamps, problem = epoch_to_utc(raw, "s")
+    assert stamps.iloc[0] == ts("2017-11-24 17:21:10") and stamps.iloc[1:].isna().all()
+    assert pd.isna(problem.iloc[0]) and pd.isna(problem.iloc[4]), "a missing value is not a conversion problem"
+    assert "out of range as unix seconds" in problem.iloc[1] and "looks like milliseconds" in problem.iloc[1]
+    assert "looks like microseconds" in problem.iloc[2]
+    assert problem.iloc[3] == "timestamp is not a number (expected unix seconds)"
+    assert "looks like" not in problem.iloc[5]
+    _, ms_problem = epoch_to_utc(pd.Series(["1433221332117000"], dtype="string"), "ms")
+    assert "looks like microseconds" in ms_problem.iloc[0]
+
+
+def test_text_timestamps_explain_failures():
+    from shopsight.sources.canonical import parse_timestamps
+
+    raw = pd.Series(["2026-03-29 01:30", "2026-10-25 01:30", "2300-01-01", "soon", "", "2026-01-01 12:00"], dtype="string")
+    stamps, problem = parse_timestamps(raw, None, timezone="Europe/London")
+    assert stamps.iloc[5] == ts("2026-01-01 12:00") and stamps.iloc[:5].isna().all()
+    assert problem.iloc[0].startswith("nonexistent local time in Europe/London")
+    assert problem.iloc[1].startswith("ambiguous local time in Europe/London")
+    assert problem.iloc[2].startswith("timestamp out of range")
+    assert problem.iloc[3] == "unparseable timestamp (expected ISO 8601)"
+    assert pd.isna(problem.iloc[4]) and pd.isna(problem.iloc[5])
+    both, problem = parse_timestamps(pd.Series(["12/1/2010 8:26", "2010-12-01 08:26", "1/2/x"]), ("%m/%d/%Y %H:%M", None))
+    assert both.iloc[0] == both.iloc[1] == ts("2010-12-01 08:26")
+    assert problem.iloc[2] == "unparseable timestamp (expected %m/%d/%Y %H:%M or ISO 8601)"
+
+
+def test_numbers_from_typed_columns_become_exact_text():
+    from shopsight.sources.canonical import negate_number_text, number_text
+
+    assert number_text(pd.Series([2.55, 0.1 + 0.2, None, float("inf")])).tolist() == ["2.55", "0.30000000000000004", pd.NA, "inf"]
+    assert number_text(pd.Series([9223372036854775807])).tolist() == ["9223372036854775807"]
+    assert negate_number_text(pd.Series(["-4", "5", "+3", "abc", None], dtype="string")).tolist() == ["4", "-5", "-3", "abc", pd.NA]
+
+
+def test_nul_bytes_are_visible_not_cutting_fields(tmp_path):
+    path = tmp_path / "UserBehavior.csv"
+    path.write_bytes(b"1\x00x,2268318,2520377,pv,1511544070\n")
+    frame = read_all("taobao", path)
+    assert frame["user_id"].tolist() == ["1\u2400x"], "the whole field, its NUL shown as the NUL symbol"
+
+
+def test_online_retail_ids_are_not_trimmed(tmp_path):
+    path = tmp_path / "Online_Retail.csv"
+    path.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "536365,47503J ,BAG,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
+    )
+    assert read_all("online_retail", path)["item_id"].tolist() == ["47503J "]

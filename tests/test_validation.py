@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopsight.validation import ContractError, validate_events
+from shopsight.validation import ContractError, parse_price, parse_quantity, validate_events
 
 
 def _raw(**overrides):
@@ -80,3 +80,90 @@ def test_nothing_is_dropped_silently():
     valid, rejects = validate_events(raw, source="f.csv")
     assert len(valid) + len(rejects) == 50
     assert len(rejects) > 0
+
+
+# ---------------------------------------------------------------- strict parsing of text fields
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "is_number"),
+    [
+        ("2.55", 2.55, True),
+        (" 3 ", 3.0, True),
+        ("1e3", 1000.0, True),
+        ("", np.nan, True),  # missing is allowed (no price)
+        (None, np.nan, True),
+        ("inf", np.inf, True),
+        ("-Infinity", -np.inf, True),
+        ("1e400", np.inf, True),  # overflows to +inf, rejected as infinite
+        ("abc", np.nan, False),
+        ("12,50", np.nan, False),
+        ("$5", np.nan, False),
+        ("0x10", np.nan, False),
+        ("nan", np.nan, False),
+        ("1_000", np.nan, False),
+    ],
+)
+def test_price_text_is_parsed_strictly(text, value, is_number):
+    values, ok = parse_price(pd.Series([text], dtype="string"))
+    np.testing.assert_equal(values.iloc[0], value)
+    assert bool(ok.iloc[0]) is is_number
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "flags"),
+    [
+        ("3", 3, (True, True, True)),
+        ("3.0", 3, (True, True, True)),
+        ("", None, (True, True, True)),  # missing: the contract's default of 1 applies
+        ("2.5", None, (True, False, True)),
+        ("abc", None, (False, True, True)),
+        ("NaN", None, (False, True, True)),
+        ("1e20", None, (True, True, False)),
+        ("9223372036854775807", 9223372036854775807, (True, True, True)),
+        ("9223372036854775808", None, (True, True, False)),
+    ],
+)
+def test_quantity_text_is_parsed_strictly(text, value, flags):
+    values, is_number, is_integer, in_range = parse_quantity(pd.Series([text], dtype="string"))
+    assert (bool(is_number.iloc[0]), bool(is_integer.iloc[0]), bool(in_range.iloc[0])) == flags
+    assert (pd.isna(values.iloc[0]) if value is None else values.iloc[0] == value)
+
+
+def test_text_prices_and_quantities_are_rejected_with_reasons():
+    raw = _raw(price=["abc", "inf", "2.5"], quantity=["1", "2.5", "1e20"])
+    valid, rejects = validate_events(raw, source="f.csv")
+    assert len(valid) == 0
+    assert rejects["reason"].tolist() == [
+        "price is not a number",
+        "infinite price; quantity is not an integer",
+        "quantity out of range (beyond 64-bit integers)",
+    ]
+    assert rejects["price"].tolist() == ["abc", "inf", "2.5"], "rejects keep the text as written"
+
+
+def test_ids_are_kept_exactly_and_bad_ids_are_rejected():
+    raw = _raw(user_id=["u1", " u1", "u\u24001"], item_id=["i1", "i1", "i" * 300])
+    valid, rejects = validate_events(raw, source="f.csv")
+    assert valid["user_id"].tolist() == ["u1"]
+    assert "user_id has leading or trailing whitespace" in rejects.loc[0, "reason"]
+    assert "user_id contains a NUL byte" in rejects.loc[1, "reason"] and "item_id longer than 256" in rejects.loc[1, "reason"]
+
+
+def test_adapter_timestamp_problem_is_the_reason():
+    raw = _raw(timestamp=[pd.NaT, pd.NaT, pd.Timestamp("2026-01-05", tz="UTC")])
+    raw["timestamp_problem"] = pd.array(["timestamp out of range as unix seconds", None, None], dtype="string")
+    _, rejects = validate_events(raw, source="f.csv")
+    assert rejects["reason"].tolist() == ["timestamp out of range as unix seconds", "missing timestamp"]
+    assert "timestamp_problem" not in rejects.columns
+
+
+def test_a_check_that_cannot_run_fails_loudly(monkeypatch):
+    import pandera.pandas as pa
+
+    import shopsight.validation as validation
+
+    broken = pa.DataFrameSchema({"price": pa.Column("float64", pa.Check(lambda s: s.to_numpy() > 0, name="numpy result"), nullable=True)})
+    monkeypatch.setattr(validation, "contract_schema", lambda lo, hi: broken)
+    with pytest.raises(ContractError, match="could not be checked"):
+        validate_events(_raw(), source="f.csv")

@@ -143,7 +143,10 @@ def parse_timestamps(
     for each in formats:
         if not todo.any():
             break
-        parsed[todo] = _parse_one(text[todo], each, timezone, problem).astype("datetime64[ns, UTC]")
+        part = text[todo]
+        part_problem = _no_problem(part.index)
+        parsed[todo] = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
+        problem[part_problem.index] = part_problem
         todo = todo & parsed.isna() & problem.isna()
     if todo.any():
         expected = " or ".join(_describe_format(f) for f in formats)

@@ -221,6 +221,12 @@ def undecodable_line(path: Path, encoding: str) -> int | None:
 
 
 def _decode_error(path: Path, encoding: str, option: str = "data.options.encoding") -> SourceError:
+    with open_binary(path) as handle:
+        start = handle.read(4)
+    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if start.startswith(bom) and not encoding.lower().replace("_", "-").startswith(name):
+            return SourceError(f"{path}: the file is {name.upper()} text (it starts with a {name.upper()} byte-order mark). "
+                               f"Fix: set {option} in params.yaml to {name}, or save the file as UTF-8.")
     line = undecodable_line(path, encoding)
     where = f"line {line}" if line else "somewhere"
     return SourceError(
@@ -414,8 +420,12 @@ def iter_csv_chunks(
         line = _parser_error_line(message, next_line)
         fix = "close the quote on that line (or set data.options.csv.quotechar / quoting for generic)" if "EOF inside string" in message else "repair that line"
         raise SourceError(f"{path}: unreadable at line {line} ({message}). Fix: {fix}.") from None
-    except (ValueError, *STREAM_ERRORS) as exc:
+    except STREAM_ERRORS as exc:
         raise SourceError(
-            f"{path}: unreadable near line {next_line} ({exc}). Fix: repair or re-download the file, or set "
-            f"data.options.encoding in params.yaml if it is not UTF-8."
+            f"{path}: the file is damaged or truncated{f' after line {next_line - 1}' if next_line > header_lines + 1 else ''} ({exc}). "
+            f"Fix: re-download or re-compress the file."
+        ) from None
+    except ValueError as exc:
+        raise SourceError(
+            f"{path}: unreadable near line {next_line} ({exc}). Fix: repair the file or correct data.options in params.yaml."
         ) from None
