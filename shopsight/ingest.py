@@ -69,7 +69,8 @@ def simulator_params_for_pipeline(params: Params):
     from shopsight.features import plan_cutoffs
 
     sim = params.data.synthetic
-    end = pd.Timestamp(sim.start_date, tz="UTC") + pd.Timedelta(days=sim.days)
+    # the last instant simulated, as the pipeline plans from the last event (plan_cutoffs floors it to a whole day)
+    end = pd.Timestamp(sim.start_date, tz="UTC") + pd.Timedelta(days=sim.days) - pd.Timedelta(1, "ns")
     update: dict = {"horizon_days": params.features.horizon_days, "churn_horizon_days": params.churn.horizon_days}
     if sim.truth_cutoffs is None:
         # churn plans its cutoffs with its own horizon (shopsight.churn.churn_cutoffs): truth at those too
