@@ -36,10 +36,15 @@ def _busy_cpus() -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        text = [part.decode(errors="replace") if isinstance(part, bytes) else (part or "") for part in (exc.stdout, exc.stderr)]
+        pytest.fail(f"{' '.join(cmd)} still running after {timeout} s:\n{text[0][-3000:]}\n{text[1][-3000:]}")
 
 
+@pytest.mark.timeout(2400)  # two flows on a machine whose cores are all kept busy
 def test_training_then_monitoring_flow_from_empty_homes_on_a_busy_machine(tiny_project, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(tiny_project, project, ignore=shutil.ignore_patterns("bentoml-serve-*.log"))
@@ -47,8 +52,8 @@ def test_training_then_monitoring_flow_from_empty_homes_on_a_busy_machine(tiny_p
     assert not Path(env["PREFECT_HOME"]).exists()
     burners = _busy_cpus()
     try:
-        training = _run([sys.executable, "-m", "flows.training"], project, env)
-        monitoring = _run([sys.executable, "-m", "flows.monitoring", "--no-act"], project, env)
+        training = _run([sys.executable, "-m", "flows.training"], project, env, timeout=1200)
+        monitoring = _run([sys.executable, "-m", "flows.monitoring", "--no-act"], project, env, timeout=900)
     finally:
         for proc in burners:  # stopped by their own PIDs
             proc.kill()
