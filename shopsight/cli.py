@@ -241,7 +241,7 @@ def models_list(
     as_json: bool = typer.Option(False, "--json", help="print every field (metrics, full lineage) as JSON"),
     wide: bool = typer.Option(False, "--wide", help="every column (for a wide terminal): all test metrics, git revision, data hash, trained at, gate"),
 ) -> None:
-    """All registered versions per task, newest first: tag, status (champion/challenger/retired), headline score."""
+    """All registered versions per task, newest first: tag, status (champion/challenger/retired), score on the gate metric."""
     from shopsight.registry import list_models
 
     rows = list_models(task)
