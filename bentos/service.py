@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from pathlib import Path
@@ -12,18 +13,19 @@ from typing import Annotated
 import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
-from bentoml.exceptions import BadInput, ServiceUnavailable
+from bentoml.exceptions import ServiceUnavailable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from shopsight.config import Params, load_params
 from shopsight.prediction_log import Prediction, open_prediction_log
 from shopsight import prediction_records
-from shopsight.security import RequestGuard
-from shopsight.serving import PropensityOut, UserHistory, features_for_histories
+from shopsight.security import RequestGuard, UnavailableAnswer
+from shopsight.serving import (MAX_EVENTS_PER_USER, Amount, Day, Id, OneLineClientErrors, PropensityOut, UserHistory,
+                               answer_batch, features_for_histories, request_error, require_finite)
 from shopsight.recommender import RecentItems, RecommendOut, SimilarOut
 from shopsight.churn import ChurnOut, ChurnRequest
-from shopsight.demand import DemandForecastOut, DemandRequest
+from shopsight.demand import MAX_HISTORY_DAYS, DemandForecastOut, DemandRequest
 from shopsight.explain import ExplainedScoreOut
 
 
@@ -74,9 +76,59 @@ class ValidatedUser(BaseModel):
     n_events: int
 
 
-# Bounded lists: an empty or oversized request is a 400 naming `users` before any work is done.
-UserBatch = Annotated[list[UserHistory], Field(min_length=1, max_length=SERVING.max_users_per_request)]
+# ---- request schemas: the task modules' requests with strict types, bounded ids and sane dates ----
+# (declared here: shopsight.serving is imported by the task modules, so it cannot import them)
+
+
+class ChurnUser(ChurnRequest):
+    explain: StrictBool = False
+
+
+class DemandSeries(DemandRequest):
+    series_id: Id
+    history: list[Amount] | None = Field(None, max_length=MAX_HISTORY_DAYS, description="daily units, oldest first")
+    start: Day | None = Field(None, description="first forecast day; default: the day after the stored data (or today)")
+
+
+class RecommendUser(RecentItems):
+    user_id: Id | None = None
+    items: list[Id] = Field(default_factory=list, max_length=MAX_EVENTS_PER_USER)
+    exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_EVENTS_PER_USER, description="never recommend these")
+
+
+def _bounded(item):
+    """A request list of 1..serving.max_users_per_request items: an empty or oversized list is a 400 naming it."""
+    return Annotated[list[item], Field(min_length=1, max_length=SERVING.max_users_per_request)]
+
+
+UserBatch = _bounded(UserHistory)
+ChurnBatch = _bounded(ChurnUser)
+DemandBatch = _bounded(DemandSeries)
+RecommendBatch = _bounded(RecommendUser)
+ItemIdBatch = _bounded(Id)
 log = logging.getLogger("shopsight.service")
+# BentoML logs each failed request with a traceback: a client's 400 (or a shed 503) is one line instead.
+logging.getLogger("bentoml._internal.server.http_app").addFilter(OneLineClientErrors())
+
+_MISSING = {
+    "recommender": "no recommender model in the BentoML store: run `dvc repro` then `shopsight register-recommender`",
+    "churn": "no churn model in the BentoML store: run `dvc repro` and register it (flows/training.py)",
+    "demand": "no demand model in the BentoML store: run `dvc repro` and register it (flows/training.py)",
+}
+_ENDPOINTS_OF = {"recommender": ("/recommend", "/similar_items"), "churn": ("/churn_risk",), "demand": ("/forecast_demand",)}
+_UNAVAILABLE = {path: _MISSING[task] for task, tag in (("recommender", RECOMMENDER_TAG), ("churn", CHURN_TAG), ("demand", DEMAND_TAG))
+                if tag is None for path in _ENDPOINTS_OF[task]}
+_PROPENSITY_READY = threading.Event()  # one service instance per worker process
+LOADING_RETRY_S = 5
+
+
+def unavailable_reason(path: str) -> tuple[str, int | None] | None:
+    """Why an endpoint cannot answer now, with a retry-after in seconds when waiting helps (UnavailableAnswer)."""
+    if path in _UNAVAILABLE:
+        return _UNAVAILABLE[path], None
+    if path == "/predict_propensity" and not _PROPENSITY_READY.is_set():
+        return "the propensity model is still loading: retry when /readyz answers 200", LOADING_RETRY_S
+    return None
 
 
 # http.host: `bentoml serve` binds 127.0.0.1 unless --host or serving.host says otherwise.
@@ -91,7 +143,7 @@ class ShopsightService:
         demand_ref = bentoml.models.BentoModel(DEMAND_TAG)
 
     def __init__(self) -> None:
-        self._propensity_ready = threading.Event()
+        self._propensity_ready = _PROPENSITY_READY
         self._load_error: BaseException | None = None
         self.prediction_log = open_prediction_log(PARAMS)
         try:
@@ -187,19 +239,22 @@ class ShopsightService:
             self.prediction_log.close()
 
     # Adaptive batching: see the comment on serving.max_batch_size / max_latency_ms in params.yaml (bench/bench_serving.py).
+    # Every batched endpoint answers through answer_batch: an item that cannot be answered fails its own request
+    # (a 400 naming it), never the other requests of the batch.
     @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
     def predict_propensity(self, users: UserBatch) -> list[PropensityOut]:
         """Probability that each user purchases within the horizon, from their recent events."""
-        if not users:
-            return []
         compiled = self._require_propensity()
+        return answer_batch(users, lambda batch: self._score_propensity(compiled, batch), _user_loc, "predict_propensity")
+
+    def _score_propensity(self, compiled, users: list[UserHistory]) -> list[PropensityOut]:
         x, active, as_ofs = features_for_histories(users, PARAMS.features)
         probs = compiled(x).numpy().ravel()
         calibrated = self.propensity_explainer.calibrator.apply(probs)  # the model dir's calibration.json
-        out = [
+        out = require_finite([
             PropensityOut(user_id=u.user_id, probability=float(p), calibrated_probability=float(c), model=self.propensity_tag, as_of=t, recent_activity=a)
             for u, p, c, a, t in zip(users, probs, calibrated, active, as_ofs)
-        ]
+        ])
         self._log("predict_propensity", self.propensity_tag, [
             Prediction(o.user_id, dict(zip(self.feature_columns, row.tolist())),
                        {"probability": o.probability, "calibrated_probability": o.calibrated_probability, "recent_activity": o.recent_activity}, o.as_of)
@@ -214,71 +269,90 @@ class ShopsightService:
 
     def _recommender_or_503(self):
         if self.recommender is None:
-            raise ServiceUnavailable("no recommender model in the BentoML store: run `dvc repro` then `shopsight register-recommender`")
+            raise ServiceUnavailable(_MISSING["recommender"])
         return self.recommender
 
+    def _check_k(self, endpoint: str, k: int) -> None:
+        if not 1 <= k <= PARAMS.recommender.k_max:
+            raise request_error(endpoint, ("k",), f"k={k} is out of range: ask for 1..{PARAMS.recommender.k_max} items (recommender.k_max in params.yaml)")
+
     @bentoml.api
-    def recommend(self, users: list[RecentItems], k: int = 10, exclude_purchased: bool | None = None) -> list[RecommendOut]:
+    def recommend(self, users: RecommendBatch, k: StrictInt = 10, exclude_purchased: StrictBool | None = None) -> list[RecommendOut]:
         """Top-k next items per user from their recent item ids (one matrix product for the whole request);
         unknown ids are ignored and reported, an empty or unknown history gets the most popular items."""
-        from shopsight.recommender import RequestError, recommend_for_requests
+        from shopsight.recommender import recommend_for_requests
 
         scorer = self._recommender_or_503()
-        if len(users) > SERVING.max_users_per_request:
-            raise BadInput(f"users: {len(users)} histories; at most {SERVING.max_users_per_request} per request (serving.max_users_per_request)")
-        try:
-            out = recommend_for_requests(scorer, users, k, exclude_purchased, PARAMS.recommender.k_max, self.recommender_tag)
-        except RequestError as exc:
-            raise BadInput(str(exc)) from exc
-        self._log("recommend", self.recommender_tag, prediction_records.recommend_records(users, out))
-        return out
+        self._check_k("recommend", k)
+
+        def answer(batch):
+            out = require_finite(recommend_for_requests(scorer, batch, k, exclude_purchased, PARAMS.recommender.k_max, self.recommender_tag))
+            self._log("recommend", self.recommender_tag, prediction_records.recommend_records(batch, out))
+            return out
+
+        return answer_batch(users, answer, lambda u: ("users", u.user_id or "?"), "recommend").settle()
 
     @bentoml.api
-    def similar_items(self, item_ids: list[str], k: int = 10) -> list[SimilarOut]:
+    def similar_items(self, item_ids: ItemIdBatch, k: StrictInt = 10) -> list[SimilarOut]:
         """Items nearest to each given item in the learned item-embedding space (cosine); unknown ids answer known=false."""
-        from shopsight.recommender import RequestError, similar_for_requests
+        from shopsight.recommender import similar_for_requests
 
         scorer = self._recommender_or_503()
-        if len(item_ids) > SERVING.max_users_per_request:
-            raise BadInput(f"item_ids: {len(item_ids)} ids; at most {SERVING.max_users_per_request} per request")
-        try:
-            out = similar_for_requests(scorer, item_ids, k, PARAMS.recommender.k_max, self.recommender_tag)
-        except RequestError as exc:
-            raise BadInput(str(exc)) from exc
-        self._log("similar_items", self.recommender_tag, prediction_records.similar_records(item_ids, out))
-        return out
+        self._check_k("similar_items", k)
+
+        def answer(batch):
+            out = require_finite(similar_for_requests(scorer, batch, k, PARAMS.recommender.k_max, self.recommender_tag))
+            self._log("similar_items", self.recommender_tag, prediction_records.similar_records(batch, out))
+            return out
+
+        return answer_batch(item_ids, answer, lambda i: ("item_ids", i), "similar_items").settle()
 
     @bentoml.api
-    def explain_propensity(self, users: list[UserHistory]) -> list[ExplainedScoreOut]:
+    def explain_propensity(self, users: UserBatch) -> list[ExplainedScoreOut]:
         """Calibrated purchase probability per user with its top contributing features (integrated gradients)."""
         from shopsight.explain import explain_requests
 
-        if len(users) > SERVING.max_users_per_request:
-            raise BadInput(f"users: {len(users)} histories; at most {SERVING.max_users_per_request} per request (serving.max_users_per_request)")
-        out = explain_requests(self.propensity_explainer, users, PARAMS.features, self.propensity_tag, PARAMS.propensity.explain.top_k)
-        self._log("explain_propensity", self.propensity_tag, prediction_records.explained_records(out))
-        return out
+        def answer(batch):
+            out = require_finite(explain_requests(self.propensity_explainer, batch, PARAMS.features, self.propensity_tag, PARAMS.propensity.explain.top_k))
+            self._log("explain_propensity", self.propensity_tag, prediction_records.explained_records(out))
+            return out
+
+        return answer_batch(users, answer, _user_loc, "explain_propensity").settle()
 
     @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
-    def churn_risk(self, users: list[ChurnRequest]) -> list[ChurnOut]:
+    def churn_risk(self, users: ChurnBatch) -> list[ChurnOut]:
         """Calibrated probability that each user has no activity in the churn horizon; `explain: true` adds reasons."""
         from shopsight.churn import score_churn_requests
 
         if self.churn is None:
-            raise ServiceUnavailable("no churn model in the BentoML store: run `dvc repro` and register it (flows/training.py)")
-        out = score_churn_requests(self.churn, users, PARAMS, self.churn_horizon, self.churn_tag, PARAMS.churn.explain.top_k)
-        self._log("churn_risk", self.churn_tag, prediction_records.churn_records(out))
-        return out
+            raise ServiceUnavailable(_MISSING["churn"])
+
+        def answer(batch):
+            out = require_finite(score_churn_requests(self.churn, batch, PARAMS, self.churn_horizon, self.churn_tag, PARAMS.churn.explain.top_k))
+            self._log("churn_risk", self.churn_tag, prediction_records.churn_records(out))
+            return out
+
+        return answer_batch(users, answer, _user_loc, "churn_risk")
 
     @bentoml.api(batchable=True, max_batch_size=SERVING.max_batch_size, max_latency_ms=SERVING.max_latency_ms)
-    def forecast_demand(self, series: list[DemandRequest]) -> list[DemandForecastOut]:
+    def forecast_demand(self, series: DemandBatch) -> list[DemandForecastOut]:
         """Daily units for the next horizon per item or category series, from a given or the stored history."""
         if self.demand is None:
-            raise ServiceUnavailable("no demand model in the BentoML store: run `dvc repro` and register it (flows/training.py)")
-        out = self.demand.forecast(series, self.demand_tag)
-        self._log("forecast_demand", self.demand_tag, prediction_records.demand_records(series, out))
-        return out
+            raise ServiceUnavailable(_MISSING["demand"])
+
+        def answer(batch):
+            out = require_finite(self.demand.forecast(batch, self.demand_tag))
+            self._log("forecast_demand", self.demand_tag, prediction_records.demand_records(batch, out))
+            return out
+
+        return answer_batch(series, answer, lambda s: ("series", s.series_id), "forecast_demand")
 
 
-# Every POST endpoint: API key when $<serving.api_key_env> is set (401), body at most serving.max_body_kb (413).
+def _user_loc(user: UserHistory) -> tuple:
+    return ("users", user.user_id)
+
+
+# Every POST endpoint: API key when $<serving.api_key_env> is set (401), body at most serving.max_body_kb (413);
+# then (inner) 503s that say why: no model, still loading, or busy with a Retry-After (a shed request).
 ShopsightService.add_asgi_middleware(RequestGuard, max_body_bytes=SERVING.max_body_kb * 1024, api_key_env=SERVING.api_key_env)
+ShopsightService.add_asgi_middleware(UnavailableAnswer, retry_after_s=math.ceil(SERVING.max_latency_ms / 1000), unavailable=unavailable_reason)

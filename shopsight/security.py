@@ -1,4 +1,5 @@
-"""ASGI middleware in front of the service's endpoints: optional API key and a bounded request body.
+"""ASGI middleware in front of the service's endpoints: optional API key and a bounded request body (RequestGuard),
+and 503s that say why and when to retry (UnavailableAnswer).
 
 Registered with BentoML's supported hook (`ShopsightService.add_asgi_middleware(RequestGuard, ...)` in
 bentos/service.py). Every POST (all prediction endpoints, including ones added later) needs the key when
@@ -105,3 +106,44 @@ class RequestGuard:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+BUSY = "the server is busy (more requests than it can answer within serving.max_latency_ms): retry after {seconds} s"
+
+
+class UnavailableAnswer:
+    """503s that tell the client why and when to retry, never "An unexpected error has occurred".
+
+    `unavailable(path)` names endpoints that cannot answer now (no model in the store, a model still loading) as
+    (reason, retry-after seconds or None): answered here before any parsing. Any other 503 comes from BentoML
+    itself, which sheds the requests an adaptive batch cannot serve within max_latency_ms: it becomes "busy" with a
+    Retry-After header.
+    """
+
+    def __init__(self, app: Callable, *, retry_after_s: int, unavailable: Callable[[str], tuple[str, int | None] | None] | None = None) -> None:
+        self.app = app
+        self.retry_after_s = max(1, int(retry_after_s))
+        self.unavailable = unavailable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in GUARDED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        found = self.unavailable(scope["path"]) if self.unavailable else None
+        if found is not None:
+            reason, retry_after = found
+            await _error(503, reason, {"Retry-After": str(retry_after)} if retry_after else None)(scope, receive, send)
+            return
+        replaced = False
+
+        async def answer_busy(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                replaced = True
+                busy = _error(503, BUSY.format(seconds=self.retry_after_s), {"Retry-After": str(self.retry_after_s)})
+                await send({"type": "http.response.start", "status": 503, "headers": busy.raw_headers})
+                await send({"type": "http.response.body", "body": busy.body, "more_body": False})
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, answer_busy)

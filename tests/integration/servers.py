@@ -57,3 +57,15 @@ def bentoml_server(target: str, cwd: Path, env: dict | None = None, timeout: flo
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def service_env(project: Path, logs: Path, api_key: str = "", **serving) -> dict[str, str]:
+    """Environment for `bentoml serve` of the project's service with its params plus `serving` overrides (written
+    under `logs`), its own prediction log dir and API key ("" = none)."""
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["serving"].update(serving)
+    path = logs / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return {"SHOPSIGHT_API_KEY": api_key, "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}

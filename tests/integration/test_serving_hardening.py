@@ -8,15 +8,13 @@ import asyncio
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from shopsight.config import load_params
 from shopsight.prediction_log import read_prediction_log
-from tests.integration.servers import bentoml_server
+from tests.integration.servers import bentoml_server, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -26,27 +24,24 @@ SERVICE = "bentos.service:ShopsightService"
 
 @pytest.fixture(scope="module")
 def registered(tiny_project):
+    """Every model the service can serve, so that every endpoint answers (and is fuzzed), whatever the file order."""
+    from shopsight.churn import register_churn
+    from shopsight.demand import register_demand
     from shopsight.pipeline import register_propensity
+    from shopsight.recommender import register_recommender
 
     with contextlib.chdir(tiny_project):
-        return register_propensity(load_params("params.yaml"))
-
-
-def _service_env(project: Path, logs: Path, api_key: str, **serving) -> dict[str, str]:
-    """Environment for a server with the project's params plus `serving` overrides (written under `logs`),
-    its own prediction log dir and API key ("" = none)."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["serving"].update(serving)
-    path = logs / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return {"SHOPSIGHT_API_KEY": api_key, "SHOPSIGHT_PREDICTION_LOG_DIR": str(logs / "predictions"), "SHOPSIGHT_PARAMS": str(path)}
+        params = load_params("params.yaml")
+        propensity = register_propensity(params)
+        register_churn(params), register_demand(params), register_recommender(params)
+        return propensity
 
 
 @pytest.fixture(scope="module")
 def guarded(tiny_project, registered, tmp_path_factory):
     """The service with an API key and a small body limit."""
     logs = tmp_path_factory.mktemp("guarded-log")
-    env = _service_env(tiny_project, logs, API_KEY, max_body_kb=64)
+    env = service_env(tiny_project, logs, API_KEY, max_body_kb=64)
     with bentoml_server(SERVICE, cwd=tiny_project, env=env, log_dir=logs) as url:
         yield url
 
@@ -106,27 +101,28 @@ def test_too_many_users_and_too_large_bodies_are_rejected(guarded):
     assert resp.status_code == 413 and "max_body_kb" in resp.json()["error"]
 
 
-# Endpoints whose model is optional: without it they answer 503 "no model" by design, which is not a bug.
-OPTIONAL_MODEL_PATHS = {"recommender": ["/recommend", "/similar_items"], "churn": ["/churn_risk"], "demand": ["/forecast_demand"]}
-
-
 def test_schemathesis_finds_no_server_error(guarded, tmp_path):
-    """Property-based requests generated from the service's own OpenAPI schema, valid and invalid."""
-    import bentoml
+    """Property-based requests generated from the service's own OpenAPI schema, valid and invalid, to every endpoint
+    (the `registered` fixture stores every model, so none answers 503 "no model")."""
+    import xml.etree.ElementTree as ET
 
-    present = {m.tag.name for m in bentoml.models.list()}
-    skipped = [path for task, paths in OPTIONAL_MODEL_PATHS.items() if task not in present for path in paths]
+    schema = httpx.get(f"{guarded}/docs.json", timeout=30).json()
+    endpoints = {path for path, ops in schema["paths"].items() if "post" in ops}
+    assert {"/churn_risk", "/forecast_demand", "/recommend", "/similar_items", "/predict_propensity"} <= endpoints
     report = tmp_path / "junit.xml"
     proc = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{guarded}/docs.json", "--checks", "not_a_server_error",
          "--max-examples", "40", "--seed", "8", "--header", f"X-API-Key: {API_KEY}", "--request-timeout", "30",
-         "--phases", "examples,coverage,fuzzing", "--report", "junit", "--report-junit-path", str(report), "--no-color",
-         *[arg for path in skipped for arg in ("--exclude-path", path)]],
-        capture_output=True, text=True, timeout=600,
+         "--phases", "examples,coverage,fuzzing", "--report", "junit", "--report-junit-path", str(report), "--no-color"],
+        capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     cases = sum(int(n) for n in re.findall(r"(\d+) generated", proc.stdout)) or sum(int(n) for n in re.findall(r"(\d+) test cases", proc.stdout))
     assert cases >= 200, proc.stdout[-3000:]
+    fuzzed = {case.get("name", "") for case in ET.parse(report).iter("testcase")}
+    missed = {e for e in endpoints if not any(name.endswith(f"POST {e}") for name in fuzzed)}
+    skipped = [case.get("name") for case in ET.parse(report).iter("testcase") if case.find("skipped") is not None]
+    assert not missed and not skipped, (missed, skipped, sorted(fuzzed))
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +130,7 @@ def slow_warmup(tiny_project, registered, tmp_path_factory):
     """The service with a long warm-up and no API key, started without waiting for readiness."""
     logs = tmp_path_factory.mktemp("load-log")
     # ~10 ms a round (features of 1..256 users in memory + compiled call): several seconds of warm-up
-    env = _service_env(tiny_project, logs, "", warmup_rounds=500)
+    env = service_env(tiny_project, logs, "", warmup_rounds=500)
     return logs, env
 
 
