@@ -6,7 +6,6 @@ import csv
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -592,6 +591,9 @@ def test_epoch_conversion_names_the_unit_it_looks_like():
     assert "looks like" not in problem.iloc[5]
     _, ms_problem = epoch_to_utc(pd.Series(["1433221332117000"], dtype="string"), "ms")
     assert "looks like microseconds" in ms_problem.iloc[0]
+    stamps, ms_problem = epoch_to_utc(pd.Series(["1433221332", "1433221332117"], dtype="string"), "ms")
+    assert pd.isna(stamps.iloc[0]) and "looks like unix seconds" in ms_problem.iloc[0]
+    assert stamps.iloc[1] == ts("2015-06-02 05:02:12.117") and pd.isna(ms_problem.iloc[1])
 
 
 def test_text_timestamps_explain_failures():

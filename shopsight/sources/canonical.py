@@ -25,6 +25,7 @@ _NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000}
 _UNIT_NAMES = {"s": "seconds", "ms": "milliseconds"}
 # a unit's value divided by 1000 (or 10**6) read right in the next finer units
 _FINER_UNITS = {"s": ("milliseconds", "microseconds"), "ms": ("microseconds", "nanoseconds")}
+_SECONDS_LIKE = (1e8, 1e10)  # unix seconds of 1973..2286, i.e. the first 115 days of 1970 in milliseconds
 _MAX_NS = np.iinfo("int64").max - 1  # NaT is int64 min; keep clear of both ends
 RANGE_TEXT = f"{pd.Timestamp.min.date()}..{pd.Timestamp.max.date()}"
 _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
@@ -78,6 +79,12 @@ def epoch_to_utc(raw: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
             np.where(magnitude / 1e6 < limit, f"{base}; looks like {finest}: check the unit", base),
         )
         problem[out_of_range] = reasons[out_of_range]
+    if unit == "ms":
+        # Seconds read as milliseconds land in January 1970 (no shop data does): say so, don't keep the date.
+        seconds_like = valid & (np.abs(np.where(valid, values, 0.0)) >= _SECONDS_LIKE[0]) & (np.abs(np.where(valid, values, 0.0)) < _SECONDS_LIKE[1])
+        if seconds_like.any():
+            problem[seconds_like] = "timestamp looks like unix seconds, not milliseconds (it would fall in January 1970): check the unit"
+            stamps = stamps.mask(seconds_like)
     return stamps, problem
 
 
