@@ -393,3 +393,27 @@ def test_generic_constant_event_type_for_a_purchase_table(tmp_path, monkeypatch)
         read_source("generic", path, options={**options, "event_type_constant": "order"})
     with pytest.raises(SourceError, match="event_type_constant"):
         read_source("generic", path, options={"columns": options["columns"]})  # the error suggests the option
+
+
+def _parquet(tmp_path, **columns) -> Path:
+    base = {"uid": ["u1", "u2"], "sku": ["a", "b"], "action": ["view", "purchase"],
+            "ts": ["2026-01-05T10:00:00Z", "2026-01-05T11:00:00Z"], "price": [1.5, 2.0], "qty": [1, 2]}
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({**base, **columns}), path)
+    return path
+
+
+@pytest.mark.parametrize("values", [pa.array([b"u1", b"\xff"], pa.binary()), pa.array([{"a": 1}, {"a": 2}])], ids=["binary", "struct"])
+def test_parquet_ids_that_are_not_text_are_a_clear_error(tmp_path, values):
+    with pytest.raises(SourceError, match="column 'uid' holds .* values, not text"):
+        read_source("generic", _parquet(tmp_path, uid=values), options={"columns": COLUMNS})
+
+
+def test_parquet_times_beyond_the_nanosecond_range_are_rejected_with_reason(tmp_path, monkeypatch):
+    import datetime
+
+    monkeypatch.chdir(tmp_path)
+    times = pa.array([datetime.datetime(2026, 1, 5), datetime.datetime(2300, 1, 1)], pa.timestamp("s"))
+    report = ingest(_params(_parquet(tmp_path, ts=times)))
+    assert (report.rows_out, report.rejected) == (1, 1)
+    assert report.rejects_by_reason == {"timestamp out of range (representable: 1677-09-21..2262-04-11)": 1}

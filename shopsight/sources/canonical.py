@@ -169,9 +169,16 @@ def parse_timestamps(
 def datetimes_to_utc(values: pd.Series, *, timezone: str = "UTC") -> tuple[pd.Series, pd.Series]:
     """Datetime values (e.g. from Parquet) -> (UTC, problem); naive ones are taken in `timezone`."""
     problem = _no_problem(values.index)
+    # Parquet keeps second/milli/microsecond times beyond the nanosecond range pandas computes in.
+    zone = "UTC" if isinstance(values.dtype, pd.DatetimeTZDtype) else None
+    lo, hi = pd.Timestamp.min.ceil("s").tz_localize(zone), pd.Timestamp.max.floor("s").tz_localize(zone)
+    beyond = values.notna() & ((values < lo) | (values > hi))
+    if beyond.any():
+        problem[beyond] = f"timestamp out of range (representable: {RANGE_TEXT})"
+        values = values.mask(beyond)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), problem
-    return _localize(values, timezone, problem).astype("datetime64[ns, UTC]"), problem
+    return _localize(values.astype("datetime64[ns]"), timezone, problem).astype("datetime64[ns, UTC]"), problem
 
 
 def number_text(values: pd.Series) -> pd.Series:

@@ -42,6 +42,7 @@ from shopsight.sources.reading import (
     RAW_LINE,
     TEXT,
     check_options,
+    check_parquet_types,
     delimiter_hint,
     is_parquet,
     iter_csv_chunks,
@@ -92,7 +93,10 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
             header, header_lines = _parquet_columns(file), 0
         else:
             header, header_lines = _csv_layout(file, csv_kwargs)
-        plans.append((file, fmt, header, header_lines, _resolve(file, header, mapping)))
+        cols = _resolve(file, header, mapping)
+        if fmt == "parquet":
+            check_parquet_types(file, pq.ParquetFile(file).schema_arrow, [c for c in cols.values() if c is not None], kind=KIND)
+        plans.append((file, fmt, header, header_lines, cols))
     return _generate(plans, chunksize, csv_kwargs, event_map, options)
 
 

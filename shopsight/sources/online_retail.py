@@ -51,6 +51,7 @@ from shopsight.sources.reading import (
     RAW_LINE,
     TEXT,
     check_options,
+    check_parquet_types,
     delimiter_hint,
     is_parquet,
     iter_csv_chunks,
@@ -92,7 +93,10 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
         else:
             file_encoding = resolved_encoding(file, encoding)
             header = read_header(file, encoding=file_encoding)
-        plans.append((file, fmt, file_encoding, header, _resolve_columns(file, header)))
+        cols = _resolve_columns(file, header)
+        if fmt == "parquet":
+            check_parquet_types(file, pq.ParquetFile(file).schema_arrow, cols.values(), kind=KIND)
+        plans.append((file, fmt, file_encoding, header, cols))
     return _generate(plans, chunksize, options)
 
 

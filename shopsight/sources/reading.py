@@ -145,6 +145,22 @@ def open_binary(path: Path) -> IO[bytes]:
         raise SourceError(f"{path}: cannot open the file ({exc}). Fix: check the file and its permissions.") from None
 
 
+def check_parquet_types(file: Path, schema, columns: Iterable[str], *, kind: str) -> None:
+    """Fail naming the column when a mapped Parquet column holds binary or nested values: turning
+    bytes or structs into text would invent ids."""
+    import pyarrow as pa
+
+    for name in columns:
+        arrow_type = schema.field(name).type
+        if pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type) or pa.types.is_nested(arrow_type):
+            raise SourceError(
+                f"{file}: column {name!r} holds {arrow_type} values, not text, numbers or times, for data.source={kind}. "
+                f"Fix: store it as a string (or number) column, or map another column in data.options.columns."
+            )
+
+
 def detect_encoding(path: Path) -> str:
     """utf-8-sig when the whole file decodes as UTF-8; else cp1252 (Windows exports), else Latin-1."""
     for encoding in ("utf-8-sig", "cp1252"):
