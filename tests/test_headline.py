@@ -110,3 +110,25 @@ def test_cli_headline_without_the_full_metrics_exits_2_naming_the_file(tmp_path,
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli.app, ["headline"])
     assert result.exit_code == 2 and "propensity.json not found" in result.output, result.output
+
+
+def test_dvc_yaml_declares_only_the_headline_as_the_tasks_metrics():
+    """The full tables are committed result files (cache: false outs), the headline stage reads them all."""
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+    def declared(stage: dict, kind: str) -> dict[str, dict]:
+        return {path: opts for item in stage.get(kind, []) for path, opts in (item.items() if isinstance(item, dict) else [(item, {})])}
+
+    metrics = {path for stage in stages.values() for path in declared(stage, "metrics")}
+    assert str(paths.HEADLINE_METRICS) in metrics
+    assert not metrics & {str(spec.metrics_file) for spec in TASKS}, metrics
+    outs = {path: opts for stage in stages.values() for path, opts in declared(stage, "outs").items()}
+    for spec in TASKS:
+        assert outs[str(spec.metrics_file)] == {"cache": False}, spec.metrics_file
+    assert outs[str(paths.HEADLINE_MODELS)] == {"cache": False}
+    assert {str(spec.metrics_file) for spec in TASKS} <= set(stages["headline"]["deps"])
+    assert declared(stages["headline"], "metrics") == {str(paths.HEADLINE_METRICS): {"cache": False}}
