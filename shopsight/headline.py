@@ -1,5 +1,8 @@
 """Headline metrics: per task, the champion model's test score, the best baseline's, and the gap between them.
 
+"Champion model" is the model the task registers (the MLP, the sequence model chosen on validation, the
+demand forecaster); the other rows of the full table are its variants, the baselines and the oracle.
+
 The evaluate stages write full tables (every model x every metric, notes, dates) to metrics/<task>.json; those
 are result files, too wide to compare runs with. This step reads them and writes the few numbers a reviewer
 compares, as DVC metrics (metrics/headline.json, numbers only, so `dvc exp show` gets one column per number),
@@ -34,7 +37,7 @@ class TaskHeadline:
     metric: str  # the key in metrics["test"][<model>]
     baselines: tuple[str, ...]  # the rows of metrics["test"] that are baselines (not the oracle, not model variants)
     lower_is_better: bool = False
-    model_field: tuple[str, ...] = ("targets", "model")  # the champion's row name inside the full file
+    model_field: tuple[str, ...] = ("targets", "model")  # where the full file names the model the task registers
     default_model: str = "mlp"
 
     @property
