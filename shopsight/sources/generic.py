@@ -12,7 +12,8 @@ options:
   Parquet timestamps need none).
 - timezone: zone of timestamps without an offset (default "UTC").
 - csv: pandas.read_csv keyword arguments (sep, header, names, skiprows as an int, quotechar,
-  encoding, ...); the reader itself sets dtype, chunksize and na handling.
+  encoding, ...); the reader itself sets dtype, chunksize, na handling and compression. encoding
+  "auto" reads UTF-8 when the whole file is UTF-8, else cp1252/Latin-1.
 - format: "csv" or "parquet" (default: Parquet when the suffix or the file's magic bytes say so).
   A CSV may be compressed (.gz, .bz2, .xz, .zip, recognised by magic bytes).
 """
