@@ -1,5 +1,7 @@
-"""The baseline of bench/bench_serving.py: the same model and feature code as bentos/service.py, served the
-naive way (no adaptive batching, `model.predict` once per request). Not for production.
+"""The per-request baseline of bench/bench_serving.py: the same model and feature code as bentos/service.py, with
+the same compiled call (tf.function, warmed up), but no adaptive batching: one call per request. The difference
+to the service is what batching adds. (A `model.predict` per request would mostly measure Keras' fixed ~45 ms
+per-call cost, not serving.) Not for production.
 
     bentoml serve bench.naive_service:NaiveService --port 3001   # with SHOPSIGHT_PROPENSITY_TAG=propensity:<v>
 """
@@ -24,16 +26,20 @@ class NaiveService:
 
     def __init__(self) -> None:
         import keras
+        import tensorflow as tf
 
         path = Path(self.propensity_ref.path)
         self.tag = str(self.propensity_ref.tag)
         self.feature_columns = json.loads((path / "feature_columns.json").read_text())
-        self.model = keras.models.load_model(path / "model.keras")
+        model = keras.models.load_model(path / "model.keras")
+        spec = tf.TensorSpec(shape=(None, len(self.feature_columns)), dtype=tf.float32)
+        self.compiled = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self.compiled(tf.zeros((1, len(self.feature_columns))))  # traced before the first request
 
     @bentoml.api
     def predict_propensity(self, users: list[UserHistory]) -> list[PropensityOut]:
         x, active, as_ofs = features_for_histories(users, PARAMS.features)
-        probs = self.model.predict(x, verbose=0).ravel()  # the naive part: a full predict() per request
+        probs = self.compiled(x).numpy().ravel()  # one compiled call per request: no batching across requests
         return [
             PropensityOut(user_id=u.user_id, probability=float(p), model=self.tag, as_of=t, recent_activity=a)
             for u, p, a, t in zip(users, probs, active, as_ofs)
