@@ -83,3 +83,42 @@ def test_key_comparison():
     assert key_matches("abc", "abc")
     assert not key_matches("abd", "abc") and not key_matches(None, "abc") and not key_matches("", "abc")
     assert not key_matches("\udcff", "abc")  # undecodable header bytes do not crash the comparison
+
+
+# ---- UnavailableAnswer: 503s that say why and when to retry ----
+
+
+async def shed(_: Request) -> JSONResponse:
+    return JSONResponse({"error": "An unexpected error has occurred, please check the server log."}, status_code=503)
+
+
+async def broken(_: Request) -> JSONResponse:
+    return JSONResponse({"error": "An unexpected error has occurred, please check the server log."}, status_code=500)
+
+
+def unavailable_client() -> TestClient:
+    from shopsight.security import UnavailableAnswer
+
+    def reason(path: str):
+        return {"/churn": ("no churn model in the store", None), "/loading": ("still loading", 5)}.get(path)
+
+    app = Starlette(routes=[Route(p, f, methods=["POST"]) for p, f in (("/predict", echo), ("/shed", shed), ("/broken", broken),
+                                                                        ("/churn", echo), ("/loading", echo))])
+    app.add_middleware(UnavailableAnswer, retry_after_s=2, unavailable=reason)
+    return TestClient(app)
+
+
+def test_a_shed_request_is_a_503_busy_with_retry_after():
+    resp = unavailable_client().post("/shed", content=b"{}")
+    assert resp.status_code == 503 and "busy" in resp.json()["error"] and resp.headers["retry-after"] == "2"
+    assert "unexpected" not in resp.text
+
+
+def test_unavailable_endpoints_say_why_and_others_pass_through():
+    c = unavailable_client()
+    churn = c.post("/churn", content=b"{}")
+    assert churn.status_code == 503 and churn.json() == {"error": "no churn model in the store"} and "retry-after" not in churn.headers
+    loading = c.post("/loading", content=b"{}")
+    assert loading.status_code == 503 and loading.headers["retry-after"] == "5"
+    assert c.post("/predict", content=b"12345").json() == {"bytes": 5}
+    assert c.post("/broken", content=b"{}").status_code == 500  # a server fault is not "busy"
