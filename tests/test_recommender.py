@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from shopsight.config import Params, RecommenderParams
+from shopsight.recommender import format_table
 from shopsight.sequences import PAD, EvalSplit, ItemVocabulary, SequenceData, left_pad, save_sequences, training_windows
 
 N_ITEMS, MAX_LEN = 20, 6
@@ -126,6 +127,27 @@ def test_request_helpers_bound_k_and_exclude_purchases(trained_dir):
         RecentItems(items=["a", "b"], event_types=["view"])
 
 
+def test_targets_never_write_infinity_and_name_a_zero_baseline():
+    import math
+
+    from shopsight.recommender import _finite, _ratio
+
+    assert _ratio(0.02, 0.0) is None and _ratio(0.02, 0.01) == 2.0
+    cleaned = _finite({"a": math.inf, "b": [math.nan, 1.5], "c": {"d": -math.inf}})
+    assert cleaned == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+    metrics = {"test_cutoff": "2026-03-22", "n_test_users": 3, "catalogue_items": 40, "exclude_purchased": False, "best_model": "gru",
+               "test": {"gru": {"hr_at_10": 0.1, "ndcg_at_10": 0.05, "mrr_at_20": 0.04}},
+               "quality_targets": {
+                   "best_vs_best_baseline": {"best_ndcg_at_10": 0.05, "baseline": "popularity", "baseline_ndcg_at_10": 0.0,
+                                             "ratio": None, "met": True},
+                   "best_vs_popularity": {"best_ndcg_at_10": 0.05, "popularity_ndcg_at_10": 0.0, "ratio": None,
+                                          "required_ratio": 1.5, "met": True},
+                   "best_vs_oracle": {"met": None, "note": "no truth"}}}
+    text = format_table(metrics)
+    assert "popularity scored 0 -> MET" in text and "inf" not in text.lower()
+    json.dumps(metrics, allow_nan=False)
+
+
 def test_evaluation_table_has_models_baselines_oracle_and_targets(cyclic_data, tmp_path, monkeypatch):
     from shopsight.recommender import evaluate_recommender, train_recommender
 
@@ -151,6 +173,10 @@ def test_evaluation_table_has_models_baselines_oracle_and_targets(cyclic_data, t
     assert metrics["test"]["popularity"]["ndcg_at_10"] < 0.5
     t = metrics["quality_targets"]
     assert isinstance(t["best_vs_popularity"]["met"], bool) and isinstance(t["best_vs_oracle"]["met"], bool)
+    # The verdict that counts compares with the strongest baseline: co-occurrence is perfect here, so no model wins.
+    vs = t["best_vs_best_baseline"]
+    assert vs["baseline"] == "cooccurrence" and vs["baseline_ndcg_at_10"] == 1.0 and vs["met"] is False
+    assert "NOT MET: the baseline wins" in format_table(metrics)
     assert json.loads((tmp_path / "metrics" / "recommender.json").read_text())["best_model"] == trained["best"]
     curve = pd.read_csv(tmp_path / "plots" / "recommender" / "hr_at_k.csv")
     assert len(curve) == 50 and curve["oracle"].iloc[0] == 1.0 and curve["oracle"].iloc[1:].isna().all()
