@@ -105,3 +105,14 @@ def test_metrics_diff_compares_the_workspace_with_head(experiments):
     assert headline["demand.wape_lower_better"]["old"] == headline["demand.wape_lower_better"]["new"], "demand did not rerun"
     table = run(DVC + ["metrics", "diff"], project).stdout
     assert "HEAD" in table and "propensity.roc_auc" in table, table
+
+
+def test_png_plots_render_without_the_network(experiments, tmp_path):
+    """The README's offline view: `dvc plots show plots/*/*.png` embeds the images with no script and no CDN."""
+    project = experiments["project"]
+    pngs = sorted(str(p.relative_to(project)) for p in project.glob("plots/*/*.png"))
+    assert len(pngs) >= 8, pngs
+    run(DVC + ["plots", "show", *pngs, "-o", str(tmp_path / "html")], project)
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert page.count("<img") == len(pngs) and "<script" not in page and "https://" not in page, page[:2000]
+    assert len(list((tmp_path / "html" / "static").glob("*.png"))) == len(pngs)
