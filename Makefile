@@ -40,4 +40,4 @@ serve: $(STAMP)
 	$(VENV)/bin/shopsight serve
 
 clean:
-	rm -rf data artifacts metrics plots monitoring/reports .dvc/tmp
+	rm -rf data artifacts plots monitoring/reports .dvc/tmp  # metrics/ holds the committed results of record

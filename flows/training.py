@@ -148,7 +148,7 @@ def _print_summary(result: dict, project_dir: Path) -> None:
     if result.get("metrics"):
         for name, m in result["metrics"]["test"].items():
             print(f"  {name:<22} test ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}")
-    print(f"  metrics:        {project_dir / paths.PROPENSITY_METRICS}  (also `dvc metrics show`)")
+    print(f"  metrics:        {project_dir / paths.HEADLINE_METRICS} per task (`shopsight headline`); full tables in {project_dir / 'metrics'}/<task>.json")
     print(f"  plots:          {project_dir / paths.PROPENSITY_PLOTS}/roc.png, history.png  (`dvc plots show`)")
     print(f"  ingest report:  {project_dir / paths.INGEST_REPORT}; rejects: {project_dir / paths.REJECTS}")
     for reg in result["registrations"].values():
