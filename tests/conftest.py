@@ -96,6 +96,11 @@ def _stop_temporary_prefect_servers():
     if server_module is not None:
         for server in list(server_module.SubprocessASGIServer._instances.values()):
             server.stop()
+    # A server whose start failed inside prefect_test_harness is no longer listed, and its atexit stop would log
+    # to the closed capture stream: the only logging left after the session, so logging errors are not reported.
+    import logging
+
+    logging.raiseExceptions = False
 
 
 @pytest.fixture(scope="session")

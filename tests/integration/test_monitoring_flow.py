@@ -159,7 +159,7 @@ def harness_with_retrain_deployment(tmp_path_factory):
     from flows.deploy import ON_DEMAND_RETRAIN
     from flows.training import training_flow
 
-    with prefect_test_harness(server_startup_timeout=120):  # a loaded 2-core CI box needs more than the default 30 s
+    with prefect_test_harness(server_startup_timeout=None):  # the session's setting (600 s): a loaded 2-core CI box needs more than 30 s
         deployment = training_flow.to_deployment(name=ON_DEMAND_RETRAIN, parameters={"reason": "on demand"})
         yield deployment.apply()
 

@@ -13,7 +13,7 @@ def test_flow_registers_a_model_and_writes_a_drift_report(tiny_project):
     from flows.training import training_flow
     from shopsight.registry import list_models
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):  # None: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (600 s, busy CI)
         result = training_flow(project_dir=str(tiny_project))
     tag = result["registration"]["tag"]
     assert tag.startswith("propensity:")
