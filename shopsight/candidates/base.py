@@ -1,0 +1,156 @@
+"""One interface for every model family (Keras networks, gradient-boosted trees, linear models, BTYD models,
+rules, statistical forecasters, co-occurrence): `fit`, `predict`, `save`, `load`, and a registry that finds a
+family by the name params.yaml gives (`get_model(kind, name)`), as RecBole's `get_model` does.
+
+A task (propensity, churn, demand, next item) builds its dataset once, fits every candidate named in its
+params on the training split, scores each on validation and test, picks the champion on validation only
+(`select_champion`), and reports every candidate on test. Whatever family wins is saved with `save_candidate`
+and loaded back by `load_candidate`, so the registry and the service never name a family.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+CANDIDATE_FILE = "candidate.json"
+
+_REGISTRY: dict[str, dict[str, type["Candidate"]]] = {}
+
+
+class Candidate(ABC):
+    """A model of some family for one kind of task. Subclasses set `family` and implement the four methods.
+
+    `kind` groups candidates that take the same data: "user_binary" (a user x cutoff frame -> a score per row),
+    "demand" (daily series -> forecasts), "next_item" (sequences -> item scores).
+    """
+
+    kind: ClassVar[str]
+    family: ClassVar[str]  # keras | lightgbm | linear | btyd | rule | statsforecast | cooccurrence | ...
+
+    def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
+        self.name = name
+        self.config = dict(config or {})
+
+    @abstractmethod
+    def fit(self, train: Any, valid: Any) -> dict[str, Any]:
+        """Fit on `train` (early stopping or tuning may look at `valid`, never at test); return what to report."""
+
+    @abstractmethod
+    def predict(self, data: Any) -> Any:
+        """Scores (or forecasts) for `data`, in its row order."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write what `load` needs into `directory` (JSON, NPY, a library's own model file: never a pickle)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, name: str, config: Mapping[str, Any]) -> "Candidate":
+        """The candidate `save` wrote into `directory`."""
+
+
+def register(kind: str, name: str) -> Callable[[type[Candidate]], type[Candidate]]:
+    """Class decorator: make a family available to params.yaml under `name` for tasks of `kind`."""
+
+    def add(cls: type[Candidate]) -> type[Candidate]:
+        _REGISTRY.setdefault(kind, {})[name] = cls
+        return cls
+
+    return add
+
+
+def available(kind: str) -> list[str]:
+    """The candidate names registered for `kind`."""
+    _import_families(kind)
+    return sorted(_REGISTRY.get(kind, {}))
+
+
+def get_model(kind: str, name: str, config: Mapping[str, Any] | None = None) -> Candidate:
+    """A new, unfitted candidate by name; a clear error names the known ones."""
+    _import_families(kind)
+    try:
+        cls = _REGISTRY[kind][name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} candidate {name!r}; known: {', '.join(available(kind)) or 'none'}") from None
+    return cls(name, config)
+
+
+# Modules that register families for a kind: imported on first use, so TensorFlow loads only where needed.
+FAMILY_MODULES: dict[str, list[str]] = {}
+
+
+def _import_families(kind: str) -> None:
+    for module in FAMILY_MODULES.get(kind, []):
+        importlib.import_module(module)
+
+
+def save_candidate(candidate: Candidate, directory: Path) -> None:
+    """`candidate.save(directory)` plus candidate.json naming its class, so `load_candidate` needs no params."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    candidate.save(directory)
+    cls = type(candidate)
+    meta = {"name": candidate.name, "kind": cls.kind, "family": cls.family, "module": cls.__module__, "class": cls.__qualname__,
+            "config": candidate.config}
+    (directory / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def load_candidate(directory: Path) -> Candidate:
+    """The candidate saved in `directory` by `save_candidate`, whatever its family."""
+    directory = Path(directory)
+    path = directory / CANDIDATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: this directory holds no saved candidate (rerun the task's train stage)")
+    meta = json.loads(path.read_text())
+    cls = getattr(importlib.import_module(meta["module"]), meta["class"])
+    return cls.load(directory, meta["name"], meta.get("config", {}))
+
+
+def candidate_family(directory: Path) -> str:
+    """The family of the candidate saved in `directory` (keras, lightgbm, ...), without loading it."""
+    return json.loads((Path(directory) / CANDIDATE_FILE).read_text())["family"]
+
+
+def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower_is_better: bool = False,
+                    order: Sequence[str] | None = None) -> str:
+    """The candidate with the best validation `metric`; ties go to the one listed first in `order` (list the
+    simpler families first, so a deep model must be strictly better to win). NaN never wins."""
+    names = list(order) if order is not None else list(valid)
+    scored = [(n, float(valid[n][metric])) for n in names if n in valid and metric in valid[n]]
+    scored = [(n, v) for n, v in scored if math.isfinite(v)]
+    if not scored:
+        raise ValueError(f"no candidate has a finite validation {metric}: cannot choose a champion")
+    sign = -1.0 if lower_is_better else 1.0
+    best = max(sign * v for _, v in scored)
+    return next(n for n, v in scored if sign * v >= best - 1e-12)
+
+
+def champion_vs_references(test: Mapping[str, Mapping[str, float]], champion: str, references: Sequence[str], metric: str,
+                           lower_is_better: bool = False, margin: float = 0.0) -> dict[str, Any]:
+    """The honest quality target: the champion against the strongest reference on the same test rows.
+
+    "met" only when the champion beats the best reference by more than `margin` (in the metric's own units);
+    when a reference is itself the champion, the target compares it with the next-best reference.
+    """
+    sign = -1.0 if lower_is_better else 1.0
+    refs = [(r, float(test[r][metric])) for r in references if r in test and r != champion and metric in test[r]]
+    refs = [(r, v) for r, v in refs if math.isfinite(v)]
+    value = float(test[champion][metric]) if champion in test and metric in test[champion] else math.nan
+    out: dict[str, Any] = {"metric": metric, "lower_is_better": lower_is_better, "champion": champion,
+                           "champion_value": value if math.isfinite(value) else None, "margin": margin}
+    if not refs or not math.isfinite(value):
+        out.update(best_reference=None, best_reference_value=None, gap=None, met=None,
+                   note="no reference to compare with on these rows")
+        return out
+    best_ref, best_val = max(refs, key=lambda rv: sign * rv[1])
+    gap = sign * (value - best_val)
+    met = gap > margin
+    out.update(best_reference=best_ref, best_reference_value=best_val, gap=gap, met=bool(met),
+               note=(f"met: {champion} beats {best_ref} by {gap:.4f}" if met
+                     else f"not met: {best_ref} {best_val:.4f} vs {champion} {value:.4f} (needs a margin over {margin})"))
+    return out
