@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,13 +48,58 @@ class IngestParams(_Section):
 
 class FeatureParams(_Section):
     windows_days: list[int] = Field(default_factory=lambda: [7, 28, 84], min_length=1)
-    horizon_days: int = Field(14, gt=0, description="label window [T, T + horizon)")
+    horizon_days: int = Field(14, gt=0, description="label window [T, T + horizon) (the test split's in calibration_holdout)")
     cutoff_step_days: int = Field(7, gt=0)
     n_train_cutoffs: int = Field(4, gt=0)
+    history_days: int | None = Field(None, gt=0, description="bound of the full-history (lifetime) features; null = all events")
+    split: Literal["rolling", "calibration_holdout"] = Field(
+        "rolling", description="rolling: every split's label window is horizon_days; calibration_holdout: train/valid "
+        "labels from train_horizon_days windows inside the calibration period, test = [test_cutoff, + horizon_days)"
+    )
+    test_cutoff: date | None = Field(None, description="explicit test cutoff (a midnight in `timezone`); null = the last that fits")
+    train_horizon_days: int | None = Field(None, gt=0, description="train/valid label window of calibration_holdout")
+    timezone: str = Field("UTC", description="IANA name: cutoffs are its midnights, day buckets its calendar days")
+    data_end: datetime | None = Field(None, description="end of observation (naive = in `timezone`); null = the last event")
 
     @property
     def lookback_days(self) -> int:
         return max(self.windows_days)
+
+    @property
+    def utc_offset_ns(self) -> int:
+        """The timezone's (fixed) UTC offset in nanoseconds: local day d = floor((epoch ns + offset) / day)."""
+        return _fixed_utc_offset_ns(self.timezone)
+
+    @model_validator(mode="after")
+    def _valid_split_and_timezone(self) -> "FeatureParams":
+        _fixed_utc_offset_ns(self.timezone)
+        if self.split == "calibration_holdout" and self.train_horizon_days is None:
+            raise ValueError(
+                "features.train_horizon_days is required with features.split=calibration_holdout: the train/valid label "
+                "window inside the calibration period (e.g. 91 for 'weeks 1-39 / 40-78' with horizon_days 273)"
+            )
+        return self
+
+
+@lru_cache(maxsize=32)
+def _fixed_utc_offset_ns(name: str) -> int:
+    """UTC offset of an IANA timezone without daylight saving time (one offset in 2000-2040), else a ValueError.
+
+    feature_sql's day plan needs cutoffs that share one UTC time of day, which a DST zone's midnights do not.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"features.timezone={name!r} is not an IANA timezone name (e.g. UTC, Asia/Shanghai, Etc/GMT-1)") from exc
+    offsets = {zone.utcoffset(datetime(year, month, 1)) for year in range(2000, 2041) for month in (1, 4, 7, 10)}
+    if len(offsets) > 1:
+        raise ValueError(
+            f"features.timezone={name!r} changes its UTC offset (daylight saving time): cutoffs must share one UTC time "
+            "of day. Use a fixed-offset zone for its standard time instead (e.g. Etc/GMT-1 for UTC+1, Etc/GMT+5 for UTC-5)"
+        )
+    return int(offsets.pop().total_seconds()) * 1_000_000_000
 
 
 class MLPParams(_Section):
@@ -78,30 +125,10 @@ class CalibrationParams(_Section):
     n_bins: int = Field(10, ge=2, description="equal-width bins of the reliability plot and the ECE")
 
 
-class GBTParams(_Section):
-    """sklearn HistGradientBoostingClassifier (baseline)."""
-
-    max_iter: int = Field(200, gt=0)
-    learning_rate: float = Field(0.05, gt=0)
-    max_leaf_nodes: int = Field(31, ge=2)
-    min_samples_leaf: int = Field(40, gt=0)
-    l2_regularization: float = Field(1.0, ge=0)
-    class_weight: Literal["balanced", "none"] = "balanced"
-    seed: int = 0
-
-
 class ExplainParams(_Section):
     ig_steps: int = Field(32, ge=2, description="integrated-gradients path steps (Riemann trapezoid)")
     top_k: int = Field(3, gt=0, description="top contributing features returned per prediction")
     global_sample: int = Field(2000, gt=0, description="test rows averaged for the global importance plot")
-
-
-class PropensityParams(_Section):
-    mlp: MLPParams = Field(default_factory=MLPParams)
-    baseline: LogisticParams = Field(default_factory=LogisticParams)
-    gbt: GBTParams = Field(default_factory=GBTParams)
-    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
-    explain: ExplainParams = Field(default_factory=ExplainParams)
 
 
 class BGNBDFitParams(_Section):
@@ -109,18 +136,69 @@ class BGNBDFitParams(_Section):
     penalizer: float = Field(0.001, ge=0, description="L2 penalty on the parameters (lifetimes convention); keeps the fit off the a -> 0 boundary")
 
 
-class ChurnParams(_Section):
+class RuleParams(_Section):
+    """A ranking rule: one feature, one direction (shopsight/candidates/rules.py)."""
+
+    column: str = Field(description="a feature name from feature_columns()")
+    sign: Literal[1, -1] = Field(1, description="+1: a larger value scores higher; -1: a smaller one")
+
+
+class UserTaskParams(_Section):
+    """What a user-level binary task (propensity, churn) trains, selects on validation and reports on test."""
+
+    candidates: list[str] = Field(
+        min_length=1,
+        description="candidate names, simplest first (a tie on validation goes to the earlier): a rule name from `rules`, "
+        "bgnbd, logistic_regression, lightgbm, mlp",
+    )
+    references: list[str] = Field(default_factory=list, description="simple references the champion must beat on test (targets)")
+    target_margin: float = Field(0.01, ge=0, description="ROC-AUC the champion must beat the best reference by for the target to be met")
+    rules: dict[str, RuleParams] = Field(default_factory=dict)
+    mlp: MLPParams = Field(default_factory=MLPParams)
+    logistic: LogisticParams = Field(default_factory=LogisticParams)
+    lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over shopsight/candidates/gbdt.py DEFAULTS")
+    bgnbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams)
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
+
+    @model_validator(mode="after")
+    def _known_candidates(self) -> "UserTaskParams":
+        known = {"bgnbd", "logistic_regression", "lightgbm", "mlp", *self.rules}
+        unknown = [c for c in [*self.candidates, *self.references] if c not in known]
+        if unknown:
+            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, logistic_regression, lightgbm, mlp")
+        missing = [r for r in self.references if r not in self.candidates]
+        if missing:
+            raise ValueError(f"reference(s) {missing} must also be listed in `candidates` (they are fitted and scored with them)")
+        return self
+
+
+def _default_propensity_rules() -> dict[str, RuleParams]:
+    return {"frequency": RuleParams(column="purchase_days_total", sign=1), "recency": RuleParams(column="recency_days", sign=-1)}
+
+
+class PropensityParams(UserTaskParams):
+    candidates: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "logistic_regression", "lightgbm", "mlp"], min_length=1)
+    references: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd"])
+    rules: dict[str, RuleParams] = Field(default_factory=_default_propensity_rules)
+
+
+def _default_churn_rules() -> dict[str, RuleParams]:
+    return {"recency": RuleParams(column="recency_days", sign=1), "frequency": RuleParams(column="active_days_total", sign=-1)}
+
+
+class ChurnParams(UserTaskParams):
     """Churn warning: users active in the look-back window who have no activity in [T, T + horizon)."""
 
     horizon_days: int = Field(14, gt=0, description="inactivity window after the cutoff that counts as churn")
-    mlp: MLPParams = Field(default_factory=MLPParams)
-    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
-    bgnbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams)
-    explain: ExplainParams = Field(default_factory=ExplainParams)
+    candidates: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "logistic_regression", "lightgbm", "mlp"], min_length=1)
+    references: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd"])
+    rules: dict[str, RuleParams] = Field(default_factory=_default_churn_rules)
 
 
 class DemandModelParams(_Section):
-    architecture: Literal["cnn", "lstm"] = "cnn"
+    """The Keras family (candidates "cnn" and "lstm": the candidate name picks the architecture)."""
+
     loss: Literal["poisson", "mse", "mae"] = Field("poisson", description="poisson/mse forecast the mean; mae the median (zero for sparse items)")
     filters: int = Field(32, gt=0, description="Conv1D filters (cnn) or LSTM units (lstm)")
     kernel_size: int = Field(7, gt=0)
@@ -134,6 +212,24 @@ class DemandModelParams(_Section):
     residual: bool = Field(True, description="learn a multiplicative correction of the input window's mean (the moving average)")
 
 
+class DemandStatsforecastParams(_Section):
+    """The statsforecast family: candidates sf_seasonal_naive, auto_ets, croston, adida, imapa."""
+
+    history_days: int = Field(364, gt=0, description="most recent days each series is fitted on (fit cost grows with it)")
+    croston: Literal["optimized", "classic"] = "optimized"
+
+
+class DemandChoiceParams(_Section):
+    """The per-series choice (candidate best_per_series): each series gets the member with the lowest absolute
+    error over `select_windows` windows before the validation window."""
+
+    members: list[str] = Field(default_factory=lambda: ["moving_median", "seasonal_naive", "moving_average", "croston", "adida", "imapa"],
+                               min_length=1, description="rule and statsforecast candidates (no fitting needed), simplest first")
+    select_windows: int = Field(4, ge=1, description="horizon-long windows ending at the validation origin, to choose on")
+    weekday_profile: bool = Field(True, description="also offer each member reshaped by the pooled day-of-week profile")
+    profile_weeks: int = Field(12, gt=0, description="weeks the day-of-week profile is estimated on")
+
+
 class DemandParams(_Section):
     """Demand forecast: daily units per item and per category for the next `horizon_days`."""
 
@@ -144,7 +240,18 @@ class DemandParams(_Section):
     moving_average_days: int = Field(28, gt=0)
     min_train_units: float = Field(1.0, ge=0, description="item series with fewer units before the validation window are left out of training")
     plot_top_categories: int = Field(4, gt=0)
+    moving_median_days: int = Field(28, gt=0)
+    serving_history_days: int = Field(112, gt=0, description="days of recent history stored per series for the service")
+    candidates: list[str] = Field(
+        default_factory=lambda: ["seasonal_naive", "moving_average", "moving_median", "sf_seasonal_naive", "croston", "adida",
+                                 "imapa", "auto_ets", "best_per_series", "cnn"],
+        min_length=1, description="candidates fitted and compared on validation, simplest first (ties go to the first)")
+    references: list[str] = Field(
+        default_factory=lambda: ["seasonal_naive", "moving_average", "sf_seasonal_naive", "croston", "adida", "imapa", "auto_ets"],
+        description="the baselines the champion must beat on test (targets)")
     model: DemandModelParams = Field(default_factory=DemandModelParams)
+    statsforecast: DemandStatsforecastParams = Field(default_factory=lambda: DemandStatsforecastParams())
+    per_series_choice: DemandChoiceParams = Field(default_factory=lambda: DemandChoiceParams())
 
 
 class AudienceParams(_Section):
@@ -202,6 +309,15 @@ class RecommenderParams(_Section):
     popularity_window_days: int = Field(7, gt=0, description="most-popular baseline counts events in this window before the cutoff")
     max_eval_users: int | None = Field(None, gt=0, description="validation users scored per epoch (null = all)")
     seed: int = 13
+    protocol: Literal["time", "leave_one_out"] = Field(
+        "time", description="time: the platform's cutoffs | leave_one_out: each user's last item test, second to last "
+        "validation, the rest training; the user's earlier items are never recommended (the papers' protocol)",
+    )
+    sampler: Literal["uniform", "unigram"] = Field(
+        "uniform", description="negatives of loss=sampled: uniform over the catalogue (gSASRec / eSASRec) or unigram with logQ",
+    )
+    max_train_seconds: float | None = Field(None, gt=0, description="per model: stop after the epoch that passes this (null = no limit)")
+    baselines_compete: bool = Field(True, description="popularity and co-occurrence may be the champion when they win on validation")
 
 
 class GateParams(_Section):
