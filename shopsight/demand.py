@@ -1,24 +1,44 @@
 """Demand forecast: daily units sold per item and per category for the next `demand.horizon_days`.
 
-Series are daily sums of purchased quantity (UTC days), zeros where nothing sold, up to the last UTC day the
-data covers whole (a partly observed last day would read as low sales). Split by time on the day axis: the test
-window is the last `horizon` days, the validation window the `horizon` days before it, and training windows are
-every sliding window whose targets end before the validation window. One global model
-(models/forecast.py) forecasts all item and category series; baselines are seasonal-naive (repeat the last
-`season_days`) and a moving average. Metrics over the test window: WAPE (sum |error| / sum actual) and MASE
-(mean |error| over the in-sample mean |y_t - y_{t-season}|, averaged over series with a non-zero scale).
+Series are daily NET units (UTC days): units purchased minus units returned, floored at 0 per item and day,
+zeros where nothing sold, up to the last UTC day the data covers whole (a partly observed last day would read
+as low sales). A return is a `remove_from_cart` event of an item the same user purchased at or before that
+time (online_retail ingests cancellation invoices that way); it counts on its own day, capped at what that
+user had bought of the item. A removal before any purchase (a clickstream cart change) is not a return.
+Category series are sums of their items' net units.
+
+Split by time on the day axis: the test window is the last `horizon` days, the validation window the
+`horizon` days before it; training data ends where the validation window starts. Every candidate family
+(rules, statsforecast methods, the Keras CNN/LSTM, a per-series choice between them) sits behind
+`shopsight.candidates.Candidate` (kind "demand"): fitted on the training days, scored on validation, the
+champion chosen on validation item WAPE (ties to the candidate listed first in `demand.candidates`), and every
+candidate reported on test. Metrics: WAPE (sum |error| / sum actual; the all-zero forecast scores exactly 1.0)
+and MASE (mean |error| over the in-sample mean |y_t - y_{t-season}|, averaged over series with a non-zero scale).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shopsight import paths
+from shopsight.candidates import (
+    FAMILY_MODULES,
+    Candidate,
+    candidate_family,
+    champion_vs_references,
+    get_model,
+    load_candidate,
+    save_candidate,
+    select_champion,
+)
 from shopsight.config import DemandParams, Params
 from shopsight.feature_sql import connection
 
@@ -27,6 +47,14 @@ DEMAND_METRICS = paths.METRICS_DIR / "demand.json"
 DEMAND_PLOTS = paths.PLOTS_DIR / "demand"
 LEVELS = ("item", "category")
 DEMAND_KEYS = ["wape", "mase", "wape_category", "mase_category"]
+CANDIDATES_SUBDIR = "candidates"  # artifacts/demand/candidates/<name>: every fitted candidate, for evaluate
+SELECTION_FILE = "selection.json"  # artifacts/demand/selection.json: validation metrics and the champion
+SERVING_FILE = "demand_config.json"
+
+# One module per family; imported on first use (get_model), so TensorFlow loads only for the Keras family.
+for _module in ("shopsight.demand_rules", "shopsight.demand_statsforecast", "shopsight.demand_keras", "shopsight.demand_choice"):
+    if _module not in FAMILY_MODULES.setdefault("demand", []):
+        FAMILY_MODULES["demand"].append(_module)
 
 
 @dataclass
@@ -38,9 +66,44 @@ class DemandSeries:
     days: pd.DatetimeIndex
     units: np.ndarray
 
+    def until(self, day_index: int) -> "DemandSeries":
+        """The same series, days before `day_index` only (what a model fitted at that origin may see)."""
+        return DemandSeries(self.ids, self.levels, self.days[:day_index], self.units[:, :day_index])
+
+
+@dataclass
+class DemandWindow:
+    """What every candidate forecasts from: per row a series (id, level), its daily history ending the day
+    before `start`, and the `horizon` days to forecast; `actual` holds the true units when known."""
+
+    ids: list[str]
+    levels: list[str]
+    history: np.ndarray  # [n, t] units, oldest first
+    start: pd.DatetimeIndex  # first forecast day of each row
+    horizon: int
+    actual: np.ndarray | None = field(default=None)
+
+    @property
+    def is_category(self) -> np.ndarray:
+        return np.asarray(self.levels) == "category"
+
+    def rows(self, sel: np.ndarray) -> "DemandWindow":
+        """The rows `sel` (indices or a mask) of this window."""
+        idx = np.flatnonzero(sel) if np.asarray(sel).dtype == bool else np.asarray(sel, dtype=int)
+        return DemandWindow([self.ids[i] for i in idx], [self.levels[i] for i in idx], self.history[idx], self.start[idx],
+                            self.horizon, None if self.actual is None else self.actual[idx])
+
+
+def window_at(series: DemandSeries, origin: int, horizon: int, with_actual: bool = True) -> DemandWindow:
+    """Every series forecast from `origin` (index of the first forecast day) with all history before it."""
+    actual = series.units[:, origin : origin + horizon] if with_actual else None
+    start = pd.DatetimeIndex([series.days[0] + pd.Timedelta(days=origin)] * len(series.ids))
+    return DemandWindow(list(series.ids), list(series.levels), series.units[:, :origin], start, horizon, actual)
+
 
 def daily_units(events: str | Path | pd.DataFrame) -> DemandSeries:
-    """Item and category daily unit series from canonical events (purchases only; quantity summed).
+    """Item and category daily NET unit series from canonical events: purchased minus returned units per item
+    and day, floored at 0 (returns: see the module docstring).
 
     Days run from the first event's UTC day to the last day that ends by the last event: data ending at 16:00
     leaves out that day, so no window (the test window above all) counts unobserved hours as zero sales.
@@ -54,9 +117,18 @@ def daily_units(events: str | Path | pd.DataFrame) -> DemandSeries:
     try:
         span = con.execute(f"SELECT min(timestamp), max(timestamp) FROM {source}").fetchone()
         sold = con.execute(
-            f"""SELECT CAST(date_trunc('day', timestamp) AS DATE) AS day, item_id, coalesce(category, '(none)') AS category,
-                       sum(coalesce(quantity, 1))::DOUBLE AS units
-                FROM {source} WHERE event_type = 'purchase' GROUP BY ALL"""
+            f"""WITH ev AS (SELECT user_id, item_id, coalesce(category, '(none)') AS category, event_type, timestamp,
+                                   coalesce(quantity, 1)::DOUBLE AS q FROM {source}),
+                buys AS (SELECT user_id, item_id, timestamp, q FROM ev WHERE event_type = 'purchase'),
+                removals AS (SELECT row_number() OVER () AS rid, * FROM ev WHERE event_type = 'remove_from_cart'),
+                returned AS (  -- a removal counts only for what the same user bought of that item at or before it
+                    SELECT r.item_id, r.category, r.timestamp, least(any_value(r.q), sum(b.q)) AS q
+                    FROM removals r JOIN buys b ON b.user_id = r.user_id AND b.item_id = r.item_id AND b.timestamp <= r.timestamp
+                    GROUP BY r.rid, r.item_id, r.category, r.timestamp),
+                moves AS (SELECT item_id, category, timestamp, q FROM ev WHERE event_type = 'purchase'
+                          UNION ALL SELECT item_id, category, timestamp, -q FROM returned)
+            SELECT CAST(date_trunc('day', timestamp) AS DATE) AS day, item_id, category, greatest(sum(q), 0)::DOUBLE AS units
+            FROM moves GROUP BY ALL"""
         ).df()
         items = con.execute(f"SELECT DISTINCT item_id, coalesce(category, '(none)') AS category FROM {source}").df()
     finally:
@@ -155,102 +227,167 @@ def mase(actual: np.ndarray, forecast: np.ndarray, in_sample: np.ndarray, season
     return float((np.abs(actual - forecast).mean(axis=1)[ok] / scale[ok]).mean())
 
 
+def moving_median(history: np.ndarray, horizon: int, days: int) -> np.ndarray:
+    """The median of the last `days` days, flat over the horizon (the MAE-optimal level of a stable series:
+    zero for an item that sells on fewer than half of the days)."""
+    return np.repeat(np.median(np.asarray(history)[:, -days:], axis=1, keepdims=True), horizon, axis=1)
+
+
+def weekday_profile(units: np.ndarray, days: pd.DatetimeIndex, weeks: int) -> np.ndarray:
+    """Pooled day-of-week factors [7] (Monday first, mean 1) over the last `weeks` whole weeks of `units`."""
+    n = min(units.shape[1], 7 * weeks)
+    if n == 0:
+        return np.ones(7)
+    per_day = np.asarray(units)[:, -n:].sum(axis=0)
+    dow = days[-n:].dayofweek.to_numpy()
+    totals = np.bincount(dow, weights=per_day, minlength=7) / np.maximum(np.bincount(dow, minlength=7), 1)
+    return totals * 7 / totals.sum() if totals.sum() > 0 else np.ones(7)
+
+
+def apply_weekday_profile(flat: np.ndarray, start: pd.DatetimeIndex, profile: np.ndarray) -> np.ndarray:
+    """A forecast reshaped by day-of-week factors (a closed day gets 0; the weekly total stays the same)."""
+    h = flat.shape[1]
+    dow = (start.dayofweek.to_numpy()[:, None] + np.arange(h)[None, :]) % 7
+    return flat * np.asarray(profile)[dow]
+
+
+def level_metrics(window: DemandWindow, forecast: np.ndarray, season: int) -> dict[str, float | None]:
+    """Item and category WAPE and MASE of `forecast` against `window.actual` (null where undefined)."""
+    levels = np.asarray(window.levels)
+    row: dict[str, float | None] = {}
+    for lvl in LEVELS:
+        sel = levels == lvl
+        suffix = "" if lvl == "item" else f"_{lvl}"
+        for key, value in ((f"wape{suffix}", wape(window.actual[sel], forecast[sel])),
+                           (f"mase{suffix}", mase(window.actual[sel], forecast[sel], window.history[sel], season))):
+            row[key] = value if math.isfinite(value) else None
+    return row
+
+
+def candidate_config(cfg: DemandParams) -> dict[str, Any]:
+    """What a demand candidate needs: the shared horizon/season settings plus every family's own section (each
+    family reads its own keys; a per-series choice passes it on to its members); saved with the candidate, so
+    serving needs no params.yaml."""
+    return {
+        "horizon_days": cfg.horizon_days, "input_days": cfg.input_days, "season_days": cfg.season_days,
+        "window_step_days": cfg.window_step_days, "min_train_units": cfg.min_train_units,
+        "moving_average_days": cfg.moving_average_days, "moving_median_days": cfg.moving_median_days,
+        "model": cfg.model.model_dump(), "statsforecast": cfg.statsforecast.model_dump(),
+        "per_series_choice": cfg.per_series_choice.model_dump(),
+    }
+
+
 def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path = DEMAND_DIR) -> dict:
-    """Fit the forecaster on the training windows (early stopping on the validation window); write the model and
-    what serving needs (config, the latest input window of every series) as .keras + JSON."""
-    import keras
+    """Fit every candidate of `demand.candidates` on the days before the validation window, score each on the
+    validation window, choose the champion on validation item WAPE; save every candidate under
+    artifacts/demand/candidates/<name>, the champion itself in artifacts/demand (what the registry copies and
+    `DemandScorer` loads) with the stored recent history of every series, and selection.json."""
+    import shutil
 
-    from models.forecast import build_forecaster
-
-    cfg, mcfg = params.demand, params.demand.model
+    cfg = params.demand
     series = daily_units(events_path)
     origins = split_origins(len(series.days), cfg)
-    before_valid = series.units[:, : origins["valid"][0]].sum(axis=1)
-    levels = np.asarray(series.levels)
-    train_rows = np.flatnonzero((levels == "category") | (before_valid >= cfg.min_train_units))
-    x_train, s_train, y_train_raw = _windows(series, origins["train"], train_rows, cfg)
-    x_valid, s_valid, y_valid_raw = _windows(series, origins["valid"], train_rows, cfg)
-    y_train, y_valid = y_train_raw / s_train[:, None], y_valid_raw / s_valid[:, None]
-
-    keras.utils.set_random_seed(mcfg.seed)
-    model = build_forecaster(
-        cfg.input_days, x_train["window"].shape[2], x_train["context"].shape[1], cfg.horizon_days, mcfg.architecture,
-        mcfg.filters, mcfg.kernel_size, mcfg.hidden_units, mcfg.dropout, mcfg.learning_rate, mcfg.loss, mcfg.residual,
-    )
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=mcfg.patience, restore_best_weights=True)
-    history = model.fit(x_train, y_train, validation_data=(x_valid, y_valid), epochs=mcfg.epochs, batch_size=mcfg.batch_size,
-                        callbacks=[stop], verbose=2)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.keras")
-    last = len(series.days)
-    config = {
-        "task": "demand",
-        "architecture": mcfg.architecture,
-        "input_days": cfg.input_days,
-        "horizon_days": cfg.horizon_days,
-        "season_days": cfg.season_days,
-        "last_day": str(series.days[-1].date()),
-        # the latest window of every series, so the service can forecast a known series from its id alone
-        "recent": {lvl: {sid: series.units[i, last - cfg.input_days :].round(4).tolist() for i, sid in enumerate(series.ids) if series.levels[i] == lvl} for lvl in LEVELS},
+    v = origins["valid"][0]
+    train, valid = series.until(v), window_at(series, v, cfg.horizon_days)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a candidate dropped from params must not linger
+    out_dir.mkdir(parents=True)
+    valid_metrics, fit_report = {}, {}
+    fitted: dict[str, Candidate] = {}
+    for name in cfg.candidates:
+        candidate = get_model("demand", name, candidate_config(cfg))
+        t0 = time.perf_counter()
+        report = candidate.fit(train, valid)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        forecast = candidate.predict(valid)
+        valid_metrics[name] = level_metrics(valid, forecast, cfg.season_days)
+        fit_report[name] = {"family": type(candidate).family, "fit_s": round(fit_s, 2),
+                            "predict_s": round(time.perf_counter() - t0, 2), **(report or {})}
+        save_candidate(candidate, out_dir / CANDIDATES_SUBDIR / name)
+        fitted[name] = candidate
+    champion = select_champion(valid_metrics, "wape", lower_is_better=True, order=cfg.candidates)
+    save_candidate(fitted[champion], out_dir)
+    keep = max(cfg.input_days, cfg.serving_history_days)
+    serving = {
+        "task": "demand", "champion": champion, "horizon_days": cfg.horizon_days, "input_days": cfg.input_days,
+        "history_days": keep, "last_day": str(series.days[-1].date()),
+        # the latest history of every series, so the service can forecast a known series from its id alone
+        "recent": {lvl: {sid: series.units[i, -keep:].round(4).tolist() for i, sid in enumerate(series.ids) if series.levels[i] == lvl}
+                   for lvl in LEVELS},
     }
-    (out_dir / "demand_config.json").write_text(json.dumps(config))
-    hist = pd.DataFrame(history.history)
-    hist.insert(0, "epoch", range(1, len(hist) + 1))
+    (out_dir / SERVING_FILE).write_text(json.dumps(serving))
+    selection = {"champion": champion, "champion_family": type(fitted[champion]).family, "selected_on": "valid",
+                 "valid_window": [str(series.days[v].date()), str(series.days[v + cfg.horizon_days - 1].date())],
+                 "valid": valid_metrics, "fit": fit_report, "days": len(series.days)}
+    (out_dir / SELECTION_FILE).write_text(json.dumps(selection, indent=2))
+    _write_training_history(fit_report)
+    return selection
+
+
+def _write_training_history(fit_report: dict[str, dict]) -> None:
+    """plots/demand/history.csv: validation loss per epoch of each Keras candidate (val_loss: the first one)."""
+    curves = {name: r["val_loss"] for name, r in fit_report.items() if r.get("val_loss")}
+    frame = pd.DataFrame({"epoch": range(1, max((len(c) for c in curves.values()), default=0) + 1)})
+    for k, (name, curve) in enumerate(curves.items()):
+        frame["val_loss" if k == 0 else f"val_loss_{name}"] = pd.Series(curve, dtype="float64")
+    if not curves:
+        frame["val_loss"] = pd.Series(dtype="float64")
     DEMAND_PLOTS.mkdir(parents=True, exist_ok=True)
-    hist.to_csv(DEMAND_PLOTS / "history.csv", index=False)
-    return {"epochs": len(hist), "train_windows": int(len(y_train)), "series_trained": int(len(train_rows)), "days": len(series.days)}
-
-
-def predict_units(model, history: np.ndarray, first_target_days, is_category: np.ndarray, horizon: int) -> np.ndarray:
-    """Forecast units [n, horizon] from raw unit windows with a loaded forecaster."""
-    inputs, scale = window_inputs(history, first_target_days, is_category, horizon)
-    return np.asarray(model.predict(inputs, batch_size=4096, verbose=0)) * scale[:, None]
+    frame.to_csv(DEMAND_PLOTS / "history.csv", index=False)
 
 
 def evaluate_demand(params: Params, events_path: Path = paths.EVENTS, model_dir: Path = DEMAND_DIR) -> dict:
-    """WAPE and MASE over the test window for the model, seasonal-naive and moving average, per level;
-    metrics/demand.json, plots/demand/forecast.csv (DVC plot) and forecast.png."""
-    import keras
-
+    """Every candidate saved by train_demand scored on the test window (report only: the champion was chosen
+    on validation); metrics/demand.json by the metrics contract, plots/demand/forecast.csv and forecast.png."""
     cfg = params.demand
-    h, w, m = cfg.horizon_days, cfg.input_days, cfg.season_days
+    h = cfg.horizon_days
+    selection = json.loads((model_dir / SELECTION_FILE).read_text())
+    champion = selection["champion"]
     series = daily_units(events_path)
     o = split_origins(len(series.days), cfg)["test"][0]
+    window = window_at(series, o, h)
     levels = np.asarray(series.levels)
-    model = keras.models.load_model(model_dir / "model.keras")
-    name = json.loads((model_dir / "demand_config.json").read_text())["architecture"]
-    history, actual = series.units[:, :o], series.units[:, o : o + h]
-    forecasts = {
-        name: predict_units(model, history[:, -w:], [series.days[o]] * len(levels), levels == "category", h),
-        "seasonal_naive": seasonal_naive(history, h, m),
-        "moving_average": moving_average(history, h, cfg.moving_average_days),
-    }
-    test: dict[str, dict] = {}
-    for key, f in forecasts.items():
-        row: dict[str, float] = {}
-        for lvl in LEVELS:
-            sel = levels == lvl
-            suffix = "" if lvl == "item" else f"_{lvl}"
-            row[f"wape{suffix}"] = wape(actual[sel], f[sel])
-            row[f"mase{suffix}"] = mase(actual[sel], f[sel], history[sel], m)
-        test[key] = row
+    forecasts, test = {}, {}
+    for name in selection["valid"]:
+        candidate = load_candidate(model_dir / CANDIDATES_SUBDIR / name)
+        forecasts[name] = candidate.predict(window)
+        test[name] = level_metrics(window, forecasts[name], cfg.season_days)
+    families = {name: candidate_family(model_dir / CANDIDATES_SUBDIR / name) for name in selection["valid"]}
+    references = [r for r in cfg.references if r in test]
+    stats = [n for n in references if families[n] == "statsforecast"]
+    best_stats = min(stats, key=lambda n: _or_inf(selection["valid"][n]["wape"])) if stats else None  # best on VALIDATION
+    targets = champion_vs_references(_finite(test), champion, references, "wape", lower_is_better=True)
+    targets_mase = champion_vs_references(_finite(test), champion, references, "mase", lower_is_better=True)
     metrics = {
-        "test": test,
-        "model_key": name,
-        "main_metric": "wape",
+        "main_metric": "wape", "lower_is_better": True, "champion": champion, "champion_family": families[champion],
+        "selected_on": "valid", "model_key": champion,
+        "valid": selection["valid"], "test": test,
+        "targets": targets,
+        "targets_mase": targets_mase,
+        "done_when": {"rule": "champion beats every reference (seasonal naive and the statsforecast methods) on test item WAPE and item MASE",
+                      "met": bool(targets.get("met") and targets_mase.get("met"))},
+        "references": references, "best_statsforecast": best_stats,
+        "fit": selection["fit"],
         "horizon_days": h,
+        "valid_window": selection["valid_window"],
         "test_window": [str(series.days[o].date()), str(series.days[o + h - 1].date())],
         "n_series": {lvl: int((levels == lvl).sum()) for lvl in LEVELS},
-        "test_units": {lvl: float(actual[levels == lvl].sum()) for lvl in LEVELS},
-        "targets": {
-            "wape_below_seasonal_naive": bool(test[name]["wape"] < test["seasonal_naive"]["wape"]),
-            "wape_category_below_seasonal_naive": bool(test[name]["wape_category"] < test["seasonal_naive"]["wape_category"]),
-        },
+        "test_units": {lvl: float(window.actual[levels == lvl].sum()) for lvl in LEVELS},
     }
     DEMAND_METRICS.parent.mkdir(parents=True, exist_ok=True)
     DEMAND_METRICS.write_text(json.dumps(metrics, indent=2))
-    _write_forecast_plots(series, o, forecasts, name, cfg)
+    shown = [n for n in dict.fromkeys([champion, best_stats, "seasonal_naive", "moving_average"]) if n in forecasts]
+    _write_forecast_plots(series, o, {n: forecasts[n] for n in shown}, champion, cfg)
     return metrics
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+def _finite(table: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float]]:
+    return {n: {k: v for k, v in row.items() if v is not None} for n, row in table.items()}
 
 
 def _write_forecast_plots(series: DemandSeries, o: int, forecasts: dict[str, np.ndarray], name: str, cfg: DemandParams) -> None:
@@ -303,7 +440,7 @@ def register_demand(params: Params, model_dir: Path = DEMAND_DIR):
     )
 
 
-# ---- serving: the same window inputs (window_inputs) and the stored model ----
+# ---- serving: whatever family won, loaded with load_candidate, forecasting DemandWindows as in evaluation ----
 
 from datetime import date, timedelta  # noqa: E402
 from typing import Literal  # noqa: E402
@@ -340,38 +477,35 @@ class DemandForecastOut(BaseModel):
 
 
 class DemandScorer:
-    """The stored forecaster with a compiled forward pass."""
+    """The champion saved by train_demand, whatever its family (`load_candidate`), and the stored recent history
+    of every series. A statistical champion fits each requested series on its history at request time."""
 
     def __init__(self, model_dir: Path) -> None:
-        import keras
-        import tensorflow as tf
-
-        self.config = json.loads((Path(model_dir) / "demand_config.json").read_text())
-        self.w, self.h = self.config["input_days"], self.config["horizon_days"]
-        model = keras.models.load_model(Path(model_dir) / "model.keras")
-        n_ctx = self.h * 7 + 2
-        specs = {"window": tf.TensorSpec([None, self.w, 8], tf.float32), "context": tf.TensorSpec([None, n_ctx], tf.float32),
-                 "baseline": tf.TensorSpec([None, 1], tf.float32)}
-        self._forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
-        self._forward({name: np.zeros([1, *spec.shape[1:]], "float32") for name, spec in specs.items()})
+        model_dir = Path(model_dir)
+        self.config = json.loads((model_dir / SERVING_FILE).read_text())
+        self.model = load_candidate(model_dir)
+        self.family = candidate_family(model_dir)
+        self.h, self.history_days = self.config["horizon_days"], self.config["history_days"]
 
     def forecast(self, requests: list[DemandRequest], tag: str) -> list[DemandForecastOut]:
         if not requests:
             return []
         default_start = date.fromisoformat(self.config["last_day"]) + timedelta(days=1)
-        windows, starts, sources = [], [], []
+        histories, starts, sources = [], [], []
         for r in requests:
             if r.history is not None:
                 hist, source = list(r.history), "request"
             else:
                 stored = self.config["recent"].get(r.level, {}).get(r.series_id)
                 hist, source = (stored, "stored") if stored is not None else ([], "none")
-            hist = ([0.0] * self.w + hist)[-self.w :]  # left-pad a short history with zero sales
-            windows.append(hist)
+            histories.append(hist)
             starts.append(r.start or default_start)
             sources.append(source)
-        inputs, scale = window_inputs(np.asarray(windows), pd.DatetimeIndex(starts), np.array([r.level == "category" for r in requests]), self.h)
-        units = self._forward(inputs).numpy() * scale[:, None]
+        width = max(self.history_days, max(len(h) for h in histories))
+        # left-pad a short history with zero sales: every family sees the same fixed-width window
+        padded = np.array([[0.0] * (width - len(h)) + [float(u) for u in h] for h in histories])
+        window = DemandWindow([r.series_id for r in requests], [r.level for r in requests], padded, pd.DatetimeIndex(starts), self.h)
+        units = np.clip(np.asarray(self.model.predict(window), dtype="float64"), 0.0, None)
         return [
             DemandForecastOut(series_id=r.series_id, level=r.level, dates=[s + timedelta(days=k) for k in range(self.h)],
                               units=[round(float(u), 4) for u in row], model=tag, history_source=src)
