@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from shopsight.feature_sql import EVENT_COUNTS, NS_PER_DAY, feature_columns
+from shopsight.lifetime import LIFETIME_COLUMNS, lifetime_from_arrays
 
 N_TYPES = len(EVENT_COUNTS)
 _PURCHASE = EVENT_COUNTS.index("purchase")
 _VIEW = EVENT_COUNTS.index("view")
 _CART = EVENT_COUNTS.index("cart")
+_REMOVE = EVENT_COUNTS.index("remove_from_cart")
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ class EventArrays:
     quantity: np.ndarray
 
 
-def features_from_arrays(ev: EventArrays, cutoff_ns: np.ndarray, windows_days: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def features_from_arrays(
+    ev: EventArrays, cutoff_ns: np.ndarray, windows_days: list[int], history_days: int | None = None, utc_offset_ns: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(present, matrix): whether each user has events in [cutoff - look-back, cutoff), and their features.
 
     `cutoff_ns[u]` is user u's cutoff (epoch ns, microsecond precision); the matrix has one row per user in
-    `feature_columns(windows_days)` order (rows of absent users are zeros).
+    `feature_columns(windows_days)` order (rows of absent users are zeros). The full-history columns
+    (shopsight/lifetime.py) read every event before the cutoff, bounded by `history_days`.
     """
     windows = sorted(windows_days)
     L = windows[-1]
@@ -112,6 +117,9 @@ def features_from_arrays(ev: EventArrays, cutoff_ns: np.ndarray, windows_days: l
     out[:, col + 6] = carts / (views + 1)
     out[:, col + 7] = purchases / (views + 1)
     out[:, col + 8] = count(u) / np.maximum(sessions_L, 1)
+    out[:, col + 9 : col + 9 + len(LIFETIME_COLUMNS)] = lifetime_from_arrays(
+        ev.user, ev.timestamp_ns, ev.event == _PURCHASE, ev.event == _REMOVE, ev.item, ev.price, ev.quantity, cut, history_days, utc_offset_ns
+    )
     out[~present] = 0.0
     return present, out
 
@@ -185,7 +193,9 @@ def _cutoff_ns(cutoff) -> int:
     return (ts.value // 1000) * 1000
 
 
-def compute_user_features_fast(events: pd.DataFrame, cutoffs: Mapping | pd.Series, windows_days: list[int]) -> pd.DataFrame:
+def compute_user_features_fast(
+    events: pd.DataFrame, cutoffs: Mapping | pd.Series, windows_days: list[int], history_days: int | None = None, utc_offset_ns: int = 0
+) -> pd.DataFrame:
     """`feature_sql.compute_user_features` for one cutoff per user, in memory.
 
     `cutoffs` maps user_id -> cutoff (events of other users are ignored). Rows = (cutoff, user_id) for users
@@ -199,7 +209,9 @@ def compute_user_features_fast(events: pd.DataFrame, cutoffs: Mapping | pd.Serie
     codes = users.get_indexer(events["user_id"].astype("string"))
     mine = codes >= 0
     cut_ns = np.array([_cutoff_ns(c) for c in cutoffs.to_numpy()], dtype=np.int64)
-    present, matrix = features_from_arrays(event_arrays(events[mine], codes[mine].astype(np.int64)), cut_ns, windows_days)
+    present, matrix = features_from_arrays(
+        event_arrays(events[mine], codes[mine].astype(np.int64)), cut_ns, windows_days, history_days, utc_offset_ns
+    )
     frame = pd.DataFrame(matrix[present], columns=columns)
     frame.insert(0, "user_id", pd.array(users[present], dtype="string"))
     frame.insert(0, "cutoff", pd.to_datetime(cut_ns[present], utc=True).astype("datetime64[ns, UTC]"))

@@ -26,6 +26,10 @@ assembly 0.73 s (much of it first touch of the ~140 MB result), writing the Parq
 `GROUP BY user_id` pass takes ~0.7 s. The two passes alone are ~2.5x that pass: each is a hash aggregate
 over all events with about a million (pass A) or three million (pass B) groups.
 
+Full-history columns (shopsight/lifetime.py, appended to feature_columns): per batch, one more GROUP BY
+(user, day) over the events before the last cutoff and a purchases-x-cutoffs join, keyed by the batch's user
+numbering; labels may have a horizon per cutoff (calibration/holdout splits).
+
 Semantics (shared with shopsight/feature_fast.py): windows are whole days before the cutoff; active days
 are day buckets counted from `cutoff - look-back`; a null session or item counts as one value, null
 categories are skipped; revenue sums coalesce(price, 0) * quantity over purchases.
@@ -34,12 +38,15 @@ categories are skipped; revenue sums coalesce(price, 0) * quantity over purchase
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+
+from shopsight.lifetime import LIFETIME_COLUMNS, lifetime_batch
 
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "favorite", "purchase")
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -77,7 +84,7 @@ def feature_columns(windows_days: list[int]) -> list[str]:
         "purchase_rate",
         "events_per_session",
     ]
-    return cols
+    return cols + LIFETIME_COLUMNS
 
 
 def _output_columns(windows: list[int]) -> list[str]:
@@ -88,7 +95,7 @@ def _output_columns(windows: list[int]) -> list[str]:
     cols += ["recency_days", "purchase_recency_days", "first_seen_days", "mean_view_price"]
     cols += [f"sessions_{w}d" for w in windows]
     cols += ["distinct_items", "distinct_categories", "cart_rate", "purchase_rate", "events_per_session"]
-    return cols
+    return cols + LIFETIME_COLUMNS
 
 
 def _utc(ts) -> pd.Timestamp:
@@ -209,7 +216,8 @@ def _segment_bits(plan: _Plan) -> list[int]:
 
 
 def event_passes(plan: _Plan, source: str, horizon_days: int | None) -> list[tuple[str, dict | None]]:
-    """The two aggregation passes over the events (SQL and parameters) that create _feat_a and _feat_b."""
+    """The two aggregation passes over the events (SQL and parameters) that create _feat_a and _feat_b
+    (`horizon_days`: the longest label window of the batch's cutoffs)."""
     fmt = {"source": source, "lo_ns": plan.lo.value, "lo": _ts_sql(plan.lo)}
     return [
         (_PASS_A.format(hi=_ts_sql(plan.cutoffs[-1] + pd.Timedelta(days=horizon_days or 0)), **fmt), None),
@@ -217,15 +225,18 @@ def event_passes(plan: _Plan, source: str, horizon_days: int | None) -> list[tup
     ]
 
 
-def _batch(con: duckdb.DuckDBPyConnection, source: str, plan: _Plan, horizon_days: int | None):
-    """The rows of one batch of cutoffs (see _assemble): two passes over the events, then small queries."""
+def _batch(
+    con: duckdb.DuckDBPyConnection, source: str, plan: _Plan, horizons: list[int] | None, history_days: int | None, utc_offset_ns: int
+):
+    """The rows of one batch of cutoffs (see _assemble): two passes over the events, then small queries, then the
+    full-history columns (shopsight/lifetime.py). `horizons`: each cutoff's label window in days (None: no labels)."""
     windows, L = plan.windows, plan.windows[-1]
     seg_of_day = plan.seg_of_day()
-    h = horizon_days or 0
+    horizon_days = max(horizons) if horizons is not None else None
     bits = _segment_bits(plan)
-    label_bits = [0] * (plan.n_days + h)
+    label_bits = [0] * (plan.n_days + (horizon_days or 0))
     for j, c in enumerate(plan.cidx):
-        for d in range(int(c), int(c) + h):
+        for d in range(int(c), int(c) + (horizons[j] if horizons is not None else 0)):
             label_bits[d] |= 1 << j
     n_cut = len(plan.cutoffs)
     sess_masks = [_mask(*plan.segments(j, w)) for j in range(n_cut) for w in windows]
@@ -249,13 +260,14 @@ def _batch(con: duckdb.DuckDBPyConnection, source: str, plan: _Plan, horizon_day
             ),
         )
         per_user = _arrays(con, per_user_sql, {"bits": bits, "label_bits": label_bits})
+        lifetime = lifetime_batch(con, source, [c.value for c in plan.cutoffs], len(users), history_days, utc_offset_ns)
     finally:
         for t in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS {t}")
-    return _assemble(plan, users, roll, per_user, horizon_days)
+    return _assemble(plan, users, roll, per_user, horizon_days, lifetime)
 
 
-def _assemble(plan: _Plan, users: np.ndarray, roll: dict, per_user: dict, horizon_days: int | None) -> dict:
+def _assemble(plan: _Plan, users: np.ndarray, roll: dict, per_user: dict, horizon_days: int | None, lifetime: list[np.ndarray]) -> dict:
     """The batch's rows (cutoff order, then user order) as one column-major float matrix plus keys and labels.
 
     Fresh memory is slow to touch, so one (segment x user) buffer of each type is reused metric by metric.
@@ -345,6 +357,7 @@ def _assemble(plan: _Plan, users: np.ndarray, roll: dict, per_user: dict, horizo
         matrix[rows, col["cart_rate"]] = matrix[rows, col[f"carts_{L}d"]] / views
         matrix[rows, col["purchase_rate"]] = matrix[rows, col[f"purchases_{L}d"]] / views
         matrix[rows, col["events_per_session"]] = n_events[j] / np.maximum(matrix[rows, col[f"sessions_{L}d"]], 1)
+        matrix[rows, col[LIFETIME_COLUMNS[0]] : col[LIFETIME_COLUMNS[-1]] + 1] = lifetime[j][p]
     labels = None
     if horizon_days is not None:
         label_mask = np.zeros(n_users, dtype=np.uint64)
@@ -371,16 +384,31 @@ def compute_user_features(
     events: pd.DataFrame | str | Path,
     cutoffs: list[pd.Timestamp],
     windows_days: list[int],
-    horizon_days: int | None = None,
+    horizon_days: int | Mapping[pd.Timestamp, int] | None = None,
+    history_days: int | None = None,
+    utc_offset_ns: int = 0,
 ) -> pd.DataFrame:
     """Rows = (cutoff, user_id) for users with events in [cutoff - look-back, cutoff); feature columns as float64.
 
-    `events` is a canonical frame or a Parquet path. With `horizon_days`, a `label` column says whether the
-    user purchased in [cutoff, cutoff + horizon). Rows come ordered by cutoff (per time of day), then user_id.
+    `events` is a canonical frame or a Parquet path. With `horizon_days` (one for all cutoffs, or a mapping
+    cutoff -> days), a `label` column says whether the user purchased in [cutoff, cutoff + horizon). Rows come
+    ordered by cutoff (per time of day), then user_id. The full-history columns (shopsight/lifetime.py) read the
+    events before each cutoff, bounded by `history_days`, with days in the timezone of `utc_offset_ns`.
     """
     windows = sorted(windows_days)
     if not cutoffs:
         raise ValueError("compute_user_features needs at least one cutoff")
+    if isinstance(horizon_days, Mapping):
+        per_cutoff = {_utc(c): int(h) for c, h in horizon_days.items()}
+        missing = [c for c in cutoffs if _utc(c) not in per_cutoff]
+        if missing:
+            raise ValueError(f"compute_user_features: no horizon_days for cutoff(s) {missing[:3]}")
+
+        def horizons_of(plan: _Plan) -> list[int] | None:
+            return [per_cutoff[c] for c in plan.cutoffs]
+    else:
+        def horizons_of(plan: _Plan) -> list[int] | None:
+            return None if horizon_days is None else [int(horizon_days)] * len(plan.cutoffs)
     con = connection()
     if isinstance(events, (str, Path)):
         source = f"read_parquet('{Path(events).as_posix()}')"
@@ -390,11 +418,11 @@ def compute_user_features(
     parts = []
     try:
         for plan in plan_batches(cutoffs, windows):
-            parts.append(_batch(con, source, plan, horizon_days))
+            parts.append(_batch(con, source, plan, horizons_of(plan), history_days, utc_offset_ns))
     finally:
         if source == "_events":
             con.unregister("_events")
-    return _frame(parts, windows, horizon_days)
+    return _frame(parts, windows, horizon_days)  # labels when horizon_days is given (int or mapping)
 
 
 def _frame(parts: list[dict], windows: list[int], horizon_days: int | None) -> pd.DataFrame:

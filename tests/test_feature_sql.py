@@ -15,6 +15,7 @@ from shopsight.feature_sql import (
     compute_user_features,
     feature_columns,
 )
+from tests.test_lifetime import lifetime_reference
 
 DAY = pd.Timedelta(days=1)
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -74,6 +75,7 @@ def _reference(events: pd.DataFrame, cutoffs, windows: list[int], horizon: int) 
             r["cart_rate"] = r[f"carts_{L}d"] / (r[f"views_{L}d"] + 1)
             r["purchase_rate"] = r[f"purchases_{L}d"] / (r[f"views_{L}d"] + 1)
             r["events_per_session"] = len(ev) / max(r[f"sessions_{L}d"], 1)
+            r.update(lifetime_reference(events[events["user_id"] == user], c))
             r["label"] = int(user in buyers)
             rows.append(r)
     return pd.DataFrame(rows)

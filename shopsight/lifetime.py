@@ -1,0 +1,277 @@
+"""Full-history ("lifetime") user features: what a transaction log says about a customer beyond the look-back.
+
+Computed from ALL of a user's events before the cutoff (or, with `features.history_days`, from the events in
+the `history_days` calendar days before the cutoff's day and the cutoff's day itself), appended to the look-back
+features (shopsight.feature_sql.feature_columns), so every dataset, model, audience and the service get them.
+
+* purchase_days_total: distinct calendar days with a purchase; repeat_purchase_days = max(days - 1, 0) (the
+  BTYD "frequency");
+* first_purchase_days_ago: cutoff - first purchase in days, fractional, 0 without one (BTYD "T");
+  purchase_span_days: last purchase day - first purchase day (BTYD "recency" t_x);
+* tenure_days: cutoff - first event of any type (fractional); active_days_total: distinct days with an event;
+* monetary_total: sum of coalesce(price, 0) * quantity over purchases, net of returns, floored at 0;
+  monetary_per_purchase_day = monetary_total / purchase_days_total (0 without purchases);
+* returned_units_total and return_rate (returned units / purchased units, 0 when none): a return is a
+  `remove_from_cart` of an item the same user purchased strictly earlier (inside the history); in a clickstream
+  a removal before the purchase is not a return (shopsight/sources/online_retail.py ingests cancellations so);
+* ipt_mean_days, ipt_std_days: mean and sample standard deviation of the gaps between consecutive purchase days
+  (0 with fewer than 2 / 3 purchase days).
+
+Days are calendar days in `features.timezone` (a fixed UTC offset: day = floor((epoch ns + offset) / 1 day)).
+A null quantity makes a null value term, skipped by the sums (as feature_sql's revenue). All values are finite
+and >= 0.
+
+Two implementations, proven equal by tests/test_feature_fast.py and tests/test_lifetime.py:
+* batch (`lifetime_batch`, DuckDB, called per batch of feature_sql): one GROUP BY (user, day) over the events
+  before the last cutoff, rolled up to (user, first cutoff that sees the day, first cutoff whose history no
+  longer reaches it) so the cutoffs cost no join; and a purchases-x-cutoffs join (purchases and removals are a
+  small share of the events, cutoffs are few) for the purchase, value and return columns;
+* request (`lifetime_from_arrays`, numpy): the service's in-memory path, one cutoff per user.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+US_PER_DAY = 86_400 * 1_000_000
+_DAY_SHIFT = 1_000_000  # days added before the integer division so that it floors (DuckDB's // truncates)
+
+LIFETIME_COLUMNS = [
+    "purchase_days_total",
+    "repeat_purchase_days",
+    "first_purchase_days_ago",
+    "purchase_span_days",
+    "tenure_days",
+    "active_days_total",
+    "monetary_total",
+    "monetary_per_purchase_day",
+    "returned_units_total",
+    "return_rate",
+    "ipt_mean_days",
+    "ipt_std_days",
+]
+
+
+def local_day_ns(ts_ns: np.ndarray | int, utc_offset_ns: int) -> np.ndarray:
+    """Calendar day number (days since 1970-01-01 local) of epoch-ns instants in a fixed-offset timezone."""
+    return np.floor_divide(np.asarray(ts_ns, dtype=np.int64) + utc_offset_ns, NS_PER_DAY)
+
+
+def history_start_ns(cutoff_ns: np.ndarray | int, history_days: int | None, utc_offset_ns: int) -> np.ndarray:
+    """First instant of the history of each cutoff: the local midnight `history_days` days before the cutoff's
+    day (a cutoff at a midnight: exactly `history_days` days before it); no bound = the smallest int64."""
+    cut = np.asarray(cutoff_ns, dtype=np.int64)
+    if history_days is None:
+        return np.full(cut.shape, np.iinfo(np.int64).min, dtype=np.int64)
+    return (local_day_ns(cut, utc_offset_ns) - history_days) * NS_PER_DAY - utc_offset_ns
+
+
+def _columns(
+    n: int,
+    cut_ns: np.ndarray,
+    active_days: np.ndarray,
+    first_event: np.ndarray,
+    purchase_days: np.ndarray,
+    first_purchase: np.ndarray,
+    span: np.ndarray,
+    bought: np.ndarray,
+    returned_value: np.ndarray,
+    units: np.ndarray,
+    returned_units: np.ndarray,
+    ipt_std: np.ndarray,
+) -> np.ndarray:
+    """The LIFETIME_COLUMNS matrix (n rows) from per-row aggregates (first_* = epoch ns; unused where none)."""
+    out = np.zeros((n, len(LIFETIME_COLUMNS)), dtype=np.float64)
+    has_buy = purchase_days > 0
+    monetary = np.maximum(bought - returned_value, 0.0)
+    returned_units = np.maximum(returned_units, 0.0)
+    out[:, 0] = purchase_days
+    out[:, 1] = np.maximum(purchase_days - 1, 0)
+    out[:, 2] = np.where(has_buy, (cut_ns - np.where(has_buy, first_purchase, cut_ns)).astype(np.float64) / NS_PER_DAY, 0.0)
+    out[:, 3] = np.where(has_buy, span, 0.0)
+    has_event = active_days > 0
+    out[:, 4] = np.where(has_event, (cut_ns - np.where(has_event, first_event, cut_ns)).astype(np.float64) / NS_PER_DAY, 0.0)
+    out[:, 5] = active_days
+    out[:, 6] = monetary
+    out[:, 7] = monetary / np.maximum(purchase_days, 1)
+    out[:, 8] = returned_units
+    out[:, 9] = np.maximum(np.divide(returned_units, units, out=np.zeros(n), where=units > 0), 0.0)
+    out[:, 10] = np.divide(out[:, 3], purchase_days - 1, out=np.zeros(n), where=purchase_days >= 2)
+    out[:, 11] = ipt_std
+    return out
+
+
+# ---- batch: DuckDB, per batch of feature_sql (its user numbering _feat_u) ----
+
+_DAYS = f"""SELECT uc, {{k0}} AS k0, {{k1}} AS k1, count(*)::DOUBLE AS days, min(mn) AS mn
+  FROM (SELECT u, day, min(ts) AS mn
+        FROM (SELECT user_id::VARCHAR AS u, epoch_ns(timestamp) AS ts,
+                     (epoch_ns(timestamp) // 1000 + {{off_us}} + {_DAY_SHIFT * US_PER_DAY}) // {US_PER_DAY} - {_DAY_SHIFT} AS day
+              FROM {{source}} WHERE timestamp < {{hi}} {{lo_filter}})
+        GROUP BY u, day)
+  JOIN {{users}} USING (u) GROUP BY ALL"""
+
+_PURCHASES = f"""WITH
+  cut AS (SELECT unnest($c::BIGINT[]) AS c, unnest($lo::BIGINT[]) AS lo, unnest($k::INTEGER[]) AS k),
+  p AS (SELECT k, uc, i, buy, ts, day, value, qty
+        FROM (SELECT user_id::VARCHAR AS u, item_id AS i, event_type::VARCHAR = 'purchase' AS buy, epoch_ns(timestamp) AS ts,
+                     (epoch_ns(timestamp) // 1000 + {{off_us}} + {_DAY_SHIFT * US_PER_DAY}) // {US_PER_DAY} - {_DAY_SHIFT} AS day,
+                     coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
+              FROM {{source}}
+              WHERE event_type::VARCHAR IN ('purchase', 'remove_from_cart') AND timestamp < {{hi}} {{lo_filter}})
+        JOIN {{users}} USING (u) JOIN cut ON ts >= cut.lo AND ts < cut.c),
+  fb AS (SELECT k, uc, i, min(ts) AS fb FROM p WHERE buy GROUP BY ALL),
+  ev AS (SELECT p.*, NOT p.buy AND fb.fb IS NOT NULL AND fb.fb < p.ts AS ret
+         FROM p LEFT JOIN fb ON p.k = fb.k AND p.uc = fb.uc AND p.i IS NOT DISTINCT FROM fb.i),
+  pdays AS (SELECT DISTINCT k, uc, day FROM p WHERE buy),
+  gaps AS (SELECT k, uc, day - lag(day) OVER (PARTITION BY k, uc ORDER BY day) AS g FROM pdays),
+  ipt AS (SELECT k, uc, coalesce(stddev_samp(g), 0)::DOUBLE AS ipt_std FROM gaps GROUP BY ALL)
+SELECT k, uc, count(DISTINCT day) FILTER (WHERE buy)::DOUBLE AS pdays,
+       coalesce(min(ts) FILTER (WHERE buy), 0) AS first_buy,
+       coalesce(max(day) FILTER (WHERE buy) - min(day) FILTER (WHERE buy), 0)::DOUBLE AS span,
+       coalesce(sum(value) FILTER (WHERE buy), 0)::DOUBLE AS bought,
+       coalesce(sum(value) FILTER (WHERE ret), 0)::DOUBLE AS returned_value,
+       coalesce(sum(qty) FILTER (WHERE buy), 0)::DOUBLE AS units,
+       coalesce(sum(qty) FILTER (WHERE ret), 0)::DOUBLE AS returned_units,
+       coalesce(any_value(ipt_std), 0)::DOUBLE AS ipt_std
+FROM ev LEFT JOIN ipt USING (k, uc) GROUP BY k, uc"""
+
+
+def _ts_sql(ns: int) -> str:
+    return f"'{pd.Timestamp(int(ns), tz='UTC').isoformat()}'::TIMESTAMPTZ"
+
+
+def lifetime_batch(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    cutoff_ns: list[int],
+    n_users: int,
+    history_days: int | None = None,
+    utc_offset_ns: int = 0,
+    users: str = "_feat_u",
+) -> list[np.ndarray]:
+    """LIFETIME_COLUMNS of every user of `users` (a table u -> uc, uc = 0..n_users-1) at each sorted cutoff:
+    one (n_users x columns) matrix per cutoff. Users without events in a cutoff's history get zeros."""
+    cut = np.asarray(cutoff_ns, dtype=np.int64)
+    lo = history_start_ns(cut, history_days, utc_offset_ns)
+    fmt = {
+        "source": source,
+        "users": users,
+        "off_us": utc_offset_ns // 1000,
+        "hi": _ts_sql(int(cut.max())),
+        "lo_filter": "" if history_days is None else f"AND timestamp >= {_ts_sql(int(lo.min()))}",
+    }
+    # a (user, day) row is seen by cutoffs k0 <= k < k1: from the first cutoff after its first event on to the
+    # last cutoff whose history starts by that day (histories start at local midnights, so days are whole)
+    k0 = " + ".join(f"(mn >= {int(c)})::INTEGER" for c in cut)
+    if history_days is None:
+        k1 = str(len(cut))
+    else:
+        lo_days = local_day_ns(lo, utc_offset_ns)
+        k1 = " + ".join(f"(day >= {int(d)})::INTEGER" for d in lo_days)
+    days = _arrays(con, _DAYS.format(k0=k0, k1=k1, **fmt))
+    buys = _arrays(con, _PURCHASES.format(**fmt), {"c": [int(c) for c in cut], "lo": [int(v) for v in lo], "k": list(range(len(cut)))})
+    out = []
+    uc, k0s, k1s = days["uc"].astype(np.intp), days["k0"], days["k1"]
+    for k in range(len(cut)):
+        seen = (k0s <= k) & (k < k1s)
+        active = np.bincount(uc[seen], weights=days["days"][seen], minlength=n_users)
+        first = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, uc[seen], days["mn"][seen])
+        mine = buys["k"] == k
+        per_user = {name: np.zeros(n_users, dtype=np.float64) for name in ("pdays", "span", "bought", "returned_value", "units", "returned_units", "ipt_std")}
+        who = buys["uc"][mine].astype(np.intp)
+        for name, values in per_user.items():
+            values[who] = buys[name][mine]
+        first_buy = np.zeros(n_users, dtype=np.int64)
+        first_buy[who] = buys["first_buy"][mine]
+        out.append(_columns(
+            n_users, np.full(n_users, cut[k]), active, first, per_user["pdays"], first_buy, per_user["span"],
+            per_user["bought"], per_user["returned_value"], per_user["units"], per_user["returned_units"], per_user["ipt_std"],
+        ))
+    return out
+
+
+def _arrays(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> dict[str, np.ndarray]:
+    table = con.sql(sql, params=params).to_arrow_table().combine_chunks()
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+# ---- request: numpy, one cutoff per user ----
+
+
+def lifetime_from_arrays(
+    user: np.ndarray,
+    timestamp_ns: np.ndarray,
+    is_purchase: np.ndarray,
+    is_removal: np.ndarray,
+    item: np.ndarray,
+    price: np.ndarray,
+    quantity: np.ndarray,
+    cutoff_ns: np.ndarray,
+    history_days: int | None = None,
+    utc_offset_ns: int = 0,
+) -> np.ndarray:
+    """LIFETIME_COLUMNS (one row per user 0..len(cutoff_ns)-1) from coded events (item: codes >= -1, equal codes =
+    same item; price/quantity: NaN for null); each user's cutoff is `cutoff_ns[u]` (epoch ns)."""
+    n = len(cutoff_ns)
+    cut = np.asarray(cutoff_ns, dtype=np.int64)
+    lo = history_start_ns(cut, history_days, utc_offset_ns)
+    keep = (timestamp_ns < cut[user]) & (timestamp_ns >= lo[user])
+    u, ts, item = user[keep], timestamp_ns[keep], item[keep]
+    buy, rem = is_purchase[keep], is_removal[keep]
+    day = local_day_ns(ts, utc_offset_ns)
+
+    def count(groups: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(groups, weights=weights, minlength=n).astype(np.float64)
+
+    def extreme(groups, values, ufunc, initial) -> np.ndarray:
+        out = np.full(n, initial, dtype=np.int64)
+        ufunc.at(out, groups, values)
+        return out
+
+    user_days = _distinct_pairs(u, day)
+    active = count(user_days[0])
+    first = extreme(u, ts, np.minimum, np.iinfo(np.int64).max)
+    bu, bday = _distinct_pairs(u[buy], day[buy])
+    pdays = count(bu)
+    first_buy = extreme(u[buy], ts[buy], np.minimum, np.iinfo(np.int64).max)
+    span = np.zeros(n)
+    if len(bu):
+        span = (extreme(bu, bday, np.maximum, np.iinfo(np.int64).min) - extreme(bu, bday, np.minimum, np.iinfo(np.int64).max)).astype(np.float64)
+        span[pdays == 0] = 0.0
+    # gaps between consecutive purchase days of a user (pairs come sorted by user, then day)
+    same = bu[1:] == bu[:-1] if len(bu) else np.zeros(0, dtype=bool)
+    gaps = (bday[1:] - bday[:-1])[same].astype(np.float64)
+    gu = bu[1:][same]
+    ng, s1, s2 = count(gu), count(gu, gaps), count(gu, gaps * gaps)
+    var = np.divide(ng * s2 - s1 * s1, ng * (ng - 1), out=np.zeros(n), where=ng >= 2)
+    ipt_std = np.sqrt(np.maximum(var, 0.0))
+
+    value = np.nan_to_num(np.nan_to_num(price[keep], nan=0.0) * quantity[keep], nan=0.0)
+    qty = np.nan_to_num(quantity[keep], nan=0.0)
+    # a removal is a return when the user bought the item strictly earlier (inside the history)
+    item = item.astype(np.int64) + 1  # a null item (code -1 from a plain factorize) is one value, as SQL's IS NOT DISTINCT FROM
+    pair = u.astype(np.int64) * (int(item.max()) + 1 if len(item) else 1) + item
+    codes, inverse = np.unique(pair, return_inverse=True)
+    first_pair_buy = np.full(len(codes), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_pair_buy, inverse[buy], ts[buy])
+    ret = rem & (first_pair_buy[inverse] < ts)
+    return _columns(
+        n, cut, active, first, pdays, first_buy, span,
+        count(u[buy], value[buy]), count(u[ret], value[ret]), count(u[buy], qty[buy]), count(u[ret], qty[ret]), ipt_std,
+    )
+
+
+def _distinct_pairs(users: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, key) pairs sorted by user then key, as two arrays."""
+    if len(users) == 0:
+        return users.astype(np.intp), keys
+    order = np.lexsort((keys, users))
+    u, k = users[order], keys[order]
+    first = np.ones(len(u), dtype=bool)
+    first[1:] = (u[1:] != u[:-1]) | (k[1:] != k[:-1])
+    return u[first].astype(np.intp), k[first]
