@@ -53,7 +53,8 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 @task(name="sweep-candidate", task_run_name="candidate-{index}")
 def train_candidate(project_dir: str, params_file: str, workdir: str, index: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one candidate in its own directory; return its overrides and test metrics."""
+    """Train and evaluate one grid point in its own directory; return its overrides, its champion and the champion's
+    validation metrics (what the sweep ranks on) and test metrics (reported only)."""
     from shopsight.config import load_params as validate
 
     work = Path(workdir)
@@ -71,13 +72,16 @@ def train_candidate(project_dir: str, params_file: str, workdir: str, index: int
         if proc.returncode != 0:
             raise RuntimeError(f"candidate {index} {overrides}: `shopsight {' '.join(step)}` failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     metrics = json.loads((work / paths.PROPENSITY_METRICS).read_text())
-    get_run_logger().info("candidate %d %s: %s", index, overrides, metrics["test"]["mlp"])
-    return {"index": index, "overrides": overrides, "test": metrics["test"]["mlp"], "worker_pid": os.getpid()}
+    champion = metrics["champion"]
+    get_run_logger().info("grid point %d %s: champion %s, validation %s", index, overrides, champion, metrics["valid"][champion])
+    return {"index": index, "overrides": overrides, "champion": champion, "valid": metrics["valid"][champion],
+            "test": metrics["test"][champion], "worker_pid": os.getpid()}
 
 
 @flow(name="shopsight-sweep")
 def sweep_flow(project_dir: str = str(PROJECT_ROOT), params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = None) -> dict:
-    """Train every candidate of the grid in parallel on the flow's task runner; rank them by the gate metric."""
+    """Train every grid point in parallel on the flow's task runner; rank them by the gate metric on VALIDATION (the
+    test split is reported, never used to choose: ranking on it would make the chosen score optimistic)."""
     params = load_params(Path(project_dir) / params_file)
     candidates = expand_grid(grid if grid is not None else params.orchestration.sweep)
     if not candidates:
@@ -89,10 +93,10 @@ def sweep_flow(project_dir: str = str(PROJECT_ROOT), params_file: str = "params.
     results = [f.result() for f in futures]
     metric = params.registry.gate_for("propensity").metric
     reverse = metric not in params.registry.gate_for("propensity").lower_is_better
-    ranked = sorted(results, key=lambda r: r["test"][metric], reverse=reverse)
-    get_run_logger().info("best of %d candidates by %s: %s", len(ranked), metric, ranked[0]["overrides"])
+    ranked = sorted(results, key=lambda r: r["valid"][metric], reverse=reverse)
+    get_run_logger().info("best of %d grid points by validation %s: %s", len(ranked), metric, ranked[0]["overrides"])
     shutil.rmtree(root, ignore_errors=True)  # the metrics are in the result; the candidate models are not kept
-    return {"metric": metric, "ranked": ranked}
+    return {"metric": metric, "ranked_on": "valid", "ranked": ranked}
 
 
 def run_sweep(project_dir: str | Path = PROJECT_ROOT, params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = None) -> dict:
@@ -124,4 +128,4 @@ if __name__ == "__main__":
     ensure_prefect_ready()
     outcome = run_sweep(args.project_dir, args.params_file, _parse_set(args.set))
     for row in outcome["ranked"]:
-        print(f"{row['test'][outcome['metric']]:.4f}  {row['overrides']}")
+        print(f"valid {row['valid'][outcome['metric']]:.4f}  test {row['test'][outcome['metric']]:.4f}  {row['champion']}  {row['overrides']}")

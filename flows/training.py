@@ -20,14 +20,9 @@ from prefect.artifacts import create_markdown_artifact
 from shopsight import paths
 from shopsight.config import PROJECT_ROOT, load_params
 
-# One entry per task: (task name, "module:function" that registers its trained model). Each function takes the
-# Params, runs in the project directory, and returns a shopsight.registry.Registration. Add a task here.
-REGISTRATIONS: list[tuple[str, str]] = [
-    ("propensity", "shopsight.pipeline:register_propensity"),
-    ("recommender", "shopsight.recommender:register_recommender"),
-    ("churn", "shopsight.churn:register_churn"),
-    ("demand", "shopsight.demand:register_demand"),
-]
+# One entry per task: (task name, "module:function" that registers its champion), from shopsight.tasks. Each
+# function takes the Params, runs in the project directory, and returns a shopsight.registry.Registration.
+from shopsight.tasks import REGISTRATIONS  # noqa: E402
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=10)
@@ -146,8 +141,13 @@ def _print_summary(result: dict, project_dir: Path) -> None:
     ran = [s["stage"] for s in result["stages"] if s["ran"]]
     print(f"  stages run:     {ran or 'none (all unchanged)'}")
     if result.get("metrics"):
+        champion = result["metrics"].get("champion")
+        print(f"  propensity candidates (champion chosen on validation: {champion}):")
         for name, m in result["metrics"]["test"].items():
-            print(f"  {name:<22} test ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}")
+            mark = " <- champion" if name == champion else ""
+            print(f"  {name:<26} test ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}{mark}")
+        if result["metrics"].get("targets", {}).get("note"):
+            print(f"  target:         {result['metrics']['targets']['note']}")
     print(f"  metrics:        {project_dir / paths.HEADLINE_METRICS} per task (`shopsight headline`); full tables in {project_dir / 'metrics'}/<task>.json")
     print(f"  plots:          {project_dir / paths.PROPENSITY_PLOTS}/roc.png, history.png  (`dvc plots show`)")
     print(f"  ingest report:  {project_dir / paths.INGEST_REPORT}; rejects: {project_dir / paths.REJECTS}")

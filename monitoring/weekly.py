@@ -464,24 +464,27 @@ def champion_reference(task: str = "propensity", features_path: Path | None = No
 
 
 def champion_score(tag: str | None) -> float | None:
-    """The champion's test score on its main metric (the quality baseline), when it is ROC-AUC."""
+    """The champion's test score on its main metric (the quality baseline), when it is ROC-AUC. The gate score is a
+    validation score (the split the champion was chosen on); the test score is the honest estimate."""
     from shopsight.registry import list_models
 
     for row in list_models():
-        if row["tag"] == tag and row.get("main_metric", "roc_auc") == "roc_auc" and row.get("score") is not None:
-            return float(row["score"])
+        if row["tag"] == tag and row.get("main_metric", "roc_auc") == "roc_auc":
+            value = row.get("test_score", row.get("score") if row.get("gate_split", "test") == "test" else None)
+            return float(value) if value is not None else None
     return None
 
 
 def champion_predictions(tag: str, reference: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """The champion's propensity on its reference features (the baseline of prediction drift)."""
+    """The champion's propensity (its own score, as the service logs it) on its reference features: the baseline
+    of prediction drift, whatever the champion's family."""
     import bentoml
-    import keras
 
     from shopsight.features import model_input
+    from shopsight.tasks.user_binary import ChampionScorer
 
-    model = keras.models.load_model(Path(bentoml.models.get(tag).path) / "model.keras")
-    return np.asarray(model.predict_on_batch(model_input(reference, columns))).ravel()
+    scorer = ChampionScorer(Path(bentoml.models.get(tag).path))
+    return scorer.raw(model_input(reference, scorer.columns))
 
 
 def read_log(log_dir: Path | None, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:

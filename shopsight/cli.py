@@ -63,7 +63,7 @@ def features(params: Path = ParamsOpt) -> None:
 
 @train_app.command("propensity")
 def train_propensity(params: Path = ParamsOpt) -> None:
-    """Train the propensity MLP and the logistic-regression baseline."""
+    """Fit every propensity candidate (rules, BG/NBD, logistic regression, LightGBM, MLP); champion chosen on validation."""
     from shopsight.train import train_propensity as run
 
     console.print_json(json.dumps(run(_params(params))))
@@ -71,24 +71,29 @@ def train_propensity(params: Path = ParamsOpt) -> None:
 
 @evaluate_app.command("propensity")
 def evaluate_propensity(params: Path = ParamsOpt) -> None:
-    """Test-split metrics and plots for the propensity models."""
+    """Test metrics of every propensity candidate and the served champion; the target against the best reference."""
     from shopsight.evaluate import evaluate_propensity as run
 
-    console.print_json(json.dumps(run(_params(params))))
+    _print_metric_table(run(_params(params)), BINARY_KEYS, "propensity: test metrics")
 
 
 def _print_metric_table(metrics: dict, keys: list[str], title: str) -> None:
-    table = Table(title=title)
+    champion = metrics.get("champion")
+    table = Table(title=f"{title} (champion chosen on validation: {champion})" if champion else title)
     table.add_column("model")
     for key in keys:
         table.add_column(key, justify="right")
     for name, row in metrics["test"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" if k in row else "-" for k in keys))
+        label = f"{name} *" if name == champion else name
+        table.add_row(label, *(f"{row[k]:.4f}" if isinstance(row.get(k), (int, float)) else "-" for k in keys))
     console.print(table)
     if metrics.get("oracle_note"):
         console.print(metrics["oracle_note"])
-    if metrics.get("targets"):
-        console.print_json(json.dumps(metrics["targets"]))
+    targets = metrics.get("targets") or {}
+    if targets.get("note"):
+        console.print(f"target: {targets['note']}")
+    elif targets:
+        console.print_json(json.dumps(targets))
 
 
 BINARY_KEYS = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile"]
@@ -104,7 +109,7 @@ def churn_features(params: Path = ParamsOpt) -> None:
 
 @train_app.command("churn")
 def train_churn(params: Path = ParamsOpt) -> None:
-    """Train the churn MLP (calibrated) and its baselines (recency rule, BG/NBD)."""
+    """Fit every churn candidate (rules, BG/NBD, logistic regression, LightGBM, MLP); champion chosen on validation."""
     from shopsight.churn import train_churn as run
 
     console.print_json(json.dumps(run(_params(params))))
@@ -112,7 +117,7 @@ def train_churn(params: Path = ParamsOpt) -> None:
 
 @evaluate_app.command("churn")
 def evaluate_churn(params: Path = ParamsOpt) -> None:
-    """Test-cutoff metrics of the churn model, its baselines and the oracle; plots under plots/churn/."""
+    """Test metrics of every churn candidate, the served champion and the oracle; plots under plots/churn/."""
     from shopsight.churn import evaluate_churn as run
 
     _print_metric_table(run(_params(params)), BINARY_KEYS, "churn: test metrics")

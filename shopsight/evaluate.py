@@ -1,9 +1,9 @@
-"""Test-split evaluation of the propensity model against its baselines and the oracle: metrics JSON, DVC plot data, PNGs."""
+"""Test-split evaluation shared by the user-level tasks: metrics of probabilities, the simulator's oracle, ROC and
+reliability plots; `evaluate_propensity` reports every propensity candidate (shopsight/tasks/user_binary.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +11,6 @@ import pandas as pd
 
 from shopsight import paths
 from shopsight.config import Params
-from shopsight.features import model_input
-from shopsight.train import predict_logistic_baseline
-
-
-BASELINES = ("logistic_regression", "gradient_boosting")
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
@@ -44,18 +39,6 @@ def oracle_scores(truth_file: str, column: str, cutoff: pd.Timestamp, horizon_ke
     if truth.empty:
         return None, f"oracle skipped: {path} has no rows at the test cutoff {cutoff}"
     return truth.set_index(truth["user_id"].astype("string"))[column], f"oracle: {path} at {cutoff}"
-
-
-def compare_with_oracle(test_metrics: dict[str, dict], model: str, baselines: list[str], metric: str = "roc_auc", tolerance: float = 0.03) -> dict:
-    """The issue's targets: `model` within `tolerance` of the oracle and above every baseline on `metric`."""
-    m = test_metrics[model][metric]
-    out: dict = {"metric": metric, "model": model, "model_value": m,
-                 "above_every_baseline": bool(all(m > test_metrics[b][metric] for b in baselines if b in test_metrics))}
-    if "oracle" in test_metrics:
-        out["oracle_value"] = test_metrics["oracle"][metric]
-        out["gap_to_oracle"] = test_metrics["oracle"][metric] - m
-        out[f"within_{tolerance}_of_oracle"] = bool(out["gap_to_oracle"] <= tolerance)
-    return out
 
 
 def score_binary_task(
@@ -99,83 +82,13 @@ def write_binary_plots(task_plots: Path, y: np.ndarray, scores: dict[str, np.nda
     return roc_frame
 
 
-def write_importance(task_plots: Path, model_dir: Path, model, x: np.ndarray, columns: list[str], cfg, title: str) -> pd.DataFrame:
-    """Global integrated-gradients importance over a sample of the rows: importance.csv and importance.png."""
-    from shopsight.explain import explain_model_dir, global_importance, render_importance_png
+def evaluate_propensity(params: Params) -> dict:
+    """Test metrics of every propensity candidate and of the served champion, the target against the strongest
+    reference, the oracle on the simulator; metrics/propensity.json and plots/propensity/."""
+    from shopsight.tasks import PROPENSITY
+    from shopsight.tasks.user_binary import evaluate_user_task
 
-    rng = np.random.default_rng(0)
-    sample = x[rng.choice(len(x), size=min(cfg.global_sample, len(x)), replace=False)]
-    importance = global_importance(explain_model_dir(model_dir, sample, cfg.ig_steps, model=model), columns)
-    importance.round(6).to_csv(task_plots / "importance.csv", index=False)
-    render_importance_png(importance, title, task_plots / "importance.png")
-    return importance
-
-
-@dataclass
-class TestSplitScores:
-    test: pd.DataFrame
-    y: np.ndarray
-    x: np.ndarray
-    scores: dict[str, np.ndarray]  # the MLP raw and calibrated
-    model: object
-    columns: list[str]
-
-
-def score_test_split(dataset_path: Path, model_dir: Path) -> TestSplitScores:
-    """The test-split rows, labels, model input, model and the MLP's raw and calibrated scores (shared by binary tasks)."""
-    import keras
-
-    from shopsight.calibration import Calibrator
-
-    columns = json.loads((model_dir / "feature_columns.json").read_text())
-    data = pd.read_parquet(dataset_path)
-    test = data[data["split"] == "test"]
-    y = test["label"].to_numpy()
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{dataset_path}: the test split has a single class; ROC-AUC is undefined. Use more users or a longer horizon")
-    x = model_input(test, columns)
-    model = keras.models.load_model(model_dir / "model.keras")
-    raw = model.predict(x, batch_size=4096, verbose=0).ravel()
-    calibrated = Calibrator.from_json(model_dir / "calibration.json").apply(raw)
-    return TestSplitScores(test, y, x, {"mlp": raw, "mlp_calibrated": calibrated}, model, columns)
-
-
-def evaluate_propensity(params: Params, dataset_path: Path = paths.PROPENSITY_FEATURES, model_dir: Path = paths.PROPENSITY_DIR) -> dict:
-    """Score the held-out test cutoff with the MLP (raw and calibrated), the baselines and, on the simulator, the
-    oracle; write metrics/propensity.json, ROC/reliability/importance plots."""
-    split = score_test_split(dataset_path, model_dir)
-    test, y, x, model, columns = split.test, split.y, split.x, split.model, split.columns
-    scores = {
-        **split.scores,
-        "logistic_regression": predict_logistic_baseline(json.loads((model_dir / "baseline_logistic.json").read_text()), x),
-    }
-    baseline_file = model_dir / "baseline_scores.parquet"
-    if baseline_file.exists():
-        held = pd.read_parquet(baseline_file)
-        held = held[held["split"] == "test"].set_index(["cutoff", "user_id"])["gradient_boosting"]
-        scores["gradient_boosting"] = held.reindex(pd.MultiIndex.from_frame(test[["cutoff", "user_id"]])).to_numpy()
-    cutoff = test["cutoff"].iloc[0]
-    truth, note = oracle_scores("truth_purchase.parquet", "p_purchase", cutoff, "horizon_days", params.features.horizon_days)
-    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
-    n_bins = params.propensity.calibration.n_bins
-    test_metrics, tables = score_binary_task(y, scores, oracle, n_bins)
-    metrics = {
-        "test": test_metrics,
-        "n_test": int(len(y)),
-        "test_positive_rate": float(y.mean()),
-        "test_cutoff": str(cutoff),
-        "main_metric": "roc_auc",
-        "calibration_method": params.propensity.calibration.method,
-        "oracle_note": note,
-        "targets": compare_with_oracle(test_metrics, "mlp", list(BASELINES)),
-    }
-    paths.PROPENSITY_METRICS.parent.mkdir(parents=True, exist_ok=True)
-    paths.PROPENSITY_METRICS.write_text(json.dumps(metrics, indent=2))
-
-    roc = write_binary_plots(paths.PROPENSITY_PLOTS, y, scores, tables, test_metrics, "Purchase propensity: reliability (test)")
-    _render_pngs(metrics, roc)
-    write_importance(paths.PROPENSITY_PLOTS, model_dir, model, x, columns, params.propensity.explain, "Purchase propensity: what drives the score")
-    return metrics
+    return evaluate_user_task(PROPENSITY, params)
 
 
 def metric_table_markdown(metrics: dict, keys: list[str]) -> str:
@@ -203,28 +116,3 @@ def render_roc_png(roc: pd.DataFrame, test_metrics: dict, path: Path, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _render_pngs(metrics: dict, roc: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    render_roc_png(roc, metrics["test"], paths.PROPENSITY_PLOTS / "roc.png", "Purchase propensity: test ROC")
-
-    history = paths.PROPENSITY_PLOTS / "history.csv"
-    if history.exists():
-        hist = pd.read_csv(history)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        axes[0].plot(hist["epoch"], hist["loss"], label="train")
-        axes[0].plot(hist["epoch"], hist["val_loss"], label="validation")
-        axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-        axes[1].plot(hist["epoch"], hist["auc"], label="train")
-        axes[1].plot(hist["epoch"], hist["val_auc"], label="validation")
-        axes[1].set(xlabel="epoch", ylabel="ROC-AUC", title="ROC-AUC")
-        for a in axes:
-            a.legend()
-        fig.tight_layout()
-        fig.savefig(paths.PROPENSITY_PLOTS / "history.png", dpi=110)
-        plt.close(fig)

@@ -73,16 +73,6 @@ def global_importance(attributions: np.ndarray, columns: list[str]) -> pd.DataFr
     return frame.sort_values("mean_abs_attribution", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def explain_model_dir(model_dir: Path, x: np.ndarray, steps: int, model=None) -> np.ndarray:
-    """Integrated gradients of the model stored in `model_dir` (model.keras + ig_baseline.npy) for rows x."""
-    if model is None:
-        import keras
-
-        model = keras.models.load_model(Path(model_dir) / "model.keras")
-    baseline = np.load(Path(model_dir) / BASELINE_FILE)
-    return integrated_gradients(model, x, baseline, steps)
-
-
 def render_importance_png(importance: pd.DataFrame, title: str, path: Path, top: int = 15) -> None:
     """Horizontal bar chart of mean |integrated gradient| per feature."""
     import matplotlib
@@ -100,45 +90,6 @@ def render_importance_png(importance: pd.DataFrame, title: str, path: Path, top:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-class ExplainedClassifier:
-    """A stored Keras classifier (model.keras, feature_columns.json, calibration.json, ig_baseline.npy) with a
-    compiled forward pass and compiled integrated gradients, for the service and batch scoring."""
-
-    def __init__(self, model_dir: Path, ig_steps: int = 32) -> None:
-        import json
-
-        import keras
-        import tensorflow as tf
-
-        from shopsight.calibration import Calibrator
-
-        model_dir = Path(model_dir)
-        self.columns: list[str] = json.loads((model_dir / "feature_columns.json").read_text())
-        calibration = model_dir / "calibration.json"
-        self.calibrator = Calibrator.from_json(calibration) if calibration.exists() else Calibrator("none")
-        self.baseline = np.load(model_dir / BASELINE_FILE).astype("float32")
-        model = keras.models.load_model(model_dir / "model.keras")
-        spec = tf.TensorSpec(shape=(None, len(self.columns)), dtype=tf.float32)
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        self._attribute = integrated_gradients_fn(model, len(self.columns), ig_steps)
-        warm = np.zeros((1, len(self.columns)), dtype="float32")
-        self._forward(warm)  # trace before traffic
-        self._attribute(warm, self.baseline)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for model-input rows."""
-        if len(x) == 0:
-            return np.zeros(0)
-        raw = self._forward(np.asarray(x, dtype="float32")).numpy().ravel()
-        return self.calibrator.apply(raw)
-
-    def explain(self, x: np.ndarray, top_k: int) -> list[list[dict]]:
-        """Top-k integrated-gradient contributions per row (in units of the uncalibrated probability)."""
-        if len(x) == 0:
-            return []
-        return top_contributions(self._attribute(np.asarray(x, dtype="float32"), self.baseline).numpy(), self.columns, top_k)
 
 
 from datetime import datetime  # noqa: E402
@@ -162,8 +113,9 @@ class ExplainedScoreOut(BaseModel):
     reasons: list[FeatureContribution]
 
 
-def explain_requests(scorer: ExplainedClassifier, users: list, feature_params, tag: str, top_k: int) -> list[ExplainedScoreOut]:
-    """Score and explain request histories (shopsight.serving.UserHistory) with the shared feature code."""
+def explain_requests(scorer, users: list, feature_params, tag: str, top_k: int) -> list[ExplainedScoreOut]:
+    """Score and explain request histories (shopsight.serving.UserHistory) with the shared feature code; `scorer` is
+    a shopsight.tasks.user_binary.ChampionScorer (any family)."""
     from shopsight.serving import features_for_histories
 
     if not users:

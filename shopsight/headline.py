@@ -46,8 +46,8 @@ class TaskHeadline:
 
 
 TASKS: tuple[TaskHeadline, ...] = (
-    TaskHeadline("propensity", paths.PROPENSITY_METRICS, "roc_auc", ("logistic_regression", "gradient_boosting")),
-    TaskHeadline("churn", paths.CHURN_METRICS, "roc_auc", ("recency_rule", "bgnbd", "bgnbd_p_alive")),
+    TaskHeadline("propensity", paths.PROPENSITY_METRICS, "roc_auc", ("frequency", "recency", "bgnbd"), model_field=("champion",)),
+    TaskHeadline("churn", paths.CHURN_METRICS, "roc_auc", ("recency", "frequency", "bgnbd"), model_field=("champion",)),
     TaskHeadline("recommender", paths.RECOMMENDER_METRICS, "ndcg_at_10", ("popularity", "cooccurrence"), model_field=("best_model",)),
     TaskHeadline("demand", paths.DEMAND_METRICS, "wape", ("seasonal_naive", "moving_average"), lower_is_better=True,
                  model_field=("model_key",)),
@@ -96,10 +96,13 @@ def task_headline(spec: TaskHeadline, metrics: dict[str, Any]) -> Headline:
     if model not in test:
         raise HeadlineError(f"{spec.metrics_file}: no test row for the model {model!r} (rows: {sorted(test)})")
     sign = -1.0 if spec.lower_is_better else 1.0
-    scored = {b: _finite(test[b].get(spec.metric)) for b in spec.baselines if b in test}
+    # the file's own references when it lists them (params.yaml <task>.references); a reference that is itself the
+    # champion is compared with the next-best one
+    references = metrics.get("references") or spec.baselines
+    scored = {b: _finite(test[b].get(spec.metric)) for b in references if b in test and b != model}
     scored = {b: v for b, v in scored.items() if v is not None}
     if not scored:
-        raise HeadlineError(f"{spec.metrics_file}: no baseline among {list(spec.baselines)} has a finite {spec.metric}")
+        raise HeadlineError(f"{spec.metrics_file}: no baseline among {list(references)} other than {model!r} has a finite {spec.metric}")
     best = max(scored, key=lambda b: sign * scored[b])
     score = _finite(test[model].get(spec.metric))
     gap = None if score is None else sign * (score - scored[best])

@@ -21,32 +21,9 @@ def run_features(params: Params) -> dict[str, Any]:
     return {split: {"rows": int(r["size"]), "positive_rate": float(r["mean"])} for split, r in summary.iterrows()}
 
 
-def register_user_classifier(task: str, params: Params, model_dir: Path, metrics_path: Path, features_path: Path, task_params: dict):
-    """Register a user-level classifier (its "mlp" entry in the test metrics) with lineage and its drift reference
-    (the training-split features it was fit on, stored with the model); the task's gate decides champion."""
-    import pandas as pd
+def register_propensity(params: Params):
+    """Register the propensity champion (whatever its family) with its metrics and lineage; the gate decides."""
+    from shopsight.tasks import PROPENSITY
+    from shopsight.tasks.user_binary import register_user_task
 
-    from shopsight.features import feature_columns
-    from shopsight.registry import register_model
-
-    gate = params.registry.gate_for(task)
-    features = pd.read_parquet(features_path)
-    reference = features.loc[features["split"] == "train", ["cutoff", "user_id", *feature_columns(params.features.windows_days)]]
-    return register_model(
-        task,
-        model_dir,
-        json.loads(metrics_path.read_text()),
-        {**task_params, "features": params.features.model_dump()},
-        main_metric=gate.metric,
-        model_key="mlp",
-        gate=gate,
-        reference=reference,
-        lineage={"reference_features": str(features_path), "reference_split": "train"},
-    )
-
-
-def register_propensity(params: Params, model_dir: Path = paths.PROPENSITY_DIR):
-    """Register the trained propensity MLP with its test metrics and lineage; the gate decides champion."""
-    return register_user_classifier(
-        "propensity", params, model_dir, paths.PROPENSITY_METRICS, paths.PROPENSITY_FEATURES, {"propensity": params.propensity.model_dump()}
-    )
+    return register_user_task(PROPENSITY, params)

@@ -266,19 +266,28 @@ def register_model(
     gate: "GateParams | None" = None,
     reference: "pd.DataFrame | Path | str | None" = None,
     promote: bool = True,
+    split: str = "valid",
+    framework: str = "keras",
 ) -> Registration:
     """Copy model_dir into the BentoML store as `<task>:<version>` with metrics and lineage in its metadata.
 
     The new model becomes the champion when there is none, or when it passes the gate against the current
     champion (`gate` from params.yaml when given, else `min_improvement` on `main_metric` alone); otherwise it
-    stays a challenger. `reference` (a DataFrame or Parquet path: the features the model was trained on) is
+    stays a challenger. The gate compares the models' `split` metrics (validation: the test split is reported,
+    never used to choose, so repeated runs do not select on it); the test score is kept as the honest estimate
+    that monitoring compares live quality with. `reference` (a DataFrame or Parquet path: the features the model was trained on) is
     stored inside the model directory as `reference.parquet` for drift monitoring. Registering the same model
     files again is a no-op that returns the existing version. `promote=False` registers without promoting.
     """
     import bentoml
 
-    challenger_metrics = metrics["test"][model_key]
+    if split not in metrics or model_key not in metrics[split]:
+        raise RegistryError(f"the {task} metrics have no {split!r} scores for {model_key!r} (has: {sorted(metrics.get(split, {}))}); "
+                            f"rerun the task's train and evaluate stages (`dvc repro`) so they write validation metrics")
+    challenger_metrics = metrics[split][model_key]
     score = float(challenger_metrics[main_metric])
+    test_metrics = metrics.get("test", {}).get(model_key, {})
+    test_score = test_metrics.get(main_metric) if isinstance(test_metrics, dict) else None
     digest = model_hash(Path(model_dir))
     existing = _find_by_model_hash(task, digest)
     if existing is not None:
@@ -299,7 +308,7 @@ def register_model(
     if frame is not None:
         lineage["reference_dataset"] = {"file": REFERENCE_FILE, "rows": int(len(frame)), "columns": [str(c) for c in frame.columns]}
     metadata = {"task": task, "main_metric": main_metric, "score": score, "metrics": metrics, "params": params, "lineage": lineage}
-    with bentoml.models.create(task, labels={"task": task, "framework": "keras"}, metadata=_jsonable(metadata)) as bento_model:
+    with bentoml.models.create(task, labels={"task": task, "framework": framework}, metadata=_metadata(_jsonable(metadata))) as bento_model:
         for item in Path(model_dir).iterdir():
             target = Path(bento_model.path) / item.name
             shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
@@ -328,6 +337,9 @@ def register_model(
             "status": CHALLENGER,
             "score": score,
             "main_metric": main_metric,
+            "gate_split": split,
+            "test_score": float(test_score) if isinstance(test_score, (int, float)) and math.isfinite(float(test_score)) else None,
+            "family": framework,
             "metrics": _jsonable(_numeric(challenger_metrics)),
             "registered_at": lineage["registered_at"],
             "lineage": _jsonable({k: v for k, v in lineage.items() if k != "reference_dataset"} | {"has_reference": reference is not None}),
@@ -433,3 +445,12 @@ def reference_path(task_or_tag: str) -> Path:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _metadata(value: Any) -> Any:
+    """JSON-able and without nulls (BentoML's model metadata accepts basic types only): a null entry is left out."""
+    if isinstance(value, dict):
+        return {k: _metadata(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_metadata(v) for v in value if v is not None]
+    return value

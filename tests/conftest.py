@@ -33,7 +33,7 @@ TINY_PARAMS = {
     "features": {"windows_days": [7, 28], "horizon_days": 7, "cutoff_step_days": 7, "n_train_cutoffs": 2},
     "propensity": {
         "mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]},
-        "gbt": {"max_iter": 20},
+        "lightgbm": {"num_boost_round": 60, "early_stopping_rounds": 10},
         "explain": {"ig_steps": 8, "global_sample": 200},
     },
     "churn": {"horizon_days": 7, "mlp": {"epochs": 3, "batch_size": 128, "hidden_units": [16]}, "explain": {"ig_steps": 8, "global_sample": 200}},

@@ -21,8 +21,8 @@ def test_sweep_fans_out_over_two_dask_workers(tiny_project, monkeypatch):
 
     ranked = outcome["ranked"]
     assert sorted(r["overrides"]["propensity.mlp.learning_rate"] for r in ranked) == [0.001, 0.01]
-    assert all(0.0 <= r["test"]["roc_auc"] <= 1.0 for r in ranked)
-    assert ranked[0]["test"]["roc_auc"] >= ranked[1]["test"]["roc_auc"]
+    assert all(0.0 <= r["test"]["roc_auc"] <= 1.0 and 0.0 <= r["valid"]["roc_auc"] <= 1.0 for r in ranked)
+    assert outcome["ranked_on"] == "valid" and ranked[0]["valid"]["roc_auc"] >= ranked[1]["valid"]["roc_auc"], "ranked on validation, not test"
     assert {r["worker_pid"] for r in ranked} == worker_pids, "each candidate ran on its own Dask worker"
     assert not list((tiny_project / "artifacts" / "sweeps").glob("*/*")), "candidate directories are cleaned up"
 

@@ -1,0 +1,388 @@
+"""A user-level binary task (propensity, churn) as one shape: its dataset, every candidate of any family fitted on
+the training cutoffs, the champion chosen on the validation cutoff, its calibration checked on held-out halves of
+validation, one test report of every candidate, and the champion registered and served whatever its family.
+
+Artifacts: `artifacts/<task>/` holds the champion only (candidate.json and its files, calibration.json,
+feature_columns.json, task.json): the directory the registry copies and the service loads.
+`artifacts/<task>-candidates/` holds every candidate's validation and test scores (scores.parquet) and its saved
+files, for the evaluate stage and for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from shopsight import paths
+from shopsight.candidates import get_model, load_candidate, save_candidate, select_champion
+from shopsight.candidates.user_rows import UserRows
+from shopsight.config import Params, UserTaskParams
+from shopsight.evaluate import binary_metrics
+
+SCORES_FILE = "scores.parquet"
+SELECTION_FILE = "selection.json"
+TASK_FILE = "task.json"
+RANK_METRICS = ("roc_auc", "pr_auc", "lift_top_decile")
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """Where a user-level binary task's data, model, metrics and plots live, and what its label means."""
+
+    name: str
+    dataset: Path
+    model_dir: Path
+    metrics: Path
+    plots: Path
+    section: Callable[[Params], UserTaskParams]
+    horizon: Callable[[Params], int]
+    truth: tuple[str, str, str]  # (file under data/truth, probability column, horizon key in simulation.json)
+    label: str
+    bgnbd: dict[str, str]  # what BG/NBD counts and scores for this task
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.model_dir.parent / f"{self.model_dir.name}-candidates"
+
+
+def candidate_config(task: UserTask, params: Params, name: str) -> tuple[str, dict[str, Any]]:
+    """(registry name, config) of a candidate named in params.yaml."""
+    cfg = task.section(params)
+    if name in cfg.rules:
+        return "rule", cfg.rules[name].model_dump()
+    if name == "mlp":
+        return "mlp", {**cfg.mlp.model_dump(), "distribute": params.training.distribute, "ig_steps": cfg.explain.ig_steps}
+    if name == "lightgbm":
+        return "lightgbm", dict(cfg.lightgbm)
+    if name == "logistic_regression":
+        return "logistic_regression", cfg.logistic.model_dump()
+    if name == "bgnbd":
+        return "bgnbd", {**cfg.bgnbd.model_dump(), **task.bgnbd}
+    raise ValueError(f"{task.name}.candidates: unknown candidate {name!r}")
+
+
+def user_rows(frame: pd.DataFrame, columns: list[str], default_horizon: int, with_labels: bool = True) -> UserRows:
+    """UserRows of dataset rows (the model input is shopsight.features.model_input of the feature columns)."""
+    from shopsight.features import model_input
+
+    horizon = frame["horizon_days"].to_numpy("float64") if "horizon_days" in frame else np.full(len(frame), float(default_horizon))
+    cutoff = frame["cutoff"].to_numpy("datetime64[ns]").astype("int64") if "cutoff" in frame else None
+    y = frame["label"].to_numpy("int64") if with_labels else None
+    return UserRows(model_input(frame, columns), columns, horizon, y, cutoff)
+
+
+def _split(data: pd.DataFrame, name: str, dataset: Path) -> pd.DataFrame:
+    part = data[data["split"] == name]
+    if part.empty or part["label"].nunique() < 2:
+        raise ValueError(f"{dataset}: the {name} split has {'no rows' if part.empty else 'a single class'}; "
+                         "use more data, a longer horizon or other features.* cutoffs in params.yaml")
+    return part
+
+
+def checked_calibration(p_valid: np.ndarray, y_valid: np.ndarray, user_ids: pd.Series, method: str, n_bins: int) -> tuple[Any, dict]:
+    """Fit `method` on validation only if it transfers: fitted on one half of the validation users (by a hash of
+    the id) it must lower the ECE on the other half, both ways round, on average. Otherwise keep the raw score."""
+    from shopsight.calibration import Calibrator, expected_calibration_error, fit_calibrator
+
+    if method == "none":
+        return Calibrator("none"), {"method": "none", "reason": "calibration.method is none"}
+    half = (pd.util.hash_pandas_object(user_ids.astype("string"), index=False).to_numpy() % 2).astype(bool)
+    raw_ece, cal_ece = [], []
+    for fit_on in (half, ~half):
+        held = ~fit_on
+        if len(np.unique(y_valid[fit_on])) < 2 or held.sum() == 0:
+            continue
+        cal = fit_calibrator(p_valid[fit_on], y_valid[fit_on], method)
+        raw_ece.append(expected_calibration_error(y_valid[held], p_valid[held], n_bins))
+        cal_ece.append(expected_calibration_error(y_valid[held], cal.apply(p_valid[held]), n_bins))
+    check = {"held_out_ece_raw": float(np.mean(raw_ece)) if raw_ece else None,
+             "held_out_ece_calibrated": float(np.mean(cal_ece)) if cal_ece else None}
+    if cal_ece and np.mean(cal_ece) < np.mean(raw_ece):
+        return fit_calibrator(p_valid, y_valid, method), {"method": method, "reason": "lowers ECE on held-out validation halves", **check}
+    return Calibrator("none"), {"method": "none", "reason": f"{method} did not lower ECE on held-out validation halves: raw scores kept", **check}
+
+
+def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
+    """Fit every candidate on the train split, score validation and test, choose the champion on validation,
+    calibrate it where calibration transfers, and save the champion (artifacts/<task>) and every candidate's
+    scores (artifacts/<task>-candidates)."""
+    from tqdm import tqdm
+
+    from shopsight.features import feature_columns
+
+    cfg = task.section(params)
+    columns = feature_columns(params.features.windows_days)
+    data = pd.read_parquet(task.dataset)
+    train, valid, test = (_split(data, s, task.dataset) for s in ("train", "valid", "test"))
+    horizon = task.horizon(params)
+    rows = {s: user_rows(f, columns, horizon) for s, f in (("train", train), ("valid", valid), ("test", test))}
+    n_bins = cfg.calibration.n_bins
+
+    out_cand = task.candidates_dir
+    out_cand.mkdir(parents=True, exist_ok=True)
+    scores = pd.concat([valid[["cutoff", "user_id", "split", "label"]], test[["cutoff", "user_id", "split", "label"]]], ignore_index=True)
+    fitted, info, valid_metrics = {}, {}, {}
+    for name in tqdm(cfg.candidates, desc=f"{task.name}: candidates", unit="model"):
+        family_name, config = candidate_config(task, params, name)
+        model = get_model("user_binary", family_name, config)
+        model.name = name
+        t0 = time.perf_counter()
+        fit_info = model.fit(rows["train"], rows["valid"])
+        p_valid, p_test = model.predict(rows["valid"]), model.predict(rows["test"])
+        info[name] = {"family": type(model).family, "fit_seconds": round(time.perf_counter() - t0, 2), **fit_info}
+        scores[name] = np.concatenate([p_valid, p_test])
+        valid_metrics[name] = binary_metrics(rows["valid"].y, p_valid, n_bins)
+        save_candidate(model, out_cand / name)
+        fitted[name] = model
+        print(f"{task.name}: {name} ({info[name]['family']}) validation ROC-AUC {valid_metrics[name]['roc_auc']:.4f} "
+              f"in {info[name]['fit_seconds']:.1f}s", flush=True)
+
+    champion_name = select_champion(valid_metrics, "roc_auc", order=cfg.candidates)
+    champion = fitted[champion_name]
+    p_valid = scores.loc[scores["split"] == "valid", champion_name].to_numpy()
+    calibrator, calibration = checked_calibration(p_valid, rows["valid"].y, valid["user_id"], cfg.calibration.method, n_bins)
+
+    if task.model_dir.exists():  # the champion directory holds exactly one candidate
+        import shutil
+
+        shutil.rmtree(task.model_dir)
+    save_candidate(champion, task.model_dir)
+    calibrator.to_json(task.model_dir / "calibration.json")
+    (task.model_dir / "feature_columns.json").write_text(json.dumps(columns))
+    (task.model_dir / TASK_FILE).write_text(json.dumps({
+        "task": task.name, "horizon_days": horizon, "champion": champion_name, "family": type(champion).family,
+        "label": task.label, "calibration": calibration}, indent=2))
+    scores.to_parquet(out_cand / SCORES_FILE, index=False)
+    selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
+                 "champion_family": type(champion).family, "candidates": info, "valid": valid_metrics, "calibration": calibration,
+                 "rows": {s: int(len(r)) for s, r in rows.items()}}
+    (out_cand / SELECTION_FILE).write_text(json.dumps(_finite(selection), indent=2))
+    _write_history(task, fitted.get("mlp"))
+    return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
+            "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
+
+
+def _write_history(task: UserTask, mlp) -> None:
+    """plots/<task>/history.csv: the MLP's training curve (a header only when no MLP was trained)."""
+    task.plots.mkdir(parents=True, exist_ok=True)
+    hist = getattr(mlp, "history", None)
+    if hist is None:
+        hist = pd.DataFrame(columns=["epoch", "auc", "loss", "val_auc", "val_loss"])
+    hist.to_csv(task.plots / "history.csv", index=False)
+
+
+def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
+    """Test metrics of every candidate (the scores saved at training) and of the served, calibrated champion, the
+    oracle on the simulator, the target against the strongest reference, and the plots."""
+    from shopsight.calibration import Calibrator
+    from shopsight.candidates import champion_vs_references
+    from shopsight.evaluate import oracle_scores, render_roc_png, score_binary_task, write_binary_plots
+
+    cfg = task.section(params)
+    selection = json.loads((task.candidates_dir / SELECTION_FILE).read_text())
+    scores = pd.read_parquet(task.candidates_dir / SCORES_FILE)
+    test = scores[scores["split"] == "test"]
+    y = test["label"].to_numpy()
+    champion = selection["champion"]
+    calibrator = Calibrator.from_json(task.model_dir / "calibration.json")
+    test_scores = {name: test[name].to_numpy("float64") for name in cfg.candidates if name in test}
+    served = f"{champion}_calibrated"
+    test_scores[served] = calibrator.apply(test_scores[champion])
+    cutoff = test["cutoff"].iloc[0]
+    file, column, key = task.truth
+    truth, note = oracle_scores(file, column, cutoff, key, task.horizon(params))
+    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
+    test_metrics, tables = score_binary_task(y, test_scores, oracle, cfg.calibration.n_bins)
+    references = [r for r in cfg.references if r in test_metrics]
+    targets = champion_vs_references(test_metrics, champion, references, "roc_auc", margin=cfg.target_margin)
+    if "oracle" in test_metrics:
+        targets["oracle_value"] = test_metrics["oracle"]["roc_auc"]
+        targets["gap_to_oracle"] = test_metrics["oracle"]["roc_auc"] - test_metrics[champion]["roc_auc"]
+    deep = [n for n, i in selection["candidates"].items() if i["family"] == "keras"]
+    best_deep = max(deep, key=lambda n: selection["valid"][n]["roc_auc"]) if deep else None
+    metrics = {
+        "main_metric": "roc_auc",
+        "lower_is_better": False,
+        "champion": champion,
+        "champion_family": selection["champion_family"],
+        "selected_on": "valid",
+        "model_key": champion,
+        "served": served,
+        "valid": selection["valid"],
+        "test": test_metrics,
+        "references": references,
+        "targets": targets,
+        "deep_model": ({"name": best_deep, "won": best_deep == champion,
+                        "note": (f"{best_deep} is the champion" if best_deep == champion else
+                                 f"{best_deep} lost on validation to {champion} ({selection['champion_family']}): the platform serves {champion}")}
+                       if best_deep else None),
+        "calibration": selection["calibration"],
+        "candidates": selection["candidates"],
+        "n_test": int(len(y)),
+        "test_positive_rate": float(y.mean()),
+        "test_cutoff": str(cutoff),
+        "horizon_days": task.horizon(params),
+        "label": task.label,
+        "oracle_note": note,
+        "rows": selection["rows"],
+    }
+    task.metrics.parent.mkdir(parents=True, exist_ok=True)
+    task.metrics.write_text(json.dumps(_finite(metrics), indent=2))
+    roc = write_binary_plots(task.plots, y, test_scores, tables, test_metrics, f"{task.name}: reliability (test)")
+    render_roc_png(roc, test_metrics, task.plots / "roc.png", f"{task.name}: test ROC (champion {champion})")
+    _write_history_png(task)
+    write_champion_importance(task, params)
+    return metrics
+
+
+def _write_history_png(task: UserTask) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = pd.read_csv(task.plots / "history.csv")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    if len(hist):
+        for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "auc", "ROC-AUC")):
+            ax.plot(hist["epoch"], hist[key], label="train")
+            ax.plot(hist["epoch"], hist[f"val_{key}"], label="validation")
+            ax.set(xlabel="epoch", ylabel=label, title=f"MLP {label}")
+            ax.legend()
+    else:
+        axes[0].text(0.5, 0.5, "no MLP among the candidates", ha="center")
+    fig.tight_layout()
+    fig.savefig(task.plots / "history.png", dpi=110)
+    plt.close(fig)
+
+
+def write_champion_importance(task: UserTask, params: Params) -> pd.DataFrame:
+    """importance.csv / importance.png: the champion's mean |attribution| per feature over a sample of test rows
+    (integrated gradients for the MLP, tree SHAP for LightGBM, coefficient terms for logistic regression; a rule or
+    BG/NBD: permutation importance, the ROC-AUC lost when a feature is shuffled)."""
+    from shopsight.explain import global_importance, render_importance_png
+
+    cfg = task.section(params)
+    data = pd.read_parquet(task.dataset)
+    test = data[data["split"] == "test"]
+    test = test.sample(n=min(cfg.explain.global_sample, len(test)), random_state=0)
+    scorer = ChampionScorer(task.model_dir)
+    rows = user_rows(test, scorer.columns, scorer.horizon_days)
+    if hasattr(scorer.model, "attributions"):
+        importance = global_importance(scorer.model.attributions(rows), scorer.columns)
+        unit = "mean |attribution|"
+    else:
+        importance = _permutation_importance(scorer.model, rows)
+        unit = "ROC-AUC lost when shuffled"
+    task.plots.mkdir(parents=True, exist_ok=True)
+    importance.round(6).to_csv(task.plots / "importance.csv", index=False)
+    render_importance_png(importance, f"{task.name}: what drives the champion ({scorer.name}; {unit})", task.plots / "importance.png")
+    return importance
+
+
+def _permutation_importance(model, rows: UserRows) -> pd.DataFrame:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    base = roc_auc_score(rows.y, model.predict(rows)) if len(np.unique(rows.y)) == 2 else np.nan
+    drops = []
+    for j in range(rows.x.shape[1]):
+        x = rows.x.copy()
+        x[:, j] = rng.permutation(x[:, j])
+        shuffled = UserRows(x, rows.columns, rows.horizon_days, rows.y, rows.cutoff)
+        drops.append(base - roc_auc_score(rows.y, model.predict(shuffled)) if np.isfinite(base) else np.nan)
+    frame = pd.DataFrame({"feature": rows.columns, "mean_abs_attribution": np.abs(drops), "mean_attribution": drops})
+    return frame.sort_values("mean_abs_attribution", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def register_user_task(task: UserTask, params: Params):
+    """Register the champion with its metrics, lineage and drift reference; the gate compares validation scores."""
+    from shopsight.features import feature_columns
+    from shopsight.registry import register_model
+
+    gate = params.registry.gate_for(task.name)
+    metrics = json.loads(task.metrics.read_text())
+    features = pd.read_parquet(task.dataset)
+    reference = features.loc[features["split"] == "train", ["cutoff", "user_id", *feature_columns(params.features.windows_days)]]
+    return register_model(
+        task.name,
+        task.model_dir,
+        metrics,
+        {task.name: task.section(params).model_dump(), "features": params.features.model_dump()},
+        main_metric=gate.metric,
+        model_key=metrics["champion"],
+        gate=gate,
+        reference=reference,
+        lineage={"reference_features": str(task.dataset), "reference_split": "train", "family": metrics["champion_family"]},
+        framework=metrics["champion_family"],
+    )
+
+
+class ChampionScorer:
+    """A registered (or freshly trained) champion of any family, for the service and batch scoring: calibrated
+    probabilities and per-row reasons from model-input rows (shopsight.features.model_input / the service's
+    features_for_histories)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from shopsight.calibration import Calibrator
+
+        model_dir = Path(model_dir)
+        self.model = load_candidate(model_dir)
+        self.name = self.model.name
+        self.family = type(self.model).family
+        self.columns: list[str] = json.loads((model_dir / "feature_columns.json").read_text())
+        meta = json.loads((model_dir / TASK_FILE).read_text())
+        self.horizon_days = float(meta["horizon_days"])
+        calibration = model_dir / "calibration.json"
+        self.calibrator = Calibrator.from_json(calibration) if calibration.exists() else Calibrator("none")
+        warm = np.zeros((1, len(self.columns)), dtype="float32")
+        self.raw(warm)  # trace compiled calls before traffic
+
+    def _rows(self, x: np.ndarray) -> UserRows:
+        return UserRows(np.asarray(x, dtype="float32"), self.columns, np.full(len(x), self.horizon_days))
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The champion's own score (a probability for every family but a rule)."""
+        if len(x) == 0:
+            return np.zeros(0)
+        p = self.model.predict(self._rows(x))
+        return self.calibrator.apply(p) if self.family == "rule" else p
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities."""
+        return self.calibrator.apply(self.model.predict(self._rows(x))) if len(x) else np.zeros(0)
+
+    def scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the champion's own score, the calibrated probability) in one model call."""
+        if len(x) == 0:
+            return np.zeros(0), np.zeros(0)
+        own = self.model.predict(self._rows(x))
+        calibrated = self.calibrator.apply(own)
+        return (calibrated if self.family == "rule" else own), calibrated
+
+    def explain(self, x: np.ndarray, top_k: int) -> list[list[dict]]:
+        """Top-k contributions per row in the family's own units; empty lists where the family has none (BG/NBD)."""
+        if len(x) == 0:
+            return []
+        if not hasattr(self.model, "explain"):
+            return [[] for _ in range(len(x))]
+        return self.model.explain(self._rows(x), top_k)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null: the metrics files are strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
