@@ -308,7 +308,9 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
         fitted[name] = candidate
     champion = select_champion(valid_metrics, "wape", lower_is_better=True, order=cfg.candidates)
     save_candidate(fitted[champion], out_dir)
-    keep = max(cfg.input_days, cfg.serving_history_days)
+    # as much history as any family reads in evaluation, so a stored series is served as it was evaluated
+    keep = max(cfg.input_days, cfg.serving_history_days, cfg.statsforecast.history_days, cfg.moving_average_days,
+               cfg.moving_median_days, cfg.season_days)
     serving = {
         "task": "demand", "champion": champion, "horizon_days": cfg.horizon_days, "input_days": cfg.input_days,
         "history_days": keep, "last_day": str(series.days[-1].date()),
@@ -485,7 +487,7 @@ class DemandScorer:
         self.config = json.loads((model_dir / SERVING_FILE).read_text())
         self.model = load_candidate(model_dir)
         self.family = candidate_family(model_dir)
-        self.h, self.history_days = self.config["horizon_days"], self.config["history_days"]
+        self.h = self.config["horizon_days"]
 
     def forecast(self, requests: list[DemandRequest], tag: str) -> list[DemandForecastOut]:
         if not requests:
@@ -501,11 +503,17 @@ class DemandScorer:
             histories.append(hist)
             starts.append(r.start or default_start)
             sources.append(source)
-        width = max(self.history_days, max(len(h) for h in histories))
-        # left-pad a short history with zero sales: every family sees the same fixed-width window
-        padded = np.array([[0.0] * (width - len(h)) + [float(u) for u in h] for h in histories])
-        window = DemandWindow([r.series_id for r in requests], [r.level for r in requests], padded, pd.DatetimeIndex(starts), self.h)
-        units = np.clip(np.asarray(self.model.predict(window), dtype="float64"), 0.0, None)
+        # a history shorter than input_days is left-padded with zero sales; longer ones are used whole, so
+        # requests are forecast in groups of equal history length (no padding beyond the shop's first day)
+        width = self.config["input_days"]
+        padded = [[0.0] * (width - len(h)) + [float(u) for u in h] for h in histories]
+        units = np.zeros((len(requests), self.h))
+        lengths = np.array([len(h) for h in padded])
+        for n in np.unique(lengths):
+            rows = np.flatnonzero(lengths == n)
+            window = DemandWindow([requests[i].series_id for i in rows], [requests[i].level for i in rows],
+                                  np.array([padded[i] for i in rows]), pd.DatetimeIndex([starts[i] for i in rows]), self.h)
+            units[rows] = np.clip(np.asarray(self.model.predict(window), dtype="float64"), 0.0, None)
         return [
             DemandForecastOut(series_id=r.series_id, level=r.level, dates=[s + timedelta(days=k) for k in range(self.h)],
                               units=[round(float(u), 4) for u in row], model=tag, history_source=src)
