@@ -32,6 +32,7 @@ RECOMMENDER_METRICS = paths.METRICS_DIR / "recommender.json"
 RECOMMENDER_PLOTS = paths.PLOTS_DIR / "recommender"
 TRUTH_NEXT_ITEM = paths.TRUTH_DIR / "truth_next_item.parquet"
 BEST_FILE = "best.json"
+CHAMPION_DIR = "champion"  # save_candidate of the validation winner, whatever its family: what is registered and served
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 POPULARITY_FILE = "popularity.npy"
@@ -99,7 +100,10 @@ def make_dataset(inputs: np.ndarray, targets: np.ndarray, p: RecommenderParams, 
     if shuffle:
         ds = ds.shuffle(len(inputs), seed=p.seed, reshuffle_each_iteration=True)
     ds = ds.batch(p.batch_size, drop_remainder=False)
-    if p.loss == "sampled":
+    if p.loss == "sampled" and p.sampler == "uniform":
+        v = len(log_q)  # items 1..V-1, each equally likely: the logQ correction is a constant and cancels
+        ds = ds.map(lambda x, y: (x, y, tf.random.uniform([p.num_sampled], 1, v, dtype=tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+    elif p.loss == "sampled":
         logits = tf.constant(log_q[None, :])
         ds = ds.map(lambda x, y: (x, y, tf.cast(tf.random.categorical(logits, p.num_sampled)[0], tf.int32)),
                     num_parallel_calls=tf.data.AUTOTUNE)
@@ -108,15 +112,25 @@ def make_dataset(inputs: np.ndarray, targets: np.ndarray, p: RecommenderParams, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def sequence_loss(h, table, targets, candidates, log_q, loss: str):
-    """Mean cross-entropy over real positions. h (B, L, d), table (V, d), targets (B, L) with PAD = no target."""
+def sequence_loss(h, table, targets, candidates, log_q, loss: str, static_shapes: bool = False):
+    """Mean cross-entropy over real positions. h (B, L, d), table (V, d), targets (B, L) with PAD = no target.
+    `static_shapes` (XLA) computes the full softmax at every position and masks, instead of gathering."""
     import tensorflow as tf
 
     weights = tf.cast(tf.not_equal(targets, PAD), tf.float32)
-    if loss == "full":
+    if loss == "full" and static_shapes:
         logits = tf.einsum("bld,vd->blv", h, table)
-        logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)  # padding is never a target
+        logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)
         ce = tf.keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    elif loss == "full":
+        # Logits only for the real positions: (N, V) with N = targets in the batch, not (B, L, V) with the padding
+        # (on short-sequence data most of a max_len window is padding: 5-8x less work).
+        real = tf.not_equal(targets, PAD)
+        hr, yr = tf.boolean_mask(h, real), tf.boolean_mask(targets, real)
+        logits = tf.matmul(hr, table, transpose_b=True)
+        logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)  # padding is never a target
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yr, logits=logits)
+        return tf.reduce_sum(ce) / tf.maximum(tf.cast(tf.size(yr), tf.float32), 1.0)
     else:
         # logQ correction: subtract each candidate's log sampling probability (true item included).
         true_logit = tf.reduce_sum(h * tf.gather(table, targets), -1) - tf.gather(log_q, targets)
@@ -141,7 +155,7 @@ def make_train_step(encoder, p: RecommenderParams, log_q: np.ndarray):
     @tf.function(jit_compile=p.xla, reduce_retracing=True)
     def train_step(x, y, candidates):
         with tf.GradientTape() as tape:
-            loss = sequence_loss(encoder(x, training=True), table.embeddings, y, candidates, log_q_t, p.loss)
+            loss = sequence_loss(encoder(x, training=True), table.embeddings, y, candidates, log_q_t, p.loss, static_shapes=p.xla)
         grads = tape.gradient(loss, encoder.trainable_variables)
         optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
         return loss
@@ -173,6 +187,12 @@ def _exclusion(split: EvalSplit, exclude_purchased: bool):
     return split.purchased() if exclude_purchased else None
 
 
+def excludes_history(p: RecommenderParams, data: SequenceData) -> bool:
+    """Whether evaluation removes each split's exclusion lists: purchases (exclude_purchased) or, under
+    leave_one_out, every earlier item of the user (the papers' protocol)."""
+    return bool(p.exclude_purchased or data.protocol == "leave_one_out")
+
+
 def validation_ndcg(encoder, split: EvalSplit, exclude_purchased: bool) -> float:
     uv = user_vectors(encoder, split.inputs)
     ranks = rank_targets(embedding_scorer(uv, item_table(encoder).numpy()), split.targets, _exclusion(split, exclude_purchased))
@@ -194,26 +214,34 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     keras.utils.set_random_seed(p.seed)
     cfg = model_config(family, data.vocab.size, p)
     encoder = build_encoder(cfg)
-    log_q_np = _log_unigram(data.train_counts)
+    # uniform negatives (gSASRec / eSASRec): the log-probability is the same for every item, so no correction is needed
+    uniform = p.loss == "sampled" and p.sampler == "uniform"
+    log_q_np = np.zeros(data.vocab.size, np.float32) if uniform else _log_unigram(data.train_counts)
     train_step = make_train_step(encoder, p, log_q_np)
     dataset = make_dataset(data.train_inputs, data.train_targets, p, log_q_np)
     valid = _validation_subset(data.valid, p)
     best, best_weights, waited, history = -math.inf, None, 0, []
+    best_epoch, seconds_to_best = 0, 0.0
+    exclude = excludes_history(p, data)
     started = time.perf_counter()
     for epoch in range(1, p.epochs + 1):
         t0 = time.perf_counter()
         losses = [float(train_step(x, y, c)) for x, y, c in dataset]
         seconds = time.perf_counter() - t0
-        ndcg = validation_ndcg(encoder, valid, p.exclude_purchased)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ndcg_at_10": ndcg,
+        ndcg = validation_ndcg(encoder, valid, exclude)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ndcg_at_10": ndcg, "seconds": seconds,
                         "sequences_per_s": len(data.train_inputs) / max(seconds, 1e-9)})
         log(f"{family} epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@10 {ndcg:.4f} ({seconds:.1f}s)")
         if ndcg > best:
             best, best_weights, waited = ndcg, [w.copy() for w in encoder.get_weights()], 0
+            best_epoch, seconds_to_best = epoch, time.perf_counter() - started
         else:
             waited += 1
             if waited >= p.patience:
                 break
+        if p.max_train_seconds is not None and time.perf_counter() - started > p.max_train_seconds:
+            log(f"{family}: stopped after epoch {epoch}, past recommender.max_train_seconds={p.max_train_seconds}")
+            break
     encoder.set_weights(best_weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder.save_weights(out_dir / WEIGHTS_FILE)
@@ -222,21 +250,52 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     np.save(out_dir / POPULARITY_FILE, data.latest_popularity.astype(np.float32), allow_pickle=False)
     pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
     return {"model": family, "epochs": len(history), "best_val_ndcg_at_10": best, "seconds": time.perf_counter() - started,
-            "params": int(encoder.count_params())}
+            "best_epoch": best_epoch, "seconds_to_best": seconds_to_best,
+            "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "params": int(encoder.count_params())}
+
+
+def validation_table(data: SequenceData, p: RecommenderParams, model_dir: Path, families: list[str]) -> dict[str, dict[str, float]]:
+    """Validation metrics (full split) of every trained model and both baselines: what the champion is chosen on."""
+    exclude = _exclusion(data.valid, excludes_history(p, data))
+    table = {}
+    for family in families:
+        scorer = SequenceScorer(Path(model_dir) / family)
+        uv = user_vectors(scorer.encoder, data.valid.inputs)
+        table[family] = ranking_metrics(rank_targets(embedding_scorer(uv, scorer.table), data.valid.targets, exclude), K, MRR_K)
+    table["popularity"] = ranking_metrics(popularity_ranks(data.valid, exclude), K, MRR_K)
+    table["cooccurrence"] = ranking_metrics(cooccurrence_ranks(data.valid, data.transitions, data.vocab.size, exclude), K, MRR_K)
+    return table
 
 
 def train_recommender(params: Params, data_dir: Path | None = None, out_dir: Path = RECOMMENDER_DIR, log=print) -> dict[str, Any]:
-    """Train every model in recommender.models; best.json names the one with the best validation NDCG@10."""
+    """Train every model in recommender.models, score them and the baselines on validation, and save the champion
+    (the best validation NDCG@10, a baseline included when recommender.baselines_compete) with `save_candidate`
+    into <out_dir>/champion, whatever its family; best.json names it and holds the validation table."""
+    from shopsight.candidates import save_candidate, select_champion
+
     p = params.recommender
     data = load_sequences(data_dir) if data_dir else load_sequences()
-    results = {family: train_sequence_model(family, data, p, Path(out_dir) / family, log=log) for family in p.models}
-    best = max(results.values(), key=lambda r: r["best_val_ndcg_at_10"])
-    (Path(out_dir) / BEST_FILE).write_text(json.dumps({"model": best["model"], "chosen_by": "validation ndcg_at_10",
-                                                       "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}}, indent=2))
-    histories = [pd.read_csv(Path(out_dir) / f / "history.csv").assign(model=f) for f in p.models]
+    out_dir = Path(out_dir)
+    results = {family: train_sequence_model(family, data, p, out_dir / family, log=log) for family in p.models}
+    valid = validation_table(data, p, out_dir, list(p.models))
+    best_model = max(p.models, key=lambda f: valid[f][MAIN_METRIC])
+    # simplest first: a deep model must be strictly better than a baseline to win
+    order = [*BASELINES, *p.models] if p.baselines_compete else list(p.models)
+    champion = select_champion({k: valid[k] for k in order}, MAIN_METRIC, order=order)
+    candidate = make_candidate(champion, data, p, out_dir)
+    save_candidate(candidate, out_dir / CHAMPION_DIR)
+    (out_dir / BEST_FILE).write_text(json.dumps(_finite({
+        "model": champion, "champion_family": type(candidate).family, "best_sequence_model": best_model,
+        "chosen_by": "validation ndcg_at_10", "selected_on": "valid", "protocol": data.protocol,
+        "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}, "valid": valid,
+        "training": {k: {f: v[f] for f in ("epochs", "best_epoch", "seconds", "seconds_to_best", "seconds_per_epoch")}
+                     for k, v in results.items()}}), indent=2, allow_nan=False))
+    log(f"champion on validation NDCG@10: {champion} ({valid[champion][MAIN_METRIC]:.4f}); "
+        + ", ".join(f"{k} {v[MAIN_METRIC]:.4f}" for k, v in valid.items()))
+    histories = [pd.read_csv(out_dir / f / "history.csv").assign(model=f) for f in p.models]
     RECOMMENDER_PLOTS.mkdir(parents=True, exist_ok=True)
     pd.concat(histories)[["model", "epoch", "loss", "val_ndcg_at_10"]].to_csv(RECOMMENDER_PLOTS / "history.csv", index=False)
-    return {"best": best["model"], "models": results}
+    return {"best": champion, "champion": champion, "best_sequence_model": best_model, "models": results, "valid": valid}
 
 
 # ------------------------------------------------------------------------------- scoring (eval + service)
@@ -327,6 +386,182 @@ class SequenceScorer:
             top = np.argsort(-row, kind="stable")[:k]
             out[pos] = (self.vocab.decode(top), [float(s) for s in row[top]])
         return out
+
+
+class CooccurrenceScorer(SequenceScorer):
+    """The last-item transition baseline as a servable model: score(item j | history) = transitions(last item -> j),
+    popularity (scaled below 1) breaking ties and backing off. Similar items: transitions in either direction.
+    Shares `recommend` and `encode_histories` with SequenceScorer (same vocabulary, padding and fallbacks)."""
+
+    def __init__(self, vocab: ItemVocabulary, counts, popularity: np.ndarray, config: dict[str, Any]) -> None:
+        self.vocab, self.config = vocab, dict(config)
+        self.popularity = np.asarray(popularity, np.float32)
+        self.max_len = int(self.config.get("max_len", 50))
+        self.counts = counts.tocsr()
+        self.backoff = self.popularity / (self.popularity.max() + 1.0) if len(self.popularity) else self.popularity
+        self._both = (self.counts + self.counts.T).tocsr()
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        last = np.asarray(inputs, np.int64)[:, -1] if len(inputs) else np.zeros(0, np.int64)
+        return (self.counts[last].toarray() + self.backoff).astype(np.float32)
+
+    def similar_items(self, item_ids: list[str], k: int) -> list[tuple[list[str], list[float]] | None]:
+        idx = self.vocab.encode(item_ids)
+        out: list[tuple[list[str], list[float]] | None] = [None] * len(item_ids)
+        k = min(k, self.vocab.size - 2)
+        for pos in np.flatnonzero(idx != PAD):
+            row = self._both[int(idx[pos])].toarray()[0] + self.backoff
+            row[PAD] = row[idx[pos]] = -np.inf
+            top = np.argsort(-row, kind="stable")[:k]
+            out[pos] = (self.vocab.decode(top), [float(v) for v in row[top]])
+        return out
+
+
+class PopularityScorer(CooccurrenceScorer):
+    """Most popular items for every history (and as everyone's similar items): the baseline when it wins."""
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(inputs), len(self.popularity))).copy()
+
+    def similar_items(self, item_ids: list[str], k: int) -> list[tuple[list[str], list[float]] | None]:
+        idx = self.vocab.encode(item_ids)
+        out: list[tuple[list[str], list[float]] | None] = [None] * len(item_ids)
+        k = min(k, self.vocab.size - 2)
+        for pos in np.flatnonzero(idx != PAD):
+            row = self.popularity.astype(np.float64).copy()
+            row[PAD] = row[idx[pos]] = -np.inf
+            top = np.argsort(-row, kind="stable")[:k]
+            out[pos] = (self.vocab.decode(top), [float(v) for v in row[top]])
+        return out
+
+
+def load_scorer(model_dir: Path) -> SequenceScorer:
+    """The scorer of a registered recommender: a saved candidate of any family (candidate.json), or a bare
+    sequence-model directory (models registered before candidates existed)."""
+    from shopsight.candidates import CANDIDATE_FILE, load_candidate
+
+    if (Path(model_dir) / CANDIDATE_FILE).exists():
+        return load_candidate(Path(model_dir)).scorer
+    return SequenceScorer(Path(model_dir))
+
+
+# ------------------------------------------------------------------------------------ candidates (next_item)
+def _register_next_item():
+    from shopsight.candidates import FAMILY_MODULES
+
+    FAMILY_MODULES.setdefault("next_item", [])
+    if __name__ not in FAMILY_MODULES["next_item"]:
+        FAMILY_MODULES["next_item"].append(__name__)
+
+
+_register_next_item()
+from shopsight.candidates import Candidate, register  # noqa: E402  (after the scorers they wrap)
+
+
+class _NextItemCandidate(Candidate):
+    """A next-item candidate: `fit(SequenceData, None)`, `predict(left-padded inputs) -> (n, V) scores`; `.scorer`
+    answers /recommend and /similar_items."""
+
+    kind = "next_item"
+    scorer: SequenceScorer
+
+    def predict(self, data: Any) -> np.ndarray:
+        return self.scorer.scores(np.asarray(data))
+
+
+def _save_table(directory: Path, scorer: CooccurrenceScorer) -> None:
+    scorer.vocab.save(directory / VOCAB_FILE)
+    np.save(directory / POPULARITY_FILE, scorer.popularity, allow_pickle=False)
+    c = scorer.counts
+    np.savez_compressed(directory / "transitions.npz", data=c.data, indices=c.indices, indptr=c.indptr, shape=np.array(c.shape))
+    (directory / CONFIG_FILE).write_text(json.dumps(scorer.config, indent=2))
+
+
+def _load_table(directory: Path, cls):
+    from scipy.sparse import csr_matrix
+
+    with np.load(directory / "transitions.npz", allow_pickle=False) as z:
+        counts = csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    return cls(ItemVocabulary.load(directory / VOCAB_FILE), counts, np.load(directory / POPULARITY_FILE, allow_pickle=False),
+               json.loads((directory / CONFIG_FILE).read_text()))
+
+
+def _transition_matrix(transitions: np.ndarray, vocab_size: int):
+    from scipy.sparse import csr_matrix
+
+    counts = csr_matrix((np.ones(len(transitions), np.float32), (transitions[:, 0], transitions[:, 1])), shape=(vocab_size, vocab_size))
+    counts.sum_duplicates()
+    return counts
+
+
+@register("next_item", "cooccurrence")
+class CooccurrenceCandidate(_NextItemCandidate):
+    family = "cooccurrence"
+    scorer_class = CooccurrenceScorer
+
+    def fit(self, train: SequenceData, valid: Any = None) -> dict[str, Any]:
+        config = {"family": self.family, "max_len": train.max_len, **self.config}
+        self.scorer = self.scorer_class(train.vocab, _transition_matrix(train.transitions, train.vocab.size), train.latest_popularity, config)
+        return {"transitions": int(len(train.transitions))}
+
+    def save(self, directory: Path) -> None:
+        _save_table(Path(directory), self.scorer)
+
+    @classmethod
+    def load(cls, directory: Path, name: str, config) -> "CooccurrenceCandidate":
+        out = cls(name, config)
+        out.scorer = _load_table(Path(directory), cls.scorer_class)
+        return out
+
+
+@register("next_item", "popularity")
+class PopularityCandidate(CooccurrenceCandidate):
+    family = "popularity"
+    scorer_class = PopularityScorer
+
+
+@register("next_item", "sequence")
+class SequenceCandidate(_NextItemCandidate):
+    """A trained Keras sequence model (gru, lstm, cnn, transformer): `fit` trains it into config["model_dir"]
+    with the recommender params in config["params"]; save copies its directory."""
+
+    family = "keras"
+
+    def fit(self, train: SequenceData, valid: Any = None) -> dict[str, Any]:
+        p = RecommenderParams(**self.config["params"])
+        out = train_sequence_model(self.config["architecture"], train, p, Path(self.config["model_dir"]), log=lambda *_: None)
+        self.source_dir = Path(self.config["model_dir"])
+        self.scorer = SequenceScorer(self.source_dir)
+        return out
+
+    def save(self, directory: Path) -> None:
+        import shutil
+
+        directory = Path(directory)
+        if Path(self.source_dir).resolve() != directory.resolve():
+            for name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, POPULARITY_FILE):
+                shutil.copy2(Path(self.source_dir) / name, directory / name)
+
+    @classmethod
+    def load(cls, directory: Path, name: str, config) -> "SequenceCandidate":
+        out = cls(name, config)
+        out.source_dir = Path(directory)
+        out.scorer = SequenceScorer(Path(directory))
+        return out
+
+
+def make_candidate(name: str, data: SequenceData, p: RecommenderParams, model_dir: Path) -> _NextItemCandidate:
+    """The fitted candidate `name`: a baseline fitted on `data`, or the sequence model already trained in model_dir/name."""
+    if name in BASELINES:
+        from shopsight.candidates import get_model
+
+        candidate = get_model("next_item", name, {"event_types": list(p.event_types), "exclude_purchased": p.exclude_purchased})
+        candidate.fit(data, None)
+        return candidate
+    candidate = SequenceCandidate(name, {"architecture": name})
+    candidate.source_dir = Path(model_dir) / name
+    candidate.scorer = SequenceScorer(candidate.source_dir)
+    return candidate
 
 
 # --------------------------------------------------------------------------------------- service API
@@ -445,11 +680,15 @@ def oracle_ranks(split: EvalSplit, vocab: ItemVocabulary, truth_path: Path, excl
 def evaluate_recommender(params: Params, data_dir: Path | None = None, model_dir: Path = RECOMMENDER_DIR,
                          truth_path: Path = TRUTH_NEXT_ITEM, log=print) -> dict[str, Any]:
     """Test-cutoff table of every model, both baselines and the oracle: metrics/recommender.json, HR@K plot (CSV + PNG)."""
+    from shopsight.candidates import champion_vs_references
+
     p = params.recommender
     data = load_sequences(data_dir) if data_dir else load_sequences()
     split = data.test
-    exclude = _exclusion(split, p.exclude_purchased)
-    best = json.loads((Path(model_dir) / BEST_FILE).read_text())["model"]
+    exclude = _exclusion(split, excludes_history(p, data))
+    chosen = json.loads((Path(model_dir) / BEST_FILE).read_text())
+    champion = chosen["model"]
+    best = chosen.get("best_sequence_model", champion)  # the best sequence model on validation (targets below)
     ranks: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for family in p.models:
@@ -465,7 +704,7 @@ def evaluate_recommender(params: Params, data_dir: Path | None = None, model_dir
 
     table = {name: ranking_metrics(r, K, MRR_K) for name, r in ranks.items()}
     curves = {name: hit_rate_curve(r, p.k_max) for name, r in ranks.items()}
-    curves["best_sequence_model"] = curves[best]
+    curves["best_sequence_model"] = curves[best] if best in curves else curves[champion]
     oracle = oracle_ranks(split, data.vocab, truth_path, exclude)
     targets: dict[str, Any] = {}
     best_ndcg = table[best][MAIN_METRIC]
@@ -496,12 +735,24 @@ def evaluate_recommender(params: Params, data_dir: Path | None = None, model_dir
         targets["best_vs_oracle"] = {"best_ndcg_at_10": best_on_covered, "oracle_ndcg_at_10": o_ndcg, "gap": gap,
                                      "max_gap": TARGET_GAP_TO_ORACLE, "met": bool(gap is not None and gap <= TARGET_GAP_TO_ORACLE),
                                      "users": int(covered.sum()), "coverage": float(covered.mean())}
+    valid_table = chosen.get("valid", {})
     metrics = {
-        "test": table,
         "main_metric": MAIN_METRIC,
-        "best_model": best,
+        "lower_is_better": False,
+        "champion": champion,
+        "champion_family": chosen.get("champion_family", "keras"),
+        "selected_on": "valid",
+        "model_key": champion,
+        "valid": valid_table,
+        "test": table,
+        "targets": champion_vs_references(table, champion, list(BASELINES), MAIN_METRIC, False),
+        "protocol": data.protocol,
+        "best_model": champion,  # kept for the headline and older readers: the champion
+        "best_sequence_model": best,
         "best_chosen_by": "validation ndcg_at_10",
+        "training": chosen.get("training", {}),
         "exclude_purchased": p.exclude_purchased,
+        "exclude_history": excludes_history(p, data),
         "n_test_users": int(len(split.targets)),
         "test_targets_unseen": int((split.targets == PAD).sum()),
         "catalogue_items": int(data.vocab.size - 1),
@@ -548,11 +799,11 @@ def format_table(metrics: dict[str, Any]) -> str:
              f"{metrics['catalogue_items']} items, exclude_purchased={metrics['exclude_purchased']}",
              f"{'model':<14}{'HR@10':>9}{'NDCG@10':>10}{'MRR@20':>9}"]
     for name, m in metrics["test"].items():
-        mark = " (best on validation)" if name == metrics["best_model"] else ""
+        mark = " (champion: best on validation)" if name == metrics["best_model"] else ""
         lines.append(f"{name:<14}{m['hr_at_10']:>9.4f}{m['ndcg_at_10']:>10.4f}{m['mrr_at_20']:>9.4f}{mark}")
     t = metrics["quality_targets"]
     vs = t["best_vs_best_baseline"]
-    lines.append(f"target: chosen model ({metrics['best_model']}) NDCG@10 above the strongest baseline ({vs['baseline']}, "
+    lines.append(f"target: best sequence model ({metrics.get('best_sequence_model', metrics['best_model'])}) NDCG@10 above the strongest baseline ({vs['baseline']}, "
                  f"{vs['baseline_ndcg_at_10']:.4f}): {vs['best_ndcg_at_10']:.4f} -> {'MET' if vs['met'] else 'NOT MET: the baseline wins'}")
     pop = t["best_vs_popularity"]
     shown = "popularity scored 0" if pop["ratio"] is None else f"{pop['ratio']:.2f}x"
@@ -594,17 +845,19 @@ def register_recommender(params: Params, model_dir: Path = RECOMMENDER_DIR):
     from shopsight.registry import register_model
 
     metrics = _without_none(json.loads(RECOMMENDER_METRICS.read_text()))  # BentoML metadata rejects None
-    best = metrics["best_model"]
+    best = metrics.get("champion", metrics["best_model"])
+    family = metrics.get("champion_family", best)
+    saved = Path(model_dir) / CHAMPION_DIR
     gate = params.registry.tasks.get("recommender") or GateParams(metric=MAIN_METRIC)
     return register_model(
         "recommender",
-        Path(model_dir) / best,
+        saved if saved.exists() else Path(model_dir) / best,
         metrics,
         _without_none({"recommender": params.recommender.model_dump(), "features": params.features.model_dump()}),
         main_metric=gate.metric,
         model_key=best,
         gate=gate,
-        lineage={"family": best, "sequences": "data/sequences"},
+        lineage={"family": family, "model": best, "sequences": "data/sequences"},
     )
 
 
@@ -616,4 +869,5 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-__all__ = ["train_recommender", "evaluate_recommender", "register_recommender", "SequenceScorer", "Recommendation", "NEVER"]
+__all__ = ["train_recommender", "evaluate_recommender", "register_recommender", "SequenceScorer", "CooccurrenceScorer",
+           "PopularityScorer", "load_scorer", "Recommendation", "NEVER"]

@@ -7,6 +7,8 @@ Split (the same cutoffs as every other task, from `shopsight.features.plan_cutof
   items before T, target = the first item the user touched at or after T (what the simulator's ground truth
   describes). The vocabulary comes from the training events only; an unseen target stays unseen (a miss).
 
+`recommender.protocol: leave_one_out` replaces the cutoffs with the papers' protocol (see build_leave_one_out).
+
 Within a session, consecutive events on one item (view -> cart -> purchase) collapse into one step.
 Everything is written as JSON / NPZ (no pickles) under data/sequences/.
 """
@@ -101,6 +103,7 @@ class SequenceData:
     test: EvalSplit
     latest_popularity: np.ndarray  # (V,) counts in the popularity window before the end of the data (serving)
     max_len: int
+    protocol: str = "time"  # time | leave_one_out (then each split's purchased_* lists are the user's earlier items)
 
 
 def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFrame:
@@ -201,6 +204,8 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
     events = load_sequence_events(events_path, params.event_types)
     if events.empty:
         raise ValueError(f"{events_path}: no events of types {params.event_types} (recommender.event_types in params.yaml)")
+    if params.protocol == "leave_one_out":
+        return build_leave_one_out(events, params, events_path)
     t_end = events["timestamp"].max()
     cutoffs = plan_cutoffs(t_end, features)
     valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
@@ -228,7 +233,61 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
         if len(split.targets) == 0:
             raise ValueError(f"{events_path}: no user is active both before and after the {name} cutoff {split.cutoff.date()}")
     latest = _popularity(events, vocab, t_end.ceil("D"), params.popularity_window_days)
-    return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, params.max_len)
+    return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, params.max_len, "time")
+
+
+def _csr(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    uniq = [np.unique(x[x != PAD]).astype(np.int32) for x in lists]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in uniq])]).astype(np.int64)
+    return indptr, (np.concatenate(uniq).astype(np.int32) if uniq else np.zeros(0, np.int32))
+
+
+def build_leave_one_out(events: pd.DataFrame, params: RecommenderParams, source: Path | str = "events") -> SequenceData:
+    """The papers' protocol (SASRec, S3-Rec, ICLRec): per user, in time order, the last item is the test target and
+    the second to last the validation target; training sees the rest. Test inputs include the validation item.
+
+    The catalogue is every item of the chosen event types (ranked in full); each split's exclusion list (the CSR
+    `purchased_*` arrays) holds the user's earlier items, which evaluation never counts as recommendations.
+    Popularity: training items for validation, training + validation items for test. Cutoffs are nominal (the
+    last event's day and the day before): nothing in this protocol depends on time.
+    """
+    collapsed = collapse_repeats(events)
+    codes = collapsed["user_id"].to_numpy()
+    starts, ends = _user_runs(codes)
+    users = codes[starts] if len(starts) else np.array([], dtype=object)
+    raw = collapsed["item_id"].to_numpy()
+    lengths = ends - starts
+    train_mask = np.ones(len(collapsed), bool)
+    for s, e in zip(starts, ends):
+        train_mask[max(s, e - 2) : e] = False  # the last two of each user are held out
+    counts = pd.Series(raw[train_mask]).value_counts().reindex(pd.unique(raw), fill_value=0)
+    vocab = ItemVocabulary.from_counts(counts)  # the whole catalogue, most trained first
+    items = vocab.encode(raw)
+    sequences = [items[s : e - 2] for s, e in zip(starts, ends)]
+    inputs, targets = training_windows(sequences, params.max_len)
+    pairs = [np.stack([seq[:-1], seq[1:]], axis=1) for seq in sequences if len(seq) >= 2]
+    transitions = np.concatenate(pairs).astype(np.int32) if pairs else np.zeros((0, 2), np.int32)
+    train_counts = np.bincount(targets.ravel(), minlength=vocab.size).astype(np.float64)
+    train_counts[PAD] = 0.0
+    t_end = collapsed["timestamp"].max().floor("D") if len(collapsed) else pd.Timestamp("1970-01-01", tz="UTC")
+
+    def split(held_out: int, min_len: int, cutoff: pd.Timestamp) -> EvalSplit:
+        rows = np.flatnonzero(lengths >= min_len)
+        hist = [items[starts[r] : ends[r] - held_out] for r in rows]
+        target = np.array([items[ends[r] - held_out] for r in rows], dtype=np.int32)
+        indptr, indices = _csr(hist)
+        pop = np.bincount(np.concatenate(hist) if hist else np.zeros(0, np.int64), minlength=vocab.size).astype(np.float64)
+        pop[PAD] = 0.0
+        return EvalSplit(cutoff, np.asarray(users[rows], dtype=str), left_pad(hist, params.max_len), target, indptr, indices, pop)
+
+    valid = split(2, 3, t_end - DAY)  # input: all but the last two items
+    test = split(1, 2, t_end)  # input: all but the last item (the validation item included)
+    for name, part in (("valid", valid), ("test", test)):
+        if len(part.targets) == 0:
+            raise ValueError(f"{source}: no user has enough items for a leave-one-out {name} row (needs 3 for valid, 2 for test)")
+    latest = np.bincount(items, minlength=vocab.size).astype(np.float64)
+    latest[PAD] = 0.0
+    return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, params.max_len, "leave_one_out")
 
 
 def save_sequences(data: SequenceData, out_dir: Path = SEQUENCES_DIR) -> None:
@@ -270,6 +329,7 @@ def load_sequences(out_dir: Path = SEQUENCES_DIR) -> SequenceData:
         test=_load_split(out_dir / "test.npz", summary["test_cutoff"]),
         latest_popularity=train["latest_popularity"],
         max_len=int(summary["max_len"]),
+        protocol=summary.get("protocol", "time"),
     )
 
 
@@ -284,6 +344,7 @@ def sequence_summary(data: SequenceData) -> dict:
         "test_cutoff": str(data.test.cutoff),
         "test_users": int(len(data.test.targets)),
         "test_targets_unseen": int((data.test.targets == PAD).sum()),
+        "protocol": data.protocol,
     }
 
 

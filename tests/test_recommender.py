@@ -155,7 +155,10 @@ def test_evaluation_table_has_models_baselines_oracle_and_targets(cyclic_data, t
     save_sequences(cyclic_data, tmp_path / "data" / "sequences")
     params = Params(recommender=_params(models=["gru", "cnn"], epochs=3))
     trained = train_recommender(params, log=lambda *_: None)
-    assert trained["best"] in ("gru", "cnn")
+    # Co-occurrence knows the deterministic rule exactly: it is the validation champion (simplest first on a tie).
+    assert trained["valid"]["cooccurrence"]["ndcg_at_10"] == 1.0
+    assert trained["best"] == "cooccurrence" and trained["best_sequence_model"] in ("gru", "cnn")
+    assert set(trained["valid"]) == {"gru", "cnn", "popularity", "cooccurrence"}
 
     no_truth = evaluate_recommender(params, log=lambda *_: None)
     assert set(no_truth["test"]) == {"gru", "cnn", "popularity", "cooccurrence"}
@@ -177,8 +180,45 @@ def test_evaluation_table_has_models_baselines_oracle_and_targets(cyclic_data, t
     vs = t["best_vs_best_baseline"]
     assert vs["baseline"] == "cooccurrence" and vs["baseline_ndcg_at_10"] == 1.0 and vs["met"] is False
     assert "NOT MET: the baseline wins" in format_table(metrics)
-    assert json.loads((tmp_path / "metrics" / "recommender.json").read_text())["best_model"] == trained["best"]
+    written = json.loads((tmp_path / "metrics" / "recommender.json").read_text())
+    assert written["best_model"] == written["champion"] == written["model_key"] == trained["best"]
+    # the metrics contract: champion chosen on validation, every candidate on both splits, targets vs the references
+    assert written["selected_on"] == "valid" and written["lower_is_better"] is False and written["main_metric"] == "ndcg_at_10"
+    assert written["champion_family"] == "cooccurrence"
+    assert set(written["valid"]) == {"gru", "cnn", "popularity", "cooccurrence"} <= set(written["test"])
+    assert written["targets"]["champion"] == "cooccurrence" and written["targets"]["best_reference"] == "popularity"
+    assert written["targets"]["met"] is True
     curve = pd.read_csv(tmp_path / "plots" / "recommender" / "hr_at_k.csv")
     assert len(curve) == 50 and curve["oracle"].iloc[0] == 1.0 and curve["oracle"].iloc[1:].isna().all()
     assert (np.diff(curve["popularity"]) >= 0).all()
     assert (tmp_path / "plots" / "recommender" / "hr_at_k.png").stat().st_size > 0
+
+
+def test_champion_of_any_family_is_saved_loaded_and_serves(cyclic_data, tmp_path, monkeypatch):
+    """The validation winner is saved with save_candidate; load_scorer answers /recommend and /similar_items with it."""
+    from shopsight.candidates import candidate_family
+    from shopsight.recommender import (CooccurrenceScorer, RecentItems, load_scorer, recommend_for_requests, similar_for_requests,
+                                       train_recommender)
+
+    monkeypatch.chdir(tmp_path)
+    save_sequences(cyclic_data, tmp_path / "data" / "sequences")
+    params = Params(recommender=_params(models=["gru"], epochs=1))
+    trained = train_recommender(params, log=lambda *_: None)
+    champion_dir = tmp_path / "artifacts" / "recommender" / "champion"
+    assert candidate_family(champion_dir) == "cooccurrence" == trained["best"]
+    scorer = load_scorer(champion_dir)
+    assert isinstance(scorer, CooccurrenceScorer)
+    vocab = cyclic_data.vocab
+    # the rule of the cyclic data: after the last item comes its training successor
+    last, nxt = cyclic_data.transitions[0]
+    out = recommend_for_requests(scorer, [RecentItems(user_id="u", items=[vocab.items[last]]), RecentItems(items=[])], 3, None, 50, "m")
+    assert out[0].items[0].item_id == vocab.items[nxt] and not out[0].fallback
+    assert out[1].fallback and len(out[1].items) == 3
+    sims = similar_for_requests(scorer, [vocab.items[last], "ghost"], 4, 50, "m")
+    assert sims[0].known and len(sims[0].similar) == 4 and vocab.items[last] not in [i.item_id for i in sims[0].similar]
+    assert not sims[1].known and sims[1].similar == []
+    # without baselines competing, the sequence model is the champion, saved the same way
+    params = Params(recommender=_params(models=["gru"], epochs=1, baselines_compete=False))
+    assert train_recommender(params, log=lambda *_: None)["best"] == "gru"
+    assert candidate_family(champion_dir) == "keras"
+    assert len(load_scorer(champion_dir).recommend([[vocab.items[last]]], 5)[0].items) == 5

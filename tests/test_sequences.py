@@ -125,3 +125,53 @@ def test_too_little_data_names_the_params(tmp_path):
     make_events([("u", "a", "view", "2026-02-27T10:00:00"), ("u", "b", "view", "2026-02-28T10:00:00")]).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="horizon_days"):
         build_sequences(path, FEATURES, RecommenderParams())
+
+
+def _loo_events():
+    # u1: a b c d e (e test, d valid); u2: c a (too short for valid, test target a); u3: b b c (repeat in one session collapses)
+    rows = [("u1", i, "purchase", f"2026-01-0{d}T00:00:00") for d, i in enumerate("abcde", start=1)]
+    rows += [("u2", "c", "purchase", "2026-01-04T00:00:00"), ("u2", "a", "purchase", "2026-01-05T00:00:00")]
+    rows += [("u3", "b", "purchase", "2026-01-03T00:00:00"), ("u3", "c", "purchase", "2026-01-04T00:00:00"),
+             ("u3", "f", "purchase", "2026-01-05T00:00:00")]
+    return make_events(rows)
+
+
+def test_leave_one_out_last_item_test_second_to_last_valid_history_excluded(tmp_path):
+    from shopsight.sequences import build_leave_one_out, load_sequence_events
+
+    path = tmp_path / "events.parquet"
+    _loo_events().to_parquet(path, index=False)
+    params = RecommenderParams(max_len=4, protocol="leave_one_out", event_types=["purchase"])
+    data = build_sequences(path, FEATURES, params)  # the features' horizon plays no part
+    assert data.protocol == "leave_one_out"
+    v = data.vocab
+    assert set(v.items[1:]) == set("abcdef")  # the whole catalogue, held-out items included
+    # validation: users with >= 3 items; input = all but the last two, target = the second to last
+    assert list(data.valid.user_ids) == ["u1", "u3"]
+    assert v.decode(data.valid.targets) == ["d", "c"]
+    assert [v.decode(r[r != PAD]) for r in data.valid.inputs] == [["a", "b", "c"], ["b"]]
+    # test: every user with >= 2 items; input includes the validation item; target = the last item
+    assert list(data.test.user_ids) == ["u1", "u2", "u3"]
+    assert v.decode(data.test.targets) == ["e", "a", "f"]
+    assert [v.decode(r[r != PAD]) for r in data.test.inputs] == [["a", "b", "c", "d"], ["c"], ["b", "c"]]
+    # the exclusion lists are the user's earlier items (never the target)
+    indptr, idx = data.test.purchased()
+    assert [sorted(v.decode(idx[indptr[r]:indptr[r + 1]])) for r in range(3)] == [["a", "b", "c", "d"], ["c"], ["b", "c"]]
+    # training never sees a held-out item of its user: u1 trains on a b c only, u3 on b only (no window), u2 nothing
+    assert [v.decode(r[r != PAD]) for r in data.train_inputs] == [["a", "b"]]
+    assert [v.decode(r[r != PAD]) for r in data.train_targets] == [["b", "c"]]
+    assert sorted(map(tuple, data.transitions.tolist())) == sorted(
+        [(v.index_of("a"), v.index_of("b")), (v.index_of("b"), v.index_of("c"))])
+    # round trip keeps the protocol
+    save_sequences(data, tmp_path / "seq")
+    again = load_sequences(tmp_path / "seq")
+    assert again.protocol == "leave_one_out" and np.array_equal(again.test.targets, data.test.targets)
+    direct = build_leave_one_out(load_sequence_events(path, ["purchase"]), params)
+    assert np.array_equal(direct.valid.targets, data.valid.targets)
+
+
+def test_leave_one_out_needs_users_with_enough_items(tmp_path):
+    path = tmp_path / "events.parquet"
+    make_events([("u1", "a", "purchase", "2026-01-01T00:00:00"), ("u1", "b", "purchase", "2026-01-02T00:00:00")]).to_parquet(path, index=False)
+    with pytest.raises(ValueError, match="leave-one-out valid"):
+        build_sequences(path, FEATURES, RecommenderParams(protocol="leave_one_out", event_types=["purchase"]))

@@ -76,7 +76,7 @@ def ts(text: str) -> pd.Timestamp:
 
 
 def test_kinds_and_infos():
-    assert SOURCE_KINDS == ("retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic")
+    assert SOURCE_KINDS == ("retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic", "sequence_text")
     assert source_info("cdnow") == SourceInfo("cdnow", has_item_ids=False, has_sessions=False)
     assert source_info("retailrocket").has_sessions is False
     assert source_info("rees46").has_sessions is True
@@ -634,3 +634,78 @@ def test_online_retail_ids_are_not_trimmed(tmp_path):
         "536365,47503J ,BAG,6,12/1/2010 8:26,2.55,17850,United Kingdom\n"
     )
     assert read_all("online_retail", path)["item_id"].tolist() == ["47503J "]
+
+
+# ---------------------------------------------------------------- sequence_text (user item item ... lines)
+
+REALDATA_AMAZON = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon"
+
+
+def _sequence_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "seq.txt"
+    path.write_text(text)
+    return path
+
+
+def test_sequence_text_one_event_per_item_end_aligned_days(tmp_path):
+    path = _sequence_file(tmp_path, "1 10 11 12\n2 11 13\n\n3\n4 10 10 14 15\n")
+    frame = read_all("sequence_text", path, chunksize=3)
+    assert list(frame["user_id"]) == ["1"] * 3 + ["2"] * 2 + ["4"] * 4  # a blank line and a user without items: no event
+    assert list(frame["item_id"]) == ["10", "11", "12", "11", "13", "10", "10", "14", "15"]
+    assert list(frame["raw_line"]) == [1, 1, 1, 2, 2, 5, 5, 5, 5]
+    assert set(frame["event_type"]) == {"purchase"}
+    last = frame.groupby("user_id")["timestamp"].max()
+    assert set(last) == {ts("2020-01-01")}  # every user's last item on end_date
+    user4 = frame[frame["user_id"] == "4"]["timestamp"]
+    assert list(user4.diff().dropna()) == [pd.Timedelta(days=1)] * 3  # one day apart, in file order
+    assert frame["session_id"].isna().all() and frame["price"].isna().all()
+
+
+def test_sequence_text_chunks_never_exceed_chunksize_and_agree(tmp_path):
+    path = _sequence_file(tmp_path, "".join(f"{u} " + " ".join(str(i) for i in range(u, u + 7)) + "\n" for u in range(1, 6)))
+    small = list(read_source("sequence_text", path, chunksize=4))
+    assert all(0 < len(c) <= 4 for c in small) and len(small) > 1
+    whole = pd.concat(list(read_source("sequence_text", path, chunksize=1000)), ignore_index=True)
+    pd.testing.assert_frame_equal(pd.concat(small, ignore_index=True), whole)
+    for chunk in small:
+        assert list(chunk.columns) == [*CANONICAL_COLUMNS, "raw_line", "timestamp_problem"]
+        assert str(chunk["timestamp"].dtype) == "datetime64[ns, UTC]" and chunk["item_id"].dtype == "string"
+
+
+def test_sequence_text_options(tmp_path):
+    path = _sequence_file(tmp_path, "u1 a b\n")
+    frame = read_all("sequence_text", path, options={"event_type": "view", "end_date": "2021-06-30"})
+    assert list(frame["event_type"]) == ["view", "view"]
+    assert list(frame["timestamp"]) == [ts("2021-06-29"), ts("2021-06-30")]
+    with pytest.raises(SourceError, match="event_type"):
+        read_all("sequence_text", path, options={"event_type": "click"})
+    with pytest.raises(SourceError, match="end_date"):
+        read_all("sequence_text", path, options={"end_date": "not a date"})
+    with pytest.raises(SourceError, match="not found"):
+        read_all("sequence_text", tmp_path / "missing.txt")
+
+
+def test_sequence_text_gzip(tmp_path):
+    import gzip
+
+    path = tmp_path / "seq.txt.gz"
+    path.write_bytes(gzip.compress(b"1 5 6\n2 6 7 8\n"))
+    assert len(read_all("sequence_text", path)) == 5
+
+
+def test_sequence_text_ingests_and_validates(tmp_path):
+    # the canonical events pass the ingest validator: no row rejected
+    from shopsight.schema import CANONICAL_COLUMNS as columns
+
+    path = _sequence_file(tmp_path, "1 10 11 12\n2 11 13\n")
+    frame = read_all("sequence_text", path)
+    assert frame[list(columns)].notna()[["user_id", "item_id", "event_type", "timestamp"]].all().all()
+    assert frame["event_type"].isin(EVENT_TYPES).all()
+
+
+def test_sequence_text_reads_the_amazon_file_when_present():
+    path = REALDATA_AMAZON / "Toys_and_Games.txt"
+    if not path.exists():
+        pytest.skip(f"{path} absent (the real-data folder ../shared/realdata is not on this machine)")
+    frame = read_all("sequence_text", path)
+    assert len(frame) == 167_597 and frame["user_id"].nunique() == 19_412 and frame["item_id"].nunique() == 11_924

@@ -44,7 +44,7 @@ class SourceInfo:
     has_sessions: bool
 
 
-SOURCE_KINDS: tuple[str, ...] = ("retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic")
+SOURCE_KINDS: tuple[str, ...] = ("retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic", "sequence_text")
 
 _SOURCE_INFOS: dict[str, SourceInfo] = {
     "retailrocket": SourceInfo("retailrocket", has_item_ids=True, has_sessions=False),
@@ -56,6 +56,7 @@ _SOURCE_INFOS: dict[str, SourceInfo] = {
     "online_retail": SourceInfo("online_retail", has_item_ids=True, has_sessions=True),
     # Sessions only if a session column is mapped; the ingest derives them otherwise.
     "generic": SourceInfo("generic", has_item_ids=True, has_sessions=False),
+    "sequence_text": SourceInfo("sequence_text", has_item_ids=True, has_sessions=False),  # `user item item ...` lines
 }
 
 
