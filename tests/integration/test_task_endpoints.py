@@ -39,8 +39,10 @@ def test_repro_writes_metric_tables_with_baselines(tiny_project):
     assert {"mlp", "mlp_calibrated", "recency_rule", "bgnbd", "bgnbd_p_alive"} <= set(churn["test"])
     assert "oracle" in churn["test"], churn["oracle_note"]  # the simulator's truth matches the churn horizon
     demand = json.loads((tiny_project / "metrics/demand.json").read_text())
-    assert {demand["model_key"], "seasonal_naive", "moving_average"} == set(demand["test"])
-    assert all(0 <= v for m in demand["test"].values() for v in m.values())
+    candidates = load_params(tiny_project / "params.yaml").demand.candidates
+    assert set(demand["test"]) == set(demand["valid"]) == set(candidates) and demand["selected_on"] == "valid"
+    assert demand["champion"] == demand["model_key"] == min(candidates, key=lambda n: demand["valid"][n]["wape"])
+    assert all(v is None or 0 <= v for m in demand["test"].values() for v in m.values())
     prop = json.loads((tiny_project / "metrics/propensity.json").read_text())
     assert {"mlp", "logistic_regression", "gradient_boosting", "mlp_calibrated", "oracle"} <= set(prop["test"])
     assert prop["test"]["mlp_calibrated"]["roc_auc"] == pytest.approx(prop["test"]["mlp"]["roc_auc"], abs=1e-9)
