@@ -9,20 +9,16 @@ from tests.conftest import make_events
 
 
 def _store_model(model_dir, columns, weights):
-    """A fixed logistic Keras model over the log1p features: its scores are known in advance."""
-    import keras
-
+    """A fixed logistic model over the log1p features, saved as a champion (a `linear` candidate): its scores are
+    known in advance, and the audiences load it like any family."""
     from shopsight.calibration import Calibrator
-    from shopsight.explain import BASELINE_FILE
+    from shopsight.candidates import get_model, save_candidate
 
-    inputs = keras.Input(shape=(len(columns),), name="features")
-    dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(inputs))
-    dense.set_weights([np.asarray(weights, dtype="float32")[:, None], np.zeros(1, dtype="float32")])
-    model_dir.mkdir(parents=True)
-    model.save(model_dir / "model.keras")
+    model = get_model("user_binary", "logistic_regression")
+    model.coef = {"mean": [0.0] * len(columns), "scale": [1.0] * len(columns), "coef": [float(w) for w in weights], "intercept": 0.0}
+    save_candidate(model, model_dir)
     (model_dir / "feature_columns.json").write_text(json.dumps(columns))
-    np.save(model_dir / BASELINE_FILE, np.zeros(len(columns), dtype="float32"))
+    (model_dir / "task.json").write_text(json.dumps({"horizon_days": 7}))
     Calibrator("none").to_json(model_dir / "calibration.json")
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopsight.churn import active_users, activity_rfm, bgnbd_scores, build_churn_dataset, fit_recency_rule, predict_recency_rule
+from shopsight.churn import active_users, activity_rfm, build_churn_dataset
 from shopsight.config import Params
 from tests.conftest import make_events
 
@@ -83,15 +83,3 @@ def test_activity_rfm_counts_active_days_not_purchases():
     assert rfm.loc["u1", "bgnbd_T"] == pytest.approx(13 / 7)  # last observed day (14th) - first (1st)
 
 
-def test_recency_rule_is_monotone_and_bgnbd_scores_are_probabilities():
-    rng = np.random.default_rng(0)
-    rec = rng.uniform(0, 80, 3000)
-    y = (rng.random(3000) < rec / 80).astype(float)
-    rule = fit_recency_rule(rec, y)
-    pred = predict_recency_rule(rule, np.linspace(0, 80, 50))
-    assert np.all(np.diff(pred) >= 0) and pred[-1] > pred[0] + 0.5
-    rows = pd.DataFrame({"bgnbd_frequency": [0.0, 5.0, 5.0], "bgnbd_recency": [0.0, 10.0, 2.0], "bgnbd_T": [3.0, 10.0, 10.0]})
-    s = bgnbd_scores({"r": 0.25, "alpha": 4.4, "a": 0.8, "b": 2.4}, rows, 14, 7.0)
-    assert np.all((s["bgnbd"] >= 0) & (s["bgnbd"] <= 1))
-    assert s["bgnbd"][2] > s["bgnbd"][1]  # same frequency, longer silence: more likely gone
-    assert s["bgnbd_p_alive"][0] == 0.0  # BG/NBD: no repeat activity means never dropped out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shopsight.explain import ExplainedClassifier, format_reasons, global_importance, integrated_gradients, top_contributions
+from shopsight.explain import format_reasons, global_importance, integrated_gradients, top_contributions
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +35,3 @@ def test_top_contributions_order_by_magnitude_and_read_well():
     assert format_reasons(top[0]) == "b (-0.500); c (+0.200)"
     imp = global_importance(attr, ["a", "b", "c"])
     assert imp["feature"].tolist()[0] == "b"
-
-
-def test_explained_classifier_from_a_model_directory(tmp_path, tiny_model):
-    import json
-
-    from shopsight.calibration import Calibrator
-    from shopsight.explain import BASELINE_FILE
-
-    tiny_model.save(tmp_path / "model.keras")
-    (tmp_path / "feature_columns.json").write_text(json.dumps(["a", "b", "c", "d"]))
-    np.save(tmp_path / BASELINE_FILE, np.zeros(4, dtype="float32"))
-    Calibrator("platt", scale=1.0, bias=-1.0).to_json(tmp_path / "calibration.json")
-    scorer = ExplainedClassifier(tmp_path, ig_steps=16)
-    x = np.ones((3, 4), dtype="float32")
-    raw = tiny_model(x).numpy().ravel()
-    assert np.allclose(scorer.predict(x), 1 / (1 + np.exp(-(np.log(raw / (1 - raw)) - 1.0))), atol=1e-5)
-    reasons = scorer.explain(x, 2)
-    assert len(reasons) == 3 and all(len(r) == 2 for r in reasons)
-    assert scorer.explain(x[:0], 2) == [] and len(scorer.predict(x[:0])) == 0

@@ -31,8 +31,12 @@ def _model_dir(tmp_path: Path) -> Path:
     return path
 
 
-def _register(task: str, tmp_path: Path, roc_auc: float, log_loss: float = 0.5, model_dir: Path | None = None, **kw):
-    metrics = {"test": {"mlp": {"roc_auc": roc_auc, "pr_auc": 0.3, "log_loss": log_loss}}}
+def _register(task: str, tmp_path: Path, roc_auc: float, log_loss: float = 0.5, model_dir: Path | None = None,
+              test_roc_auc: float | None = None, **kw):
+    """`roc_auc` is the validation score the gate compares; the test score is reported (default: 0.05 lower)."""
+    test_auc = roc_auc - 0.05 if test_roc_auc is None else test_roc_auc
+    metrics = {"valid": {"mlp": {"roc_auc": roc_auc, "pr_auc": 0.3, "log_loss": log_loss}},
+               "test": {"mlp": {"roc_auc": test_auc, "pr_auc": 0.3, "log_loss": log_loss}}}
     return registry.register_model(
         task, model_dir or _model_dir(tmp_path), metrics, {"lr": 0.001}, main_metric="roc_auc", model_key="mlp", gate=GATE, **kw
     )
@@ -54,13 +58,29 @@ def test_first_model_is_champion_with_lineage_and_reference_in_the_store(task, t
     for key in ("git_revision", "data_hash", "model_hash", "trained_at", "registered_at", "params_md5"):
         assert lineage[key], key
     assert model.info.metadata["params"] == {"lr": 0.001}
-    assert model.info.metadata["metrics"]["test"]["mlp"]["roc_auc"] == 0.70
+    assert model.info.metadata["metrics"]["valid"]["mlp"]["roc_auc"] == 0.70
+    assert model.info.metadata["metrics"]["test"]["mlp"]["roc_auc"] == pytest.approx(0.65)
     assert lineage["reference_dataset"]["rows"] == 3
     pd.testing.assert_frame_equal(pd.read_parquet(registry.reference_path(task)), reference)
     assert (Path(model.path) / "model.bin").exists()
 
     row = registry.list_models(task)[0]
     assert row["metrics"]["log_loss"] == 0.5 and row["lineage"]["has_reference"] is True
+    assert row["gate_split"] == "valid" and row["score"] == 0.70 and row["test_score"] == pytest.approx(0.65)
+
+
+def test_the_gate_compares_validation_scores_never_test(task, tmp_path):
+    first = _register(task, tmp_path, 0.70, test_roc_auc=0.60)
+    # far better on test, worse on validation: rejected (choosing on test would make its score optimistic)
+    second = _register(task, tmp_path, 0.69, test_roc_auc=0.90)
+    assert not second.promoted and registry.champion_tag(task) == first.tag
+    assert "0.6900" in second.reason and "0.7000" in second.reason
+
+
+def test_metrics_without_validation_scores_are_refused_with_the_fix(task, tmp_path):
+    with pytest.raises(RegistryError, match="no 'valid' scores.*dvc repro"):
+        registry.register_model(task, _model_dir(tmp_path), {"test": {"mlp": {"roc_auc": 0.7}}}, {}, main_metric="roc_auc",
+                                model_key="mlp", gate=GATE)
 
 
 def test_better_challenger_is_promoted_and_the_old_champion_retired(task, tmp_path):

@@ -1,0 +1,127 @@
+"""Model families behind one interface: each fits, predicts, and comes back from disk unchanged; selection and
+the honest target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shopsight.candidates import (available, champion_vs_references, get_model, load_candidate, save_candidate,
+                                  select_champion)
+from shopsight.candidates.user_rows import UserRows
+
+COLUMNS = ["purchase_days_total", "repeat_purchase_days", "first_purchase_days_ago", "purchase_span_days", "tenure_days",
+           "active_days_total", "recency_days", "noise_a", "noise_b"]
+
+
+def _rows(n: int, seed: int, xor: bool = False) -> UserRows:
+    """Users of a buy-till-you-die shop: frequent, recently active buyers buy again; `xor` adds a label that only
+    an interaction of the two noise columns explains (trees can learn it, a linear model cannot)."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.uniform(10, 300, n)
+    first = tenure * rng.uniform(0.5, 1.0, n)
+    days = rng.poisson(first / 30.0) + 1
+    span = np.where(days > 1, first * rng.uniform(0.2, 1.0, n), 0.0)
+    recency = np.clip(first - span + rng.uniform(0, 3, n), 0, tenure)
+    a, b = rng.uniform(0, 4, n), rng.uniform(0, 4, n)
+    raw = np.column_stack([days, days - 1, first, span, tenure, days + rng.poisson(2, n), recency, a, b])
+    logit = 0.8 * np.log1p(days) - 0.03 * recency
+    if xor:
+        logit = 3.0 * np.sign((a - 2) * (b - 2))
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
+    cutoff = np.where(rng.random(n) < 0.5, 0, 7 * 86_400 * 10**9).astype("int64")
+    return UserRows(np.log1p(raw).astype("float32"), COLUMNS, np.full(n, 14.0), y, cutoff)
+
+
+def _auc(y, p) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+CONFIGS = {
+    "rule": {"column": "recency_days", "sign": -1},
+    "bgnbd": {"events": "purchase", "score": "buy", "time_unit_days": 7.0, "penalizer": 0.001},
+    "logistic_regression": {"C": 1.0, "max_iter": 500},
+    "lightgbm": {"num_boost_round": 80, "early_stopping_rounds": 20},
+    "mlp": {"hidden_units": [8], "epochs": 6, "batch_size": 128, "learning_rate": 0.01, "patience": 2},
+}
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_every_family_fits_scores_and_comes_back_from_disk_unchanged(family, tmp_path):
+    train, valid = _rows(3000, 1), _rows(1500, 2)
+    model = get_model("user_binary", family, CONFIGS[family])
+    model.fit(train, valid)
+    p = model.predict(valid)
+    assert p.shape == (len(valid),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    assert _auc(valid.y, p) > 0.6, f"{family} should find the frequency/recency signal"
+    save_candidate(model, tmp_path / family)
+    meta = json.loads((tmp_path / family / "candidate.json").read_text())
+    assert meta["family"] == type(model).family and "pickle" not in " ".join(p.name for p in (tmp_path / family).iterdir())
+    again = load_candidate(tmp_path / family)
+    np.testing.assert_allclose(again.predict(valid), p, rtol=1e-5, atol=1e-6)
+
+
+def test_trees_learn_an_interaction_that_a_linear_model_cannot():
+    train, valid = _rows(4000, 3, xor=True), _rows(2000, 4, xor=True)
+    trees = get_model("user_binary", "lightgbm", CONFIGS["lightgbm"])
+    linear = get_model("user_binary", "logistic_regression", CONFIGS["logistic_regression"])
+    trees.fit(train, valid), linear.fit(train, valid)
+    assert _auc(valid.y, trees.predict(valid)) > 0.8 > _auc(valid.y, linear.predict(valid)) + 0.2
+
+
+def test_a_rule_ranks_by_its_feature_in_its_direction():
+    rows = _rows(500, 5)
+    up = get_model("user_binary", "rule", {"column": "recency_days", "sign": 1})
+    down = get_model("user_binary", "rule", {"column": "recency_days", "sign": -1})
+    order = np.argsort(rows.raw("recency_days"))
+    assert np.all(np.diff(up.predict(rows)[order]) >= 0) and np.all(np.diff(down.predict(rows)[order]) <= 0)
+    with pytest.raises(KeyError, match="not among the model's columns"):
+        get_model("user_binary", "rule", {"column": "nope", "sign": 1}).predict(rows)
+
+
+def test_bgnbd_scores_frequent_recent_buyers_higher_and_long_silence_lower():
+    train = _rows(3000, 6)
+    model = get_model("user_binary", "bgnbd", CONFIGS["bgnbd"])
+    model.fit(train, train)
+    raw = {c: np.array(v, dtype="float64") for c, v in {
+        "purchase_days_total": [6, 6, 1], "repeat_purchase_days": [5, 5, 0], "first_purchase_days_ago": [100, 100, 100],
+        "purchase_span_days": [95, 20, 0], "tenure_days": [100, 100, 100], "active_days_total": [6, 6, 1], "recency_days": [5, 80, 100],
+        "noise_a": [0, 0, 0], "noise_b": [0, 0, 0]}.items()}
+    rows = UserRows(np.log1p(np.column_stack([raw[c] for c in COLUMNS])), COLUMNS, np.full(3, 14.0))
+    p = model.predict(rows)
+    assert p[0] > p[1], "same frequency, longer silence: less likely to buy"
+    assert p[0] > p[2], "a frequent recent buyer beats a one-time buyer"
+    churn = get_model("user_binary", "bgnbd", {**CONFIGS["bgnbd"], "events": "activity", "score": "no_activity"})
+    churn.fit(train, train)
+    q = churn.predict(rows)
+    assert q[1] > q[0], "longer silence: more likely to stay inactive"
+
+
+def test_get_model_names_the_known_candidates():
+    assert {"rule", "bgnbd", "logistic_regression", "lightgbm", "mlp"} <= set(available("user_binary"))
+    with pytest.raises(ValueError, match="unknown user_binary candidate 'xgb'; known: .*lightgbm"):
+        get_model("user_binary", "xgb")
+
+
+def test_selection_prefers_the_simpler_candidate_on_a_tie_and_never_nan():
+    valid = {"rule": {"auc": 0.7}, "mlp": {"auc": 0.7}, "lgb": {"auc": float("nan")}}
+    assert select_champion(valid, "auc", order=["rule", "lgb", "mlp"]) == "rule"
+    assert select_champion({"a": {"wape": 0.5}, "b": {"wape": 0.4}}, "wape", lower_is_better=True) == "b"
+    with pytest.raises(ValueError, match="no candidate has a finite"):
+        select_champion({"a": {"auc": float("nan")}}, "auc")
+
+
+def test_the_target_compares_with_the_strongest_reference_and_says_not_met():
+    test = {"mlp": {"auc": 0.74}, "frequency": {"auc": 0.735}, "recency": {"auc": 0.70}, "bgnbd": {"auc": 0.72}}
+    t = champion_vs_references(test, "mlp", ["frequency", "recency", "bgnbd"], "auc", margin=0.01)
+    assert t["best_reference"] == "frequency" and t["gap"] == pytest.approx(0.005) and t["met"] is False
+    assert t["note"].startswith("not met")
+    # a reference that is the champion is compared with the next-best reference
+    t = champion_vs_references(test, "frequency", ["frequency", "recency", "bgnbd"], "auc")
+    assert t["best_reference"] == "bgnbd" and t["met"] is True
+    low = champion_vs_references({"m": {"wape": 0.5}, "naive": {"wape": 0.6}}, "m", ["naive"], "wape", lower_is_better=True)
+    assert low["met"] and low["gap"] == pytest.approx(0.1)

@@ -1,0 +1,125 @@
+"""A user-level task end to end on a dataset built in code: every candidate fitted, the champion chosen on
+validation (not test), calibration checked, every candidate reported on test, the champion served as trained."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopsight.config import Params
+from shopsight.features import feature_columns
+from shopsight.tasks.user_binary import ChampionScorer, UserTask, checked_calibration, evaluate_user_task, train_user_task
+
+WINDOWS = [7, 28]
+
+
+def _dataset(path, signal_column: str = "recency_days", flip_test: bool = False, seed: int = 0) -> None:
+    """train (2 cutoffs), valid, test rows; the label follows `signal_column` (fewer days, more buying). With
+    `flip_test` the test label follows purchase_days_total instead: a candidate can then win test and lose validation."""
+    rng = np.random.default_rng(seed)
+    columns = feature_columns(WINDOWS)
+    frames = []
+    for k, split in enumerate(["train", "train", "valid", "test"]):
+        n = 900
+        frame = pd.DataFrame(rng.gamma(1.5, 3.0, size=(n, len(columns))), columns=columns)
+        frame["purchase_days_total"] = rng.poisson(3, n) + 1.0
+        signal = -np.log1p(frame[signal_column]) if not (flip_test and split == "test") else np.log1p(frame["purchase_days_total"]) * 3
+        frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-(signal - signal.mean()) * 2))).astype("int64")
+        frame.insert(0, "user_id", pd.array([f"u{i}" for i in range(n)], dtype="string"))
+        frame.insert(0, "cutoff", pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=7 * k))
+        frame["split"] = split
+        frames.append(frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+
+
+def _task(tmp_path) -> UserTask:
+    return UserTask(name="propensity", dataset=tmp_path / "data" / "features.parquet", model_dir=tmp_path / "artifacts" / "propensity",
+                    metrics=tmp_path / "metrics" / "propensity.json", plots=tmp_path / "plots" / "propensity",
+                    section=lambda p: p.propensity, horizon=lambda p: 7, truth=("none.parquet", "p", "horizon_days"),
+                    label="buys within the horizon", bgnbd={"events": "purchase", "score": "buy"})
+
+
+def _params(candidates: list[str], references: list[str]) -> Params:
+    return Params.model_validate({
+        "features": {"windows_days": WINDOWS},
+        "propensity": {"candidates": candidates, "references": references,
+                       "rules": {"recency": {"column": "recency_days", "sign": -1}, "frequency": {"column": "purchase_days_total", "sign": 1}},
+                       "lightgbm": {"num_boost_round": 60, "early_stopping_rounds": 10},
+                       "mlp": {"hidden_units": [8], "epochs": 2, "batch_size": 256},
+                       "explain": {"ig_steps": 4, "global_sample": 200}},
+    })
+
+
+def test_every_candidate_is_fitted_and_reported_and_the_champion_is_served_as_trained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/truth here: the oracle is skipped
+    task = _task(tmp_path)
+    _dataset(task.dataset)
+    params = _params(["frequency", "recency", "logistic_regression", "lightgbm", "mlp"], ["frequency", "recency"])
+    summary = train_user_task(task, params)
+    metrics = evaluate_user_task(task, params)
+
+    raw = task.metrics.read_text()
+    assert "NaN" not in raw and "Infinity" not in raw
+    stored = json.loads(raw)
+    names = {"frequency", "recency", "logistic_regression", "lightgbm", "mlp"}
+    assert names <= set(stored["valid"]) and names <= set(stored["test"])
+    best_valid = max(names, key=lambda n: stored["valid"][n]["roc_auc"])
+    assert stored["champion"] == summary["champion"] == best_valid and stored["selected_on"] == "valid"
+    assert stored["targets"]["best_reference"] in {"frequency", "recency"} - {stored["champion"]}
+    assert stored["deep_model"]["name"] == "mlp"
+    # the champion directory holds one candidate; the others are kept apart
+    assert json.loads((task.model_dir / "candidate.json").read_text())["name"] == stored["champion"]
+    assert sorted(p.name for p in task.candidates_dir.iterdir() if p.is_dir()) == sorted(names)
+    for plot in ("roc.png", "reliability.png", "importance.png", "history.png", "roc.csv"):
+        assert (task.plots / plot).exists(), plot
+
+    # what the service computes from the stored champion equals what was evaluated
+    scorer = ChampionScorer(task.model_dir)
+    data = pd.read_parquet(task.dataset)
+    test = data[data["split"] == "test"]
+    from shopsight.features import model_input
+
+    served = scorer.predict(model_input(test, scorer.columns))
+    scores = pd.read_parquet(task.candidates_dir / "scores.parquet")
+    from shopsight.calibration import Calibrator
+
+    evaluated = Calibrator.from_json(task.model_dir / "calibration.json").apply(scores.loc[scores["split"] == "test", stored["champion"]].to_numpy())
+    np.testing.assert_allclose(served, evaluated, rtol=1e-5, atol=1e-6)
+    assert metrics["test"][f"{stored['champion']}_calibrated"]["roc_auc"] == pytest.approx(metrics["test"][stored["champion"]]["roc_auc"], abs=1e-9)
+    reasons = scorer.explain(model_input(test.head(3), scorer.columns), 2)
+    assert len(reasons) == 3 and all(len(r) <= 2 for r in reasons)
+
+
+def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_test(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = _task(tmp_path)
+    _dataset(task.dataset, flip_test=True, seed=1)
+    params = _params(["frequency", "recency"], ["frequency"])
+    train_user_task(task, params)
+    metrics = evaluate_user_task(task, params)
+    assert metrics["champion"] == "recency", "recency wins validation"
+    assert metrics["test"]["frequency"]["roc_auc"] > metrics["test"]["recency"]["roc_auc"], "frequency wins test"
+    assert metrics["targets"]["met"] is False and metrics["targets"]["note"].startswith("not met")
+
+
+def test_calibration_is_kept_only_where_it_lowers_held_out_ece():
+    rng = np.random.default_rng(0)
+    users = pd.Series([f"u{i}" for i in range(6000)])
+    p_true = rng.uniform(0.05, 0.6, len(users))
+    y = (rng.random(len(users)) < p_true).astype(int)
+    inflated = np.clip(p_true * 1.6, 0, 0.99)  # a class-weighted network's inflated probabilities
+    cal, info = checked_calibration(inflated, y, users, "platt", 10)
+    assert cal.method == "platt" and info["held_out_ece_calibrated"] < info["held_out_ece_raw"]
+    # already calibrated, few users: an isotonic step function fitted on one half adds noise on the other
+    rng = np.random.default_rng(3)
+    few = pd.Series([f"u{i}" for i in range(200)])
+    p_few = rng.uniform(0.05, 0.6, len(few))
+    y_few = (rng.random(len(few)) < p_few).astype(int)
+    cal, info = checked_calibration(p_few, y_few, few, "isotonic", 10)
+    assert cal.method == "none" and "raw scores kept" in info["reason"]
+    assert math.isfinite(info["held_out_ece_raw"]) and info["held_out_ece_calibrated"] >= info["held_out_ece_raw"]
