@@ -58,19 +58,32 @@ def active_user_chunks(events_path: Path, as_of: pd.Timestamp, lookback_days: in
 
 
 def chunk_features(events_path: Path, user_ids: list[str], as_of: pd.Timestamp, params: Params) -> pd.DataFrame:
-    """Features at `as_of` of these users only (their look-back events are read from Parquet by DuckDB)."""
+    """Features at `as_of` of these users only (their events before `as_of`, back to the start of the full-history
+    window (features.history_days, default all) or of the look-back if that is longer, read from Parquet by DuckDB)."""
+    from shopsight.lifetime import history_start_ns
+
+    fp = params.features
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    lo = as_of - pd.Timedelta(days=fp.lookback_days)
+    if fp.history_days is None:
+        lo = None
+    else:
+        lo = min(lo, pd.Timestamp(int(history_start_ns(as_of.value, fp.history_days, fp.utc_offset_ns)), tz="UTC"))
     con = connection()
     con.register("_chunk_users", pd.DataFrame({"user_id": user_ids}))
     try:
         events = con.execute(
             f"""SELECT e.* FROM read_parquet('{Path(events_path).as_posix()}') e JOIN _chunk_users u USING (user_id)
-                WHERE e.timestamp >= $t - INTERVAL {int(params.features.lookback_days)} DAY AND e.timestamp < $t""",
-            {"t": as_of.to_pydatetime()},
+                WHERE e.timestamp < $t {"" if lo is None else "AND e.timestamp >= $lo"}""",
+            {"t": as_of.to_pydatetime()} | ({} if lo is None else {"lo": lo.to_pydatetime()}),
         ).df()
     finally:
         con.unregister("_chunk_users")
     events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
-    return compute_user_features(events, [as_of], params.features.windows_days).set_index("user_id")
+    return compute_user_features(
+        events, [as_of], fp.windows_days, history_days=fp.history_days, utc_offset_ns=fp.utc_offset_ns
+    ).set_index("user_id")
 
 
 def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: Path | None = None, from_artifacts: bool = False) -> dict[str, dict]:

@@ -18,7 +18,7 @@ import pandas as pd
 from shopsight import paths
 from shopsight.config import ChurnParams, FeatureParams, Params
 from shopsight.feature_sql import compute_user_features, connection
-from shopsight.features import DAY, event_time_span, feature_columns, model_input, plan_cutoffs
+from shopsight.features import event_time_span, feature_columns, model_input, plan_cutoffs, split_horizons, splits_with_history
 
 CHURN_FEATURES = paths.FEATURES_DIR / "churn.parquet"
 CHURN_DIR = paths.ARTIFACTS_DIR / "churn"
@@ -33,8 +33,10 @@ def churn_cutoffs(t_end: pd.Timestamp, features: FeatureParams, churn: ChurnPara
     return plan_cutoffs(t_end, features.model_copy(update={"horizon_days": churn.horizon_days}))
 
 
-def active_users(events: str | Path | pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int) -> pd.DataFrame:
-    """(cutoff, user_id) pairs with at least one event in [cutoff, cutoff + horizon)."""
+def active_users(events: str | Path | pd.DataFrame, cutoffs: list[pd.Timestamp], horizon_days: int | dict) -> pd.DataFrame:
+    """(cutoff, user_id) pairs with at least one event in [cutoff, cutoff + horizon) (`horizon_days`: one for all
+    cutoffs or a mapping cutoff -> days)."""
+    horizons = [int(horizon_days[c] if isinstance(horizon_days, dict) else horizon_days) for c in cutoffs]
     con = connection()
     if isinstance(events, (str, Path)):
         source = f"read_parquet('{Path(events).as_posix()}')"
@@ -43,10 +45,10 @@ def active_users(events: str | Path | pd.DataFrame, cutoffs: list[pd.Timestamp],
         source = "_churn_events"
     try:
         frame = con.execute(
-            f"""WITH cut AS (SELECT unnest($cutoffs::TIMESTAMPTZ[]) AS cutoff)
+            f"""WITH cut AS (SELECT unnest($cutoffs::TIMESTAMPTZ[]) AS cutoff, unnest($horizons::INTEGER[]) AS h)
                 SELECT DISTINCT c.cutoff, e.user_id FROM {source} e JOIN cut c
-                  ON e.timestamp >= c.cutoff AND e.timestamp < c.cutoff + INTERVAL {int(horizon_days)} DAY""",
-            {"cutoffs": [pd.Timestamp(c).to_pydatetime() for c in cutoffs]},
+                  ON e.timestamp >= c.cutoff AND e.timestamp < c.cutoff + c.h * INTERVAL 1 DAY""",
+            {"cutoffs": [pd.Timestamp(c).to_pydatetime() for c in cutoffs], "horizons": horizons},
         ).df()
     finally:
         if source == "_churn_events":
@@ -67,22 +69,25 @@ def activity_rfm(events: pd.DataFrame, cutoff: pd.Timestamp, time_unit_days: flo
 
 def build_churn_dataset(events_path: str | Path, params: Params) -> pd.DataFrame:
     """Rows = (user active in the look-back window, cutoff) with features, BG/NBD inputs, `label` (1 = no activity
-    in [cutoff, cutoff + churn.horizon_days)) and `split`."""
+    in [cutoff, cutoff + horizon)), `split` and `horizon_days`: churn.horizon_days for test, and for train/valid
+    too with features.split=rolling, features.train_horizon_days with calibration_holdout."""
     features, churn = params.features, params.churn
     t_start, t_end = event_time_span(events_path)
-    min_history = features.cutoff_step_days * DAY
-    split_of = {c: s for s, cs in churn_cutoffs(t_end, features, churn).items() for c in cs if c - t_start >= min_history}
-    if not split_of:
-        raise ValueError(
-            f"the events span {t_start} .. {t_end}: too short for churn.horizon_days={churn.horizon_days}; "
-            "generate more days or shorten churn.horizon_days / features.n_train_cutoffs in params.yaml"
-        )
+    churn_features = features.model_copy(update={"horizon_days": churn.horizon_days})
+    try:
+        split_of = splits_with_history(t_start, t_end, churn_features)
+    except ValueError as exc:
+        raise ValueError(f"churn (churn.horizon_days={churn.horizon_days} as the test horizon): {exc}") from exc
+    horizons = split_horizons(features, churn.horizon_days)
     cutoffs = sorted(split_of)
-    dataset = compute_user_features(events_path, cutoffs, features.windows_days)
-    active = active_users(events_path, cutoffs, churn.horizon_days).assign(_active=1)
+    dataset = compute_user_features(
+        events_path, cutoffs, features.windows_days, history_days=features.history_days, utc_offset_ns=features.utc_offset_ns
+    )
+    active = active_users(events_path, cutoffs, {c: horizons[split_of[c]] for c in cutoffs}).assign(_active=1)
     dataset = dataset.merge(active, on=["cutoff", "user_id"], how="left")
     dataset["label"] = (dataset.pop("_active").isna()).astype("int64")
     dataset["split"] = dataset["cutoff"].map(split_of)
+    dataset["horizon_days"] = dataset["split"].map(horizons).astype("int64")
 
     events = pd.read_parquet(events_path, columns=["user_id", "timestamp"])
     rfm = pd.concat([activity_rfm(events, c, churn.bgnbd.time_unit_days).assign(cutoff=c) for c in cutoffs]).reset_index()
@@ -91,7 +96,10 @@ def build_churn_dataset(events_path: str | Path, params: Params) -> pd.DataFrame
     dataset = dataset.merge(rfm, on=["cutoff", "user_id"], how="left")
     missing = {"train", "valid", "test"} - set(dataset["split"])
     if missing:
-        raise ValueError(f"no churn rows for split(s) {sorted(missing)}: the data span is too short for churn.horizon_days")
+        raise ValueError(
+            f"no churn rows for split(s) {sorted(missing)}: no user has events in the look-back window before its cutoff; "
+            "check churn.horizon_days and features.test_cutoff / features.* in params.yaml against the data span"
+        )
     return dataset
 
 

@@ -12,7 +12,8 @@ from shopsight.config import FeatureParams
 from shopsight.feature_sql import EVENT_COUNTS, compute_user_features, connection, feature_columns
 
 DAY = pd.Timedelta(days=1)
-__all__ = ["EVENT_COUNTS", "build_user_features", "feature_columns", "plan_cutoffs", "build_propensity_dataset", "model_input"]
+SPLITS = ("train", "valid", "test")
+__all__ = ["EVENT_COUNTS", "build_user_features", "feature_columns", "plan_cutoffs", "split_horizons", "build_propensity_dataset", "model_input"]
 
 
 def build_user_features(events: pd.DataFrame, cutoff: pd.Timestamp, params: FeatureParams) -> pd.DataFrame:
@@ -20,7 +21,7 @@ def build_user_features(events: pd.DataFrame, cutoff: pd.Timestamp, params: Feat
 
     Returns a frame indexed by user_id with `feature_columns(params.windows_days)` as float64 columns.
     """
-    frame = compute_user_features(events, [cutoff], params.windows_days)
+    frame = compute_user_features(events, [cutoff], params.windows_days, history_days=params.history_days, utc_offset_ns=params.utc_offset_ns)
     return frame.set_index("user_id")[feature_columns(params.windows_days)]
 
 
@@ -32,20 +33,84 @@ def purchase_labels(events: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: in
     return pd.Series(1, index=buyers, name="label", dtype="int64")
 
 
+def observation_end(t_end: pd.Timestamp, params: FeatureParams) -> pd.Timestamp:
+    """The end of observation: `features.data_end` (a naive time is read in `features.timezone`) or else `t_end`
+    (the last event's time), in UTC."""
+    if params.data_end is None:
+        return pd.Timestamp(t_end)
+    end = pd.Timestamp(params.data_end)
+    return (end.tz_localize(params.timezone) if end.tzinfo is None else end).tz_convert("UTC")
+
+
+def local_midnight(day, params: FeatureParams) -> pd.Timestamp:
+    """The UTC instant of midnight starting calendar day `day` (a date or "YYYY-MM-DD") in `features.timezone`."""
+    return pd.Timestamp(pd.Timestamp(day).date()).tz_localize(params.timezone).tz_convert("UTC")
+
+
+def last_whole_day_end(t_end: pd.Timestamp, params: FeatureParams) -> pd.Timestamp:
+    """The midnight (in `features.timezone`) ending the last wholly observed day: the end of observation floored,
+    so a partly observed last day never counts as observed (its unobserved hours would read as "no purchase")."""
+    end = observation_end(t_end, params)
+    offset = pd.Timedelta(params.utc_offset_ns, unit="ns")
+    return (end + offset).floor("D") - offset
+
+
+def split_horizons(params: FeatureParams, test_horizon_days: int | None = None) -> dict[str, int]:
+    """Each split's label window in days: `test_horizon_days` (default features.horizon_days) for test; the same for
+    train/valid with split=rolling, features.train_horizon_days with split=calibration_holdout."""
+    test = params.horizon_days if test_horizon_days is None else test_horizon_days
+    inner = test if params.split == "rolling" else params.train_horizon_days
+    return {"train": inner, "valid": inner, "test": test}
+
+
 def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[pd.Timestamp]]:
     """Cutoffs for train/valid/test such that no label window overlaps a later split's cutoff.
 
-    `t_end` is the last observed instant (the last event's time). Cutoffs are UTC midnights; test = the last one
-    whose label window [test, test + horizon) ends by `t_end`; valid = test - horizon; train cutoffs step back
-    from valid - horizon. Label windows of earlier splits end before the next split's cutoff.
+    `t_end` is the last observed instant (the last event's time; `features.data_end` replaces it). Cutoffs are
+    midnights in `features.timezone`. test = `features.test_cutoff`, or else the last cutoff whose label window
+    [test, test + horizon_days) ends by the last whole observed day. split=rolling: valid = test - horizon_days and
+    train cutoffs step back by cutoff_step_days from valid - horizon_days. split=calibration_holdout (the BTYD
+    protocol: the test cutoff ends the calibration period): the same with train_horizon_days for train and valid,
+    whose label windows lie inside the calibration period.
     """
     h = params.horizon_days
-    # floor, not ceil: a partly observed last day would count its unobserved hours as "no purchase"
-    test = pd.Timestamp(t_end).floor("D") - h * DAY
-    valid = test - h * DAY
-    last_train = valid - h * DAY
+    end = last_whole_day_end(t_end, params)
+    if params.test_cutoff is not None:
+        test = local_midnight(params.test_cutoff, params)
+        if test + h * DAY > end:
+            raise ValueError(
+                f"features.test_cutoff={params.test_cutoff}: its label window [{test}, {test + h * DAY}) of horizon_days={h} "
+                f"ends after the last whole observed day (observation ends {observation_end(t_end, params)}, whole days until "
+                f"{end}); set an earlier features.test_cutoff or a shorter horizon (features.horizon_days / churn.horizon_days)"
+            )
+    else:
+        test = end - h * DAY
+    inner = split_horizons(params, h)["valid"]
+    valid = test - inner * DAY
+    last_train = valid - inner * DAY
     train = [last_train - k * params.cutoff_step_days * DAY for k in range(params.n_train_cutoffs)][::-1]
     return {"train": train, "valid": [valid], "test": [test]}
+
+
+def splits_with_history(t_start: pd.Timestamp, t_end: pd.Timestamp, params: FeatureParams) -> dict[pd.Timestamp, str]:
+    """The planned cutoffs with at least cutoff_step_days of events before them, with their split; a clear error
+    naming the keys to change when the test or validation cutoff, or every training cutoff, has none."""
+    plan = plan_cutoffs(t_end, params)
+    min_history = params.cutoff_step_days * DAY
+    split_of = {c: split for split, cs in plan.items() for c in cs if c - t_start >= min_history}
+    missing = [split for split in SPLITS if split not in split_of.values()]
+    if not missing:
+        return split_of
+    keys = "features.horizon_days, features.n_train_cutoffs"
+    if params.split == "calibration_holdout":
+        keys = "features.train_horizon_days, features.n_train_cutoffs"
+    if params.test_cutoff is not None:
+        keys += " or move features.test_cutoff later"
+    cut = {split: [str(c) for c in plan[split]] for split in missing}
+    raise ValueError(
+        f"no {'/'.join(missing)} cutoff with at least cutoff_step_days={params.cutoff_step_days} days of events before it "
+        f"(the events start {t_start}; planned {cut}); shorten {keys}, or use a longer event log"
+    )
 
 
 def event_time_span(events: pd.DataFrame | str | Path) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -58,27 +123,29 @@ def event_time_span(events: pd.DataFrame | str | Path) -> tuple[pd.Timestamp, pd
 
 
 def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureParams) -> pd.DataFrame:
-    """Rows = (user, cutoff) with features, `label` (bought within the horizon) and `split`, in one pass."""
+    """Rows = (user, cutoff) with features, `label` (bought within the split's horizon), `split` and `horizon_days`
+    (the label window of the row's split), in one pass."""
     split_of = propensity_cutoffs(events, params)
-    dataset = compute_user_features(events, list(split_of), params.windows_days, horizon_days=params.horizon_days)
+    horizons = split_horizons(params)
+    dataset = compute_user_features(
+        events, list(split_of), params.windows_days, horizon_days={c: horizons[s] for c, s in split_of.items()},
+        history_days=params.history_days, utc_offset_ns=params.utc_offset_ns,
+    )
     dataset["split"] = dataset["cutoff"].map(split_of)
-    missing = {"train", "valid", "test"} - set(dataset["split"])
+    dataset["horizon_days"] = dataset["split"].map(horizons).astype("int64")
+    missing = set(SPLITS) - set(dataset["split"])
     if missing:
-        raise ValueError(f"no rows for split(s) {sorted(missing)}: the data span is too short for features.* in params.yaml")
+        raise ValueError(
+            f"no rows for split(s) {sorted(missing)}: no user has events in the look-back window before its cutoff; "
+            "check features.test_cutoff / features.* in params.yaml against the data span"
+        )
     return dataset
 
 
 def propensity_cutoffs(events: pd.DataFrame | str | Path, params: FeatureParams) -> dict[pd.Timestamp, str]:
     """The propensity dataset's cutoffs with their split: the planned ones with at least a step of history."""
     t_start, t_end = event_time_span(events)
-    min_history = params.cutoff_step_days * DAY
-    split_of = {c: split for split, cs in plan_cutoffs(t_end, params).items() for c in cs if c - t_start >= min_history}
-    if not split_of:
-        raise ValueError(
-            f"the events span {t_start} .. {t_end}: too short for horizon_days={params.horizon_days} and "
-            f"n_train_cutoffs={params.n_train_cutoffs}; generate more days or shorten features.* in params.yaml"
-        )
-    return split_of
+    return splits_with_history(t_start, t_end, params)
 
 
 def model_input(features: pd.DataFrame, columns: list[str]) -> np.ndarray:

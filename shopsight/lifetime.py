@@ -106,38 +106,34 @@ def _columns(
 
 # ---- batch: DuckDB, per batch of feature_sql (its user numbering _feat_u) ----
 
-_DAYS = f"""SELECT uc, {{k0}} AS k0, {{k1}} AS k1, count(*)::DOUBLE AS days, min(mn) AS mn
-  FROM (SELECT u, day, min(ts) AS mn
-        FROM (SELECT user_id::VARCHAR AS u, epoch_ns(timestamp) AS ts,
-                     (epoch_ns(timestamp) // 1000 + {{off_us}} + {_DAY_SHIFT * US_PER_DAY}) // {US_PER_DAY} - {_DAY_SHIFT} AS day
-              FROM {{source}} WHERE timestamp < {{hi}} {{lo_filter}})
-        GROUP BY u, day)
-  JOIN {{users}} USING (u) GROUP BY ALL"""
-
-_PURCHASES = f"""WITH
-  cut AS (SELECT unnest($c::BIGINT[]) AS c, unnest($lo::BIGINT[]) AS lo, unnest($k::INTEGER[]) AS k),
-  p AS (SELECT k, uc, i, buy, ts, day, value, qty
-        FROM (SELECT user_id::VARCHAR AS u, item_id AS i, event_type::VARCHAR = 'purchase' AS buy, epoch_ns(timestamp) AS ts,
-                     (epoch_ns(timestamp) // 1000 + {{off_us}} + {_DAY_SHIFT * US_PER_DAY}) // {US_PER_DAY} - {_DAY_SHIFT} AS day,
-                     coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
-              FROM {{source}}
-              WHERE event_type::VARCHAR IN ('purchase', 'remove_from_cart') AND timestamp < {{hi}} {{lo_filter}})
-        JOIN {{users}} USING (u) JOIN cut ON ts >= cut.lo AND ts < cut.c),
-  fb AS (SELECT k, uc, i, min(ts) AS fb FROM p WHERE buy GROUP BY ALL),
-  ev AS (SELECT p.*, NOT p.buy AND fb.fb IS NOT NULL AND fb.fb < p.ts AS ret
-         FROM p LEFT JOIN fb ON p.k = fb.k AND p.uc = fb.uc AND p.i IS NOT DISTINCT FROM fb.i),
-  pdays AS (SELECT DISTINCT k, uc, day FROM p WHERE buy),
-  gaps AS (SELECT k, uc, day - lag(day) OVER (PARTITION BY k, uc ORDER BY day) AS g FROM pdays),
-  ipt AS (SELECT k, uc, coalesce(stddev_samp(g), 0)::DOUBLE AS ipt_std FROM gaps GROUP BY ALL)
-SELECT k, uc, count(DISTINCT day) FILTER (WHERE buy)::DOUBLE AS pdays,
-       coalesce(min(ts) FILTER (WHERE buy), 0) AS first_buy,
-       coalesce(max(day) FILTER (WHERE buy) - min(day) FILTER (WHERE buy), 0)::DOUBLE AS span,
-       coalesce(sum(value) FILTER (WHERE buy), 0)::DOUBLE AS bought,
-       coalesce(sum(value) FILTER (WHERE ret), 0)::DOUBLE AS returned_value,
-       coalesce(sum(qty) FILTER (WHERE buy), 0)::DOUBLE AS units,
-       coalesce(sum(qty) FILTER (WHERE ret), 0)::DOUBLE AS returned_units,
-       coalesce(any_value(ipt_std), 0)::DOUBLE AS ipt_std
-FROM ev LEFT JOIN ipt USING (k, uc) GROUP BY k, uc"""
+_DAY_SQL = f"(epoch_ns(timestamp) // 1000 + {{off_us}} + {_DAY_SHIFT * US_PER_DAY}) // {US_PER_DAY} - {_DAY_SHIFT}"
+# one row per (user, day) with its first event's time: a day is seen by a cutoff after that time
+_DAYS = f"""SELECT uc, day, mn
+  FROM (SELECT user_id::VARCHAR AS u, {_DAY_SQL} AS day, min(epoch_ns(timestamp)) AS mn
+        FROM {{source}} WHERE timestamp < {{hi}} {{lo_filter}} GROUP BY ALL)
+  JOIN {{users}} USING (u)"""
+# purchases: one row per (user, day, k0), k0 = how many cutoffs are at or before them (one per day when the
+# cutoffs are midnights)
+_BUYS = f"""SELECT uc, day, k0, mn, bought, units
+  FROM (SELECT u, day, k0, min(ts) AS mn, coalesce(sum(value), 0)::DOUBLE AS bought, coalesce(sum(qty), 0)::DOUBLE AS units
+        FROM (SELECT *, {{k0}} AS k0
+              FROM (SELECT user_id::VARCHAR AS u, epoch_ns(timestamp) AS ts, {_DAY_SQL} AS day,
+                           coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
+                    FROM {{source}} WHERE event_type::VARCHAR = 'purchase' AND timestamp < {{hi}} {{lo_filter}}))
+        GROUP BY u, day, k0)
+  JOIN {{users}} USING (u)"""
+# removals with the time of the same user's last purchase of the item strictly before them (prev); one row per
+# (user, k0, kr1): a return for cutoffs k0 <= k < kr1 (kr1: the cutoffs whose history reaches back to prev)
+_RETURNS = """SELECT uc, k0, kr1, coalesce(sum(value), 0)::DOUBLE AS ret_value, coalesce(sum(qty), 0)::DOUBLE AS ret_units
+  FROM (SELECT u, value, qty, {k0} AS k0, {kr1} AS kr1
+        FROM (SELECT u, buy, ts, value, qty,
+                     max(CASE WHEN buy THEN ts END) OVER (PARTITION BY u, i ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
+              FROM (SELECT user_id::VARCHAR AS u, item_id AS i, event_type::VARCHAR = 'purchase' AS buy, epoch_ns(timestamp) AS ts,
+                           coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
+                    FROM {source}
+                    WHERE event_type::VARCHAR IN ('purchase', 'remove_from_cart') AND timestamp < {hi} {lo_filter}))
+        WHERE NOT buy AND prev IS NOT NULL)
+  JOIN {users} USING (u) GROUP BY uc, k0, kr1"""
 
 
 def _ts_sql(ns: int) -> str:
@@ -154,8 +150,13 @@ def lifetime_batch(
     users: str = "_feat_u",
 ) -> list[np.ndarray]:
     """LIFETIME_COLUMNS of every user of `users` (a table u -> uc, uc = 0..n_users-1) at each sorted cutoff:
-    one (n_users x columns) matrix per cutoff. Users without events in a cutoff's history get zeros."""
+    one (n_users x columns) matrix per cutoff. Users without events in a cutoff's history get zeros.
+
+    No join of events to cutoffs: an event is seen by the cutoffs k0 <= k < k1 (k0 = the cutoffs at or before
+    it, k1 = those whose history starts by its day), so three GROUP BYs (user-days, purchases, returns) run once
+    and numpy adds up each cutoff's rows (K cutoffs: K passes over the small grouped tables)."""
     cut = np.asarray(cutoff_ns, dtype=np.int64)
+    K = len(cut)
     lo = history_start_ns(cut, history_days, utc_offset_ns)
     fmt = {
         "source": source,
@@ -164,35 +165,83 @@ def lifetime_batch(
         "hi": _ts_sql(int(cut.max())),
         "lo_filter": "" if history_days is None else f"AND timestamp >= {_ts_sql(int(lo.min()))}",
     }
-    # a (user, day) row is seen by cutoffs k0 <= k < k1: from the first cutoff after its first event on to the
-    # last cutoff whose history starts by that day (histories start at local midnights, so days are whole)
-    k0 = " + ".join(f"(mn >= {int(c)})::INTEGER" for c in cut)
-    if history_days is None:
-        k1 = str(len(cut))
-    else:
-        lo_days = local_day_ns(lo, utc_offset_ns)
-        k1 = " + ".join(f"(day >= {int(d)})::INTEGER" for d in lo_days)
-    days = _arrays(con, _DAYS.format(k0=k0, k1=k1, **fmt))
-    buys = _arrays(con, _PURCHASES.format(**fmt), {"c": [int(c) for c in cut], "lo": [int(v) for v in lo], "k": list(range(len(cut)))})
+
+    def at_or_after(ts: str, bounds: np.ndarray) -> str:
+        return " + ".join(f"({ts} >= {int(b)})::INTEGER" for b in bounds)
+
+    days = _arrays(con, _DAYS.format(**fmt))
+    buys = _arrays(con, _BUYS.format(k0=at_or_after("ts", cut), **fmt))
+    kr1 = str(K) if history_days is None else at_or_after("prev", lo)
+    rets = _arrays(con, _RETURNS.format(k0=at_or_after("ts", cut), kr1=kr1, **fmt))
+
+    # histories start at local midnights: a day is inside cutoff k's history when day >= its first day (k < k1)
+    lo_days = local_day_ns(lo, utc_offset_ns)
+
+    def seen_until(day: np.ndarray) -> np.ndarray:
+        return np.full(len(day), K) if history_days is None else np.searchsorted(lo_days, day, side="right")
+
+    order = np.lexsort((days["mn"], days["uc"]))  # by user, then day (a later day starts later)
+    d_uc, d_mn = days["uc"][order].astype(np.intp), days["mn"][order]
+    d_k0, d_k1 = np.searchsorted(cut, d_mn, side="right"), seen_until(days["day"][order])
+    order = np.lexsort((buys["k0"], buys["day"], buys["uc"]))
+    b_uc, b_day, b_k0 = buys["uc"][order].astype(np.intp), buys["day"][order], buys["k0"][order]
+    b_mn, bought, units = buys["mn"][order], buys["bought"][order], buys["units"][order]
+    b_k1 = seen_until(b_day)
+    r_uc = rets["uc"].astype(np.intp)
     out = []
-    uc, k0s, k1s = days["uc"].astype(np.intp), days["k0"], days["k1"]
-    for k in range(len(cut)):
-        seen = (k0s <= k) & (k < k1s)
-        active = np.bincount(uc[seen], weights=days["days"][seen], minlength=n_users)
-        first = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first, uc[seen], days["mn"][seen])
-        mine = buys["k"] == k
-        per_user = {name: np.zeros(n_users, dtype=np.float64) for name in ("pdays", "span", "bought", "returned_value", "units", "returned_units", "ipt_std")}
-        who = buys["uc"][mine].astype(np.intp)
-        for name, values in per_user.items():
-            values[who] = buys[name][mine]
-        first_buy = np.zeros(n_users, dtype=np.int64)
-        first_buy[who] = buys["first_buy"][mine]
+    for k in range(K):
+        d = np.flatnonzero((d_k0 <= k) & (k < d_k1))
+        active = np.bincount(d_uc[d], minlength=n_users).astype(np.float64)
+        first = _first_per_user(d_uc[d], d_mn[d], n_users)  # rows sorted by user, then time
+        b = np.flatnonzero((b_k0 <= k) & (k < b_k1))
+        pdays, span, ipt_std = _purchase_day_stats(*_first_of_runs(b_uc[b], b_day[b]), n_users)
+        first_buy = _first_per_user(b_uc[b], b_mn[b], n_users)
+        r = (rets["k0"] <= k) & (k < rets["kr1"])
         out.append(_columns(
-            n_users, np.full(n_users, cut[k]), active, first, per_user["pdays"], first_buy, per_user["span"],
-            per_user["bought"], per_user["returned_value"], per_user["units"], per_user["returned_units"], per_user["ipt_std"],
+            n_users, np.full(n_users, cut[k]), active, first, pdays, first_buy, span,
+            np.bincount(b_uc[b], bought[b], minlength=n_users), np.bincount(r_uc[r], rets["ret_value"][r], minlength=n_users),
+            np.bincount(b_uc[b], units[b], minlength=n_users), np.bincount(r_uc[r], rets["ret_units"][r], minlength=n_users),
+            ipt_std,
         ))
     return out
+
+
+def _first_per_user(users: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Each user's first value in arrays sorted by user (then by the value's order); int64 max for none."""
+    out = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = users[1:] != users[:-1]
+    out[users[first]] = values[first]
+    return out
+
+
+def _first_of_runs(users: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (user, key) pairs of arrays sorted by user then key."""
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = (users[1:] != users[:-1]) | (keys[1:] != keys[:-1])
+    return users[first], keys[first]
+
+
+def _purchase_day_stats(bu: np.ndarray, bday: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(purchase days, span = last - first purchase day, sample std of the gaps between consecutive purchase days)
+    per user from the distinct (user, day) purchase pairs sorted by user, then day."""
+    pdays = np.bincount(bu, minlength=n).astype(np.float64)
+    span = np.zeros(n)
+    if len(bu):
+        last = np.ones(len(bu), dtype=bool)
+        last[:-1] = bu[1:] != bu[:-1]
+        first = np.ones(len(bu), dtype=bool)
+        first[1:] = bu[1:] != bu[:-1]
+        span[bu[last]] = (bday[last] - bday[first]).astype(np.float64)
+    same = bu[1:] == bu[:-1]
+    gaps = (bday[1:] - bday[:-1])[same].astype(np.float64)
+    gu = bu[1:][same]
+    ng = np.bincount(gu, minlength=n).astype(np.float64)
+    s1 = np.bincount(gu, gaps, minlength=n)
+    s2 = np.bincount(gu, gaps * gaps, minlength=n)
+    # integer gaps: n * sum(g^2) - sum(g)^2 is exact, so equal gaps give exactly 0
+    var = np.divide(ng * s2 - s1 * s1, ng * (ng - 1), out=np.zeros(n), where=ng >= 2)
+    return pdays, span, np.sqrt(np.maximum(var, 0.0))
 
 
 def _arrays(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> dict[str, np.ndarray]:
@@ -237,19 +286,8 @@ def lifetime_from_arrays(
     active = count(user_days[0])
     first = extreme(u, ts, np.minimum, np.iinfo(np.int64).max)
     bu, bday = _distinct_pairs(u[buy], day[buy])
-    pdays = count(bu)
     first_buy = extreme(u[buy], ts[buy], np.minimum, np.iinfo(np.int64).max)
-    span = np.zeros(n)
-    if len(bu):
-        span = (extreme(bu, bday, np.maximum, np.iinfo(np.int64).min) - extreme(bu, bday, np.minimum, np.iinfo(np.int64).max)).astype(np.float64)
-        span[pdays == 0] = 0.0
-    # gaps between consecutive purchase days of a user (pairs come sorted by user, then day)
-    same = bu[1:] == bu[:-1] if len(bu) else np.zeros(0, dtype=bool)
-    gaps = (bday[1:] - bday[:-1])[same].astype(np.float64)
-    gu = bu[1:][same]
-    ng, s1, s2 = count(gu), count(gu, gaps), count(gu, gaps * gaps)
-    var = np.divide(ng * s2 - s1 * s1, ng * (ng - 1), out=np.zeros(n), where=ng >= 2)
-    ipt_std = np.sqrt(np.maximum(var, 0.0))
+    pdays, span, ipt_std = _purchase_day_stats(bu, bday, n)
 
     value = np.nan_to_num(np.nan_to_num(price[keep], nan=0.0) * quantity[keep], nan=0.0)
     qty = np.nan_to_num(quantity[keep], nan=0.0)

@@ -283,7 +283,9 @@ def features_for_histories(users: list[UserHistory], params: FeatureParams, now:
     now = now or datetime.now(timezone.utc)
     as_ofs = [u.as_of or now for u in users]
     cutoff_ns = np.fromiter(((t - EARLIEST) // ONE_MICROSECOND for t in as_ofs), dtype=np.int64, count=len(as_ofs)) * 1000
-    present, matrix = features_from_arrays(request_event_arrays(users), cutoff_ns, params.windows_days)
+    present, matrix = features_from_arrays(
+        request_event_arrays(users), cutoff_ns, params.windows_days, params.history_days, params.utc_offset_ns
+    )
     rows = np.repeat(_idle_features(params)[None, :], len(users), axis=0)
     if present.any():
         rows[present] = model_input_values(matrix[present])  # the matrix is in feature_columns order
