@@ -21,11 +21,13 @@ Days are calendar days in `features.timezone` (a fixed UTC offset: day = floor((
 A null quantity makes a null value term, skipped by the sums (as feature_sql's revenue). All values are finite
 and >= 0.
 
-Two implementations, proven equal by tests/test_feature_fast.py and tests/test_lifetime.py:
-* batch (`lifetime_batch`, DuckDB, called per batch of feature_sql): one GROUP BY (user, day) over the events
-  before the last cutoff, rolled up to (user, first cutoff that sees the day, first cutoff whose history no
-  longer reaches it) so the cutoffs cost no join; and a purchases-x-cutoffs join (purchases and removals are a
-  small share of the events, cutoffs are few) for the purchase, value and return columns;
+Two implementations, proven equal by tests/test_feature_fast.py, tests/test_feature_sql.py and tests/test_lifetime.py:
+* batch (`lifetime_batch`, DuckDB, called per batch of feature_sql with its user numbering): no join of events to
+  cutoffs. An event is seen by the sorted cutoffs k0 <= k < k1 (k0 = cutoffs at or before it, k1 = cutoffs whose
+  history starts by its day), so three GROUP BYs run once: (user, day) -> first event time over all events before
+  the last cutoff; purchases by (user, day, k0); removals with the time of the user's last purchase of the item
+  before them (a window over purchases and removals only) by (user, k0, k1 of that purchase). numpy then adds
+  up each cutoff's rows;
 * request (`lifetime_from_arrays`, numpy): the service's in-memory path, one cutoff per user.
 """
 
