@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast bench serve clean help
+.PHONY: install demo test test-fast bench bench-realdata serve clean help
 
 help:
 	@echo "make demo   set up .venv and run the whole loop on the embedded synthetic shop"
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make bench  run the speed benchmarks (ratios against same-run baselines)"
+	@echo "make bench-realdata  every task on the real public files in ../shared/realdata, against the references"
 	@echo "make serve  serve the champion models on 127.0.0.1:3000"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -34,7 +35,10 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
 bench: $(STAMP)
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in bench/bench_*.py; do [ "$$b" = bench/bench_realdata.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-realdata: $(STAMP)  # quality on the real files in ../shared/realdata (tens of minutes on 2 cores)
+	nice -n 10 $(PY) bench/bench_realdata.py
 
 serve: $(STAMP)
 	$(VENV)/bin/shopsight serve

@@ -155,9 +155,12 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     save_candidate(champion, task.model_dir)
     calibrator.to_json(task.model_dir / "calibration.json")
     (task.model_dir / "feature_columns.json").write_text(json.dumps(columns))
+    # The served probability refers to the validation label window (what the calibration was fitted on): with
+    # features.split=calibration_holdout that is train_horizon_days, shorter than the test horizon.
+    served_horizon = float(rows["valid"].horizon_days[0])
     (task.model_dir / TASK_FILE).write_text(json.dumps({
-        "task": task.name, "horizon_days": horizon, "champion": champion_name, "family": type(champion).family,
-        "label": task.label, "calibration": calibration}, indent=2))
+        "task": task.name, "horizon_days": served_horizon, "test_horizon_days": horizon, "champion": champion_name,
+        "family": type(champion).family, "label": task.label, "calibration": calibration}, indent=2))
     scores.to_parquet(out_cand / SCORES_FILE, index=False)
     selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
                  "champion_family": type(champion).family, "candidates": info, "valid": valid_metrics, "calibration": calibration,
@@ -228,6 +231,7 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "test_positive_rate": float(y.mean()),
         "test_cutoff": str(cutoff),
         "horizon_days": task.horizon(params),
+        "served_horizon_days": json.loads((task.model_dir / TASK_FILE).read_text())["horizon_days"],
         "label": task.label,
         "oracle_note": note,
         "rows": selection["rows"],

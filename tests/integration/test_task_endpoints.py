@@ -35,8 +35,11 @@ def service_url(tiny_project, registered, prediction_log_dir):
 
 
 def test_repro_writes_metric_tables_with_baselines(tiny_project):
+    params = load_params(tiny_project / "params.yaml")
     churn = json.loads((tiny_project / "metrics/churn.json").read_text())
-    assert {"mlp", "mlp_calibrated", "recency_rule", "bgnbd", "bgnbd_p_alive"} <= set(churn["test"])
+    assert set(params.churn.candidates) <= set(churn["test"]) and set(params.churn.candidates) <= set(churn["valid"])
+    assert churn["champion"] == max(params.churn.candidates, key=lambda n: churn["valid"][n]["roc_auc"]), "chosen on validation"
+    assert f"{churn['champion']}_calibrated" in churn["test"] and churn["targets"]["best_reference"] in params.churn.references
     assert "oracle" in churn["test"], churn["oracle_note"]  # the simulator's truth matches the churn horizon
     demand = json.loads((tiny_project / "metrics/demand.json").read_text())
     candidates = load_params(tiny_project / "params.yaml").demand.candidates
@@ -44,8 +47,10 @@ def test_repro_writes_metric_tables_with_baselines(tiny_project):
     assert demand["champion"] == demand["model_key"] == min(candidates, key=lambda n: demand["valid"][n]["wape"])
     assert all(v is None or 0 <= v for m in demand["test"].values() for v in m.values())
     prop = json.loads((tiny_project / "metrics/propensity.json").read_text())
-    assert {"mlp", "logistic_regression", "gradient_boosting", "mlp_calibrated", "oracle"} <= set(prop["test"])
-    assert prop["test"]["mlp_calibrated"]["roc_auc"] == pytest.approx(prop["test"]["mlp"]["roc_auc"], abs=1e-9)
+    assert {*params.propensity.candidates, f"{prop['champion']}_calibrated", "oracle"} <= set(prop["test"])
+    assert prop["selected_on"] == "valid" and prop["champion"] == max(params.propensity.candidates, key=lambda n: prop["valid"][n]["roc_auc"])
+    # calibration is monotone: the served probabilities rank users exactly as the champion's own scores
+    assert prop["test"][f"{prop['champion']}_calibrated"]["roc_auc"] == pytest.approx(prop["test"][prop["champion"]]["roc_auc"], abs=1e-9)
     for png in ("propensity/reliability.png", "propensity/importance.png", "churn/importance.png", "demand/forecast.png"):
         assert (tiny_project / "plots" / png).stat().st_size > 1000
 

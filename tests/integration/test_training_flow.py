@@ -1,5 +1,6 @@
 """The Prefect training flow, run for real against a temporary Prefect API (prefect_test_harness)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def test_flow_registers_a_model_and_writes_a_drift_report(tiny_project):
     import bentoml
 
     model = bentoml.models.get(tag)
-    assert (Path(model.path) / "model.keras").exists()
+    champion = model.info.metadata["metrics"]["champion"]
+    assert json.loads((Path(model.path) / "candidate.json").read_text())["name"] == champion  # whatever family won
     assert model.info.metadata["lineage"]["data_hash"].startswith(("dvc:", "md5:"))
-    assert "roc_auc" in model.info.metadata["metrics"]["test"]["mlp"]
+    assert "roc_auc" in model.info.metadata["metrics"]["valid"][champion] and "roc_auc" in model.info.metadata["metrics"]["test"][champion]
     assert Path(result["drift"]["html"]).exists() or (tiny_project / result["drift"]["html"]).exists()

@@ -1,0 +1,152 @@
+"""Propensity and churn on real shops, through the normal pipeline, every candidate on the same test rows.
+
+For each real set in ../shared/realdata (skipped with a message where absent), in a temporary project under
+`workdir`: ingest, build the propensity and churn datasets, fit every candidate of `<task>.candidates`, choose
+the champion on validation, evaluate all of them on test. Returns a Markdown table per set and task: every
+candidate's validation and test ROC-AUC (the references marked), the champion, the gap to the best reference with
+a bootstrap 95% interval over the test users (small sets such as the Taobao head need it), and the verdict.
+
+- Online Retail II (UCI, 2009-12..2010-12): the BTYD literature's calibration/holdout protocol of the realdata
+  README: calibration up to 2010-08-31, holdout 2010-09-01..2010-12-09 (horizon 100 days); training labels come
+  from a shorter window inside the calibration period (features.train_horizon_days).
+- Taobao head (9 days): horizon 1 day, day boundaries in China time (the file ends at midnight there).
+
+    nice -n 10 .venv/bin/python bench/realdata_tabular.py [--realdata ../shared/realdata] [--workdir /tmp/x]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+SETS: dict[str, dict[str, Any]] = {
+    "online_retail_ii": {
+        "file": Path("online_retail_ii") / "online_retail_ii_2009_2010.parquet",
+        "params": {"data": {"source": "online_retail"},
+                   # the file ends 2010-12-09 20:01, after the day's trading: observation runs to the end of that day
+                   "features": {"split": "calibration_holdout", "test_cutoff": "2010-09-01", "horizon_days": 100,
+                                "data_end": "2010-12-10T00:00:00",
+                                "train_horizon_days": 50, "n_train_cutoffs": 4, "cutoff_step_days": 7},
+                   "churn": {"horizon_days": 100}},
+        "note": "calibration to 2010-08-31, holdout 2010-09-01..2010-12-09 (100 days); README: frequency ranking 0.7203, recency 0.6688",
+    },
+    "taobao_head": {
+        "file": Path("taobao") / "UserBehavior_head.csv",
+        "params": {"data": {"source": "taobao"},
+                   "features": {"windows_days": [1, 3, 7], "horizon_days": 1, "cutoff_step_days": 1, "n_train_cutoffs": 3,
+                                "timezone": "+08:00"},
+                   "churn": {"horizon_days": 1}},
+        "note": "9 days, horizon 1 day, day boundaries at midnight China time (UTC+8)",
+    },
+}
+
+
+def _params(realdata_file: Path, update: dict):
+    from shopsight.config import Params, load_params
+
+    raw = load_params(REPO / "params.yaml").model_dump()
+    for section, values in update.items():
+        raw[section] = {**raw[section], **values}
+    raw["data"] = {**raw["data"], "path": str(realdata_file), "options": {}}
+    return Params.model_validate(raw)
+
+
+def bootstrap_gap(scores, champion: str, reference: str, n: int = 300, seed: int = 0) -> tuple[float, float]:
+    """95% interval of ROC-AUC(champion) - ROC-AUC(reference) over test users resampled with replacement."""
+    from sklearn.metrics import roc_auc_score
+
+    test = scores[scores["split"] == "test"]
+    y, a, b = test["label"].to_numpy(), test[champion].to_numpy(), test[reference].to_numpy()
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            gaps.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    return float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5))
+
+
+def measure(name: str, realdata_dir: Path, project: Path) -> dict[str, Any]:
+    """Ingest, datasets, every candidate of propensity and churn in `project`; the metrics and timings."""
+    import pandas as pd
+
+    from shopsight.churn import run_churn_features
+    from shopsight.ingest import ingest
+    from shopsight.pipeline import run_features
+    from shopsight.tasks import USER_TASKS
+    from shopsight.tasks.user_binary import evaluate_user_task, train_user_task
+
+    spec = SETS[name]
+    params = _params(realdata_dir / spec["file"], spec["params"])
+    project.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"note": spec["note"], "tasks": {}}
+    with contextlib.chdir(project):
+        t0 = time.perf_counter()
+        ingest(params)
+        run_features(params)
+        run_churn_features(params)
+        out["data_s"] = time.perf_counter() - t0
+        for task_name, task in USER_TASKS.items():
+            t0 = time.perf_counter()
+            train_user_task(task, params)
+            metrics = evaluate_user_task(task, params)
+            scores = pd.read_parquet(task.candidates_dir / "scores.parquet")
+            target = metrics["targets"]
+            if target.get("best_reference"):
+                target["interval_95"] = bootstrap_gap(scores, metrics["champion"], target["best_reference"])
+            out["tasks"][task_name] = {"metrics": metrics, "seconds": time.perf_counter() - t0,
+                                       "references": task.section(params).references}
+    return out
+
+
+def table(name: str, result: dict[str, Any]) -> str:
+    lines = [f"### {name}: {result['note']}", ""]
+    for task_name, res in result["tasks"].items():
+        m = res["metrics"]
+        t = m["targets"]
+        lines += [f"**{task_name}** ({m['n_test']} test users, positive rate {m.get('test_positive_rate', float('nan')):.3f}; "
+                  f"champion chosen on validation: **{m['champion']}** ({m['champion_family']}); {res['seconds']:.0f} s)", "",
+                  "| candidate | family | valid ROC-AUC | test ROC-AUC | |", "|---|---|---|---|---|"]
+        for cand, info in m["candidates"].items():
+            role = "champion" if cand == m["champion"] else ("reference" if cand in res["references"] else "")
+            lines.append(f"| {cand} | {info['family']} | {m['valid'][cand]['roc_auc']:.4f} | {m['test'][cand]['roc_auc']:.4f} | {role} |")
+        interval = t.get("interval_95")
+        ci = f" (bootstrap 95% interval of the gap {interval[0]:+.4f} .. {interval[1]:+.4f})" if interval else ""
+        lines += ["", f"target (beat the best reference by {t['margin']}): {t['note']}{ci}", ""]
+    return "\n".join(lines)
+
+
+def run(realdata_dir: Path, workdir: Path, quick: bool = False) -> str:
+    """Markdown tables for every real set found under `realdata_dir` (quick: Online Retail II only)."""
+    parts = []
+    for name, spec in SETS.items():
+        if quick and name != "online_retail_ii":
+            continue
+        if not (realdata_dir / spec["file"]).exists():
+            parts.append(f"### {name}: skipped, {realdata_dir / spec['file']} not found (see ../shared/realdata/README.md)")
+            continue
+        parts.append(table(name, measure(name, realdata_dir, workdir / name)))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--realdata", type=Path, default=REPO.parent / "shared" / "realdata")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="Online Retail II only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shopsight-realdata-") as tmp:
+        print(run(args.realdata, args.workdir or Path(tmp), args.quick))
+
+
+if __name__ == "__main__":
+    main()
