@@ -177,7 +177,7 @@ class ShopsightService:
         if CHURN_TAG is not None:
             churn_path = Path(self.churn_ref.path)
             self.churn_tag = str(self.churn_ref.tag)
-            self.churn_horizon = json.loads((churn_path / "task.json").read_text())["horizon_days"]
+            self.churn_horizon = int(json.loads((churn_path / "task.json").read_text())["horizon_days"])
             self.churn = ChampionScorer(churn_path)
         if DEMAND_TAG is not None:
             self.demand_tag = str(self.demand_ref.tag)

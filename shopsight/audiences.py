@@ -32,8 +32,8 @@ def champion_dir(task: str, from_artifacts: bool = False) -> tuple[Path, str]:
     """The model directory of the task's champion in the BentoML store (or artifacts/<task> when asked)."""
     if from_artifacts:
         path = paths.ARTIFACTS_DIR / task
-        if not (path / "model.keras").exists():
-            raise AudienceError(f"{path}/model.keras not found: run `dvc repro` first")
+        if not (path / "candidate.json").exists():
+            raise AudienceError(f"{path}/candidate.json not found: run `dvc repro` first")
         return path, f"{path} (artifacts)"
     import bentoml
 
@@ -91,7 +91,8 @@ def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: P
     and write <out_dir>/<audience>.csv and .parquet. Returns {audience: {users, csv, parquet}}."""
     from tqdm import tqdm
 
-    from shopsight.explain import ExplainedClassifier, format_reasons
+    from shopsight.explain import format_reasons
+    from shopsight.tasks.user_binary import ChampionScorer
 
     cfg = params.audiences
     out_dir = Path(out_dir or cfg.out_dir)
@@ -99,8 +100,7 @@ def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: P
         raise AudienceError(f"{events_path} not found: run `dvc repro ingest` first")
     prop_dir, prop_tag = champion_dir("propensity", from_artifacts)
     churn_path, churn_tag = champion_dir("churn", from_artifacts)
-    propensity = ExplainedClassifier(prop_dir, params.propensity.explain.ig_steps)
-    churn = ExplainedClassifier(churn_path, params.churn.explain.ig_steps)
+    propensity, churn = ChampionScorer(prop_dir), ChampionScorer(churn_path)  # whatever family each champion is
 
     as_of = event_time_span(events_path)[1].ceil("D")
     largest = max(params.features.windows_days)

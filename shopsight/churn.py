@@ -112,106 +112,30 @@ def run_churn_features(params: Params, events_path: Path = paths.EVENTS, out: Pa
     return {split: {"rows": int(r["size"]), "churn_rate": float(r["mean"])} for split, r in summary.iterrows()}
 
 
-def fit_recency_rule(recency_days: np.ndarray, labels: np.ndarray) -> dict:
-    """The churn rate as a monotone (non-decreasing) function of days since last activity (isotonic fit)."""
-    from sklearn.isotonic import IsotonicRegression
+def train_churn(params: Params) -> dict:
+    """Fit every churn candidate (params.yaml churn.candidates: rules, BG/NBD over active days, logistic regression,
+    LightGBM, the MLP) on the train cutoffs, choose the champion on validation; shopsight.tasks.user_binary."""
+    from shopsight.tasks import CHURN
+    from shopsight.tasks.user_binary import train_user_task
 
-    iso = IsotonicRegression(y_min=1e-4, y_max=1 - 1e-4, increasing=True, out_of_bounds="clip").fit(recency_days, labels)
-    return {"recency_days": [float(v) for v in iso.X_thresholds_], "churn_rate": [float(v) for v in iso.y_thresholds_]}
-
-
-def predict_recency_rule(rule: dict, recency_days: np.ndarray) -> np.ndarray:
-    return np.interp(np.asarray(recency_days, dtype="float64"), rule["recency_days"], rule["churn_rate"])
+    return train_user_task(CHURN, params)
 
 
-def bgnbd_scores(fit: dict, rows: pd.DataFrame, horizon_days: int, time_unit_days: float) -> dict[str, np.ndarray]:
-    """P(no activity within the horizon) and 1 - P(alive) from the fitted BG/NBD parameters."""
-    from shopsight.btyd import BGNBDParams, p_alive, p_no_purchase_within
+def evaluate_churn(params: Params) -> dict:
+    """Test metrics of every churn candidate and of the served champion, the target against the strongest
+    reference, the oracle on the simulator; metrics/churn.json and plots/churn/."""
+    from shopsight.tasks import CHURN
+    from shopsight.tasks.user_binary import evaluate_user_task
 
-    bp = BGNBDParams(**fit)
-    x, t_x, T = (rows[c].to_numpy("float64") for c in RFM_COLUMNS)
-    return {
-        "bgnbd": p_no_purchase_within(bp, horizon_days / time_unit_days, x, t_x, T),
-        "bgnbd_p_alive": 1.0 - p_alive(bp, x, t_x, T),
-    }
+    return evaluate_user_task(CHURN, params)
 
 
-def train_churn(params: Params, dataset_path: Path = CHURN_FEATURES, out_dir: Path = CHURN_DIR) -> dict:
-    """MLP (train split, early stopping on validation), calibration (validation split), recency rule and BG/NBD
-    (both on the train split); everything serving needs is JSON/NPY next to model.keras."""
-    from shopsight.btyd import fit_bgnbd
-    from shopsight.train import fit_binary_mlp, save_calibration_and_baseline
+def register_churn(params: Params):
+    """Register the churn champion (whatever its family) with its metrics, lineage and drift reference; the gate decides."""
+    from shopsight.tasks import CHURN
+    from shopsight.tasks.user_binary import register_user_task
 
-    cfg = params.churn
-    columns = feature_columns(params.features.windows_days)
-    data = pd.read_parquet(dataset_path)
-    train, valid = data[data["split"] == "train"], data[data["split"] == "valid"]
-    y_train, y_valid = train["label"].to_numpy("float32"), valid["label"].to_numpy("float32")
-    if len(np.unique(y_train)) < 2:
-        raise ValueError(f"{dataset_path}: the training split has a single class; use more data or change churn.horizon_days")
-    x_train, x_valid = model_input(train, columns), model_input(valid, columns)
-
-    model, hist = fit_binary_mlp(x_train, y_train, x_valid, y_valid, cfg.mlp, name="churn_mlp", distribute=params.training.distribute)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.keras")
-    (out_dir / "feature_columns.json").write_text(json.dumps(columns))
-    (out_dir / "task.json").write_text(json.dumps({"task": "churn", "horizon_days": cfg.horizon_days}))
-    save_calibration_and_baseline(model, x_train, x_valid, y_valid, cfg.calibration.method, out_dir)
-    CHURN_PLOTS.mkdir(parents=True, exist_ok=True)
-    hist.to_csv(CHURN_PLOTS / "history.csv", index=False)
-
-    (out_dir / "recency_rule.json").write_text(json.dumps(fit_recency_rule(train["recency_days"].to_numpy(), y_train)))
-    # BG/NBD is unsupervised: fit on the population at the latest training cutoff (history before it only).
-    last = train[train["cutoff"] == train["cutoff"].max()]
-    rfm = [last[c].to_numpy("float64") for c in RFM_COLUMNS]
-    try:
-        fit = fit_bgnbd(*rfm, penalizer=cfg.bgnbd.penalizer)
-    except RuntimeError:  # small samples can push the optimiser to a boundary: retry once with a firmer penalty
-        fit = fit_bgnbd(*rfm, penalizer=max(10 * cfg.bgnbd.penalizer, 1e-2))
-    (out_dir / "bgnbd.json").write_text(json.dumps({"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b}))
-    return {"epochs": len(hist), "train_rows": len(train), "valid_rows": len(valid), "bgnbd": vars(fit)}
-
-
-def evaluate_churn(params: Params, dataset_path: Path = CHURN_FEATURES, model_dir: Path = CHURN_DIR) -> dict:
-    """Test-cutoff metrics of the MLP (raw, calibrated), the recency rule, BG/NBD and the oracle; plots under plots/churn/."""
-    from shopsight.evaluate import compare_with_oracle, oracle_scores, render_roc_png, score_binary_task, score_test_split, write_binary_plots, write_importance
-
-    cfg = params.churn
-    split = score_test_split(dataset_path, model_dir)
-    test, y, x, model, columns = split.test, split.y, split.x, split.model, split.columns
-    scores = {
-        **split.scores,
-        "recency_rule": predict_recency_rule(json.loads((model_dir / "recency_rule.json").read_text()), test["recency_days"].to_numpy()),
-        **bgnbd_scores(json.loads((model_dir / "bgnbd.json").read_text()), test, cfg.horizon_days, cfg.bgnbd.time_unit_days),
-    }
-    cutoff = test["cutoff"].iloc[0]
-    truth, note = oracle_scores("truth_churn.parquet", "p_churn", cutoff, "churn_horizon_days", cfg.horizon_days)
-    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
-    test_metrics, tables = score_binary_task(y, scores, oracle, cfg.calibration.n_bins)
-    metrics = {
-        "test": test_metrics,
-        "n_test": int(len(y)),
-        "test_churn_rate": float(y.mean()),
-        "test_cutoff": str(cutoff),
-        "horizon_days": cfg.horizon_days,
-        "main_metric": "roc_auc",
-        "calibration_method": cfg.calibration.method,
-        "oracle_note": note,
-        "targets": compare_with_oracle(test_metrics, "mlp", list(BASELINES)),
-    }
-    CHURN_METRICS.parent.mkdir(parents=True, exist_ok=True)
-    CHURN_METRICS.write_text(json.dumps(metrics, indent=2))
-    roc = write_binary_plots(CHURN_PLOTS, y, scores, tables, test_metrics, "Churn: reliability (test)")
-    render_roc_png(roc, test_metrics, CHURN_PLOTS / "roc.png", "Churn: test ROC")
-    write_importance(CHURN_PLOTS, model_dir, model, x, columns, cfg.explain, "Churn risk: what drives the score")
-    return metrics
-
-
-def register_churn(params: Params, model_dir: Path = CHURN_DIR):
-    """Register the churn MLP (task "churn") with its test metrics, lineage and drift reference; the gate decides."""
-    from shopsight.pipeline import register_user_classifier
-
-    return register_user_classifier("churn", params, model_dir, CHURN_METRICS, CHURN_FEATURES, {"churn": params.churn.model_dump()})
+    return register_user_task(CHURN, params)
 
 
 # ---- serving: the same features (shopsight.serving.features_for_histories) and the stored model ----
