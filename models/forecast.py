@@ -14,6 +14,9 @@ every forecaster must beat. Demo data, seeds 7/1/2 (validation origin; the test 
 0.821-0.840 against 0.849-0.870 for the plain softplus output [test 0.855-0.890 against 0.881-0.902]; category
 WAPE 0.252-0.264 against 0.274-0.292 [test 0.228-0.269 against 0.211-0.257]. The moving average itself scores
 0.830 / 0.283 [0.860 / 0.241]: item demand here is close to unpredictable beyond its recent mean.
+
+The architecture is chosen by the candidate's name ("cnn" or "lstm", shopsight/demand_keras.py), one of the
+demand families compared on validation (shopsight/demand.py).
 """
 
 from __future__ import annotations
