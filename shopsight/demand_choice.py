@@ -39,7 +39,11 @@ class PerSeriesChoice(Candidate):
         members = self.config["per_series_choice"]["members"]
         if self.name in members:
             raise ValueError(f"demand.per_series_choice.members must not name {self.name!r} itself")
-        return {m: get_model("demand", m, self.config) for m in members}
+        chosen = {m: get_model("demand", m, self.config) for m in members}
+        fitted = [m for m, c in chosen.items() if c.family not in ("rule", "statsforecast")]
+        if fitted:  # members are rebuilt from their config at predict time: only families with nothing to fit
+            raise ValueError(f"demand.per_series_choice.members: {', '.join(fitted)} must be fitted; use rule or statsforecast candidates")
+        return chosen
 
     def _options(self, members: dict[str, Candidate], window: DemandWindow) -> dict[str, np.ndarray]:
         """Every option's forecast of `window`: each member as is and, if enabled, reshaped by the weekday profile."""

@@ -95,6 +95,13 @@ def test_per_series_choice_picks_the_method_that_fits_each_series_before_validat
     assert load_candidate(tmp_path).predict(new).shape == (1, 7)  # an unseen series gets its level's most chosen member
 
 
+def test_per_series_choice_refuses_members_that_need_fitting():
+    s = _series()
+    candidate = get_model("demand", "best_per_series", _config(per_series_choice={"members": ["moving_median", "cnn"]}))
+    with pytest.raises(ValueError, match="per_series_choice.members: cnn"):
+        candidate.fit(s.until(70), window_at(s, 70, 7))
+
+
 def test_weekday_profile_closes_a_closed_day():
     days = pd.date_range("2026-01-05", periods=28, freq="D")
     units = np.where(days.dayofweek == 5, 0.0, 6.0)[None, :]  # closed on Saturdays
