@@ -1,11 +1,19 @@
 """Next-item recommendation: train the sequence models, evaluate them with the baselines and the oracle over the
-full catalogue, register the best one, and score histories for the service (one implementation for all).
+full catalogue, choose the champion on validation (baselines included) and register it, and score histories for the
+service (one implementation for all).
 
 Training: a tf.data pipeline of (items, next items) windows, a loss over every real position (padding masked):
-the full softmax over the catalogue, or a sampled softmax (`num_sampled` negatives from the unigram
-distribution) or in-batch negatives (the other sequences' last targets), both with the logQ correction
-(subtract log of each candidate's sampling probability). Early stopping keeps the epoch with the best
-validation NDCG@10 over the full catalogue. `xla: true` jit-compiles the training step.
+the full softmax over the catalogue computed at the real positions only (the SASRec+ recipe: cross-entropy over
+the whole catalogue; Klenitskiy & Vasilev, RecSys 2023), a sampled softmax (`num_sampled` negatives shared by the
+batch: uniform over the catalogue as gSASRec / eSASRec draw them, or unigram with the logQ correction) or in-batch
+negatives (the other sequences' last targets, logQ-corrected). Early stopping keeps the epoch with the best
+validation NDCG@10 over the full catalogue; `max_train_seconds` bounds the time. `xla: true` jit-compiles the step.
+
+Champion: every sequence model and both baselines (popularity, last-item co-occurrence) are scored on validation;
+the best NDCG@10 wins (simplest first on a tie) and is saved with `shopsight.candidates.save_candidate` (kind
+"next_item") into artifacts/recommender/champion, which is what is registered and what the service loads
+(`load_scorer`), whatever its family. `recommender.protocol: leave_one_out` evaluates as the papers do (see
+shopsight.sequences.build_leave_one_out): the user's earlier items are never counted as recommendations.
 """
 
 from __future__ import annotations
@@ -130,6 +138,16 @@ def sequence_loss(h, table, targets, candidates, log_q, loss: str, static_shapes
         logits = tf.matmul(hr, table, transpose_b=True)
         logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)  # padding is never a target
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yr, logits=logits)
+        return tf.reduce_sum(ce) / tf.maximum(tf.cast(tf.size(yr), tf.float32), 1.0)
+    elif not static_shapes:
+        # Only the real positions (N, d): the candidates' logits cost N x C, not B x L x C with the padding.
+        # logQ correction: subtract each candidate's log sampling probability (true item included).
+        real = tf.not_equal(targets, PAD)
+        hr, yr = tf.boolean_mask(h, real), tf.boolean_mask(targets, real)
+        true_logit = tf.reduce_sum(hr * tf.gather(table, yr), -1) - tf.gather(log_q, yr)
+        neg = tf.matmul(hr, tf.gather(table, candidates), transpose_b=True) - tf.gather(log_q, candidates)[None, :]
+        neg = tf.where(tf.equal(yr[:, None], candidates[None, :]), NEG_INF, neg)  # the target drawn as its own negative
+        ce = -tf.nn.log_softmax(tf.concat([true_logit[:, None], neg], axis=-1), axis=-1)[:, 0]
         return tf.reduce_sum(ce) / tf.maximum(tf.cast(tf.size(yr), tf.float32), 1.0)
     else:
         # logQ correction: subtract each candidate's log sampling probability (true item included).
