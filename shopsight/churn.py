@@ -25,7 +25,6 @@ CHURN_DIR = paths.ARTIFACTS_DIR / "churn"
 CHURN_METRICS = paths.METRICS_DIR / "churn.json"
 CHURN_PLOTS = paths.PLOTS_DIR / "churn"
 RFM_COLUMNS = ["bgnbd_frequency", "bgnbd_recency", "bgnbd_T"]
-BASELINES = ("recency_rule", "bgnbd", "bgnbd_p_alive")
 
 
 def churn_cutoffs(t_end: pd.Timestamp, features: FeatureParams, churn: ChurnParams) -> dict[str, list[pd.Timestamp]]:

@@ -154,6 +154,7 @@ class UserTaskParams(_Section):
     references: list[str] = Field(default_factory=list, description="simple references the champion must beat on test (targets)")
     target_margin: float = Field(0.01, ge=0, description="ROC-AUC the champion must beat the best reference by for the target to be met")
     rules: dict[str, RuleParams] = Field(default_factory=dict)
+    blend: list[str] = Field(default_factory=list, description="members of the `blend` candidate (listed before it in candidates)")
     mlp: MLPParams = Field(default_factory=MLPParams)
     logistic: LogisticParams = Field(default_factory=LogisticParams)
     lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over shopsight/candidates/gbdt.py DEFAULTS")
@@ -163,10 +164,14 @@ class UserTaskParams(_Section):
 
     @model_validator(mode="after")
     def _known_candidates(self) -> "UserTaskParams":
-        known = {"bgnbd", "logistic_regression", "lightgbm", "mlp", *self.rules}
+        known = {"bgnbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules}
         unknown = [c for c in [*self.candidates, *self.references] if c not in known]
         if unknown:
-            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, logistic_regression, lightgbm, mlp")
+            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, logistic_regression, lightgbm, mlp, blend")
+        if "blend" in self.candidates:
+            before = self.candidates[: self.candidates.index("blend")]
+            if len(self.blend) < 2 or any(m not in before for m in self.blend):
+                raise ValueError(f"blend members {self.blend} must be two or more candidates listed before `blend` in candidates {self.candidates}")
         missing = [r for r in self.references if r not in self.candidates]
         if missing:
             raise ValueError(f"reference(s) {missing} must also be listed in `candidates` (they are fitted and scored with them)")
@@ -178,8 +183,9 @@ def _default_propensity_rules() -> dict[str, RuleParams]:
 
 
 class PropensityParams(UserTaskParams):
-    candidates: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "logistic_regression", "lightgbm", "mlp"], min_length=1)
+    candidates: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
     references: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd"])
+    blend: list[str] = Field(default_factory=lambda: ["logistic_regression", "lightgbm", "mlp"])
     rules: dict[str, RuleParams] = Field(default_factory=_default_propensity_rules)
 
 
@@ -191,8 +197,9 @@ class ChurnParams(UserTaskParams):
     """Churn warning: users active in the look-back window who have no activity in [T, T + horizon)."""
 
     horizon_days: int = Field(14, gt=0, description="inactivity window after the cutoff that counts as churn")
-    candidates: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "logistic_regression", "lightgbm", "mlp"], min_length=1)
+    candidates: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
     references: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd"])
+    blend: list[str] = Field(default_factory=lambda: ["logistic_regression", "lightgbm", "mlp"])
     rules: dict[str, RuleParams] = Field(default_factory=_default_churn_rules)
 
 

@@ -125,3 +125,23 @@ def test_the_target_compares_with_the_strongest_reference_and_says_not_met():
     assert t["best_reference"] == "bgnbd" and t["met"] is True
     low = champion_vs_references({"m": {"wape": 0.5}, "naive": {"wape": 0.6}}, "m", ["naive"], "wape", lower_is_better=True)
     assert low["met"] and low["gap"] == pytest.approx(0.1)
+
+
+def test_a_blend_of_fitted_members_scores_between_them_and_comes_back_from_disk(tmp_path):
+    train, valid = _rows(3000, 7), _rows(1500, 8)
+    members = {}
+    for family in ("logistic_regression", "lightgbm"):
+        members[family] = get_model("user_binary", family, CONFIGS[family])
+        members[family].fit(train, valid)
+    blend = get_model("user_binary", "blend", {"members": ["logistic_regression", "lightgbm"]})
+    with pytest.raises(ValueError, match="needs at least two fitted members"):
+        blend.fit(train, valid)
+    blend.members = members
+    blend.fit(train, valid)
+    p = blend.predict(valid)
+    aucs = {n: _auc(valid.y, m.predict(valid)) for n, m in members.items()}
+    assert _auc(valid.y, p) >= min(aucs.values()) - 0.01
+    reasons = blend.explain(valid.take(np.arange(len(valid)) < 2), 2)
+    assert len(reasons) == 2 and all(len(r) == 2 for r in reasons)
+    save_candidate(blend, tmp_path / "blend")
+    np.testing.assert_allclose(load_candidate(tmp_path / "blend").predict(valid), p, rtol=1e-6)

@@ -48,6 +48,7 @@ def _params(candidates: list[str], references: list[str]) -> Params:
     return Params.model_validate({
         "features": {"windows_days": WINDOWS},
         "propensity": {"candidates": candidates, "references": references,
+                       "blend": ["logistic_regression", "lightgbm", "mlp"] if "blend" in candidates else [],
                        "rules": {"recency": {"column": "recency_days", "sign": -1}, "frequency": {"column": "purchase_days_total", "sign": 1}},
                        "lightgbm": {"num_boost_round": 60, "early_stopping_rounds": 10},
                        "mlp": {"hidden_units": [8], "epochs": 2, "batch_size": 256},
@@ -59,14 +60,14 @@ def test_every_candidate_is_fitted_and_reported_and_the_champion_is_served_as_tr
     monkeypatch.chdir(tmp_path)  # no data/truth here: the oracle is skipped
     task = _task(tmp_path)
     _dataset(task.dataset)
-    params = _params(["frequency", "recency", "logistic_regression", "lightgbm", "mlp"], ["frequency", "recency"])
+    params = _params(["frequency", "recency", "logistic_regression", "lightgbm", "mlp", "blend"], ["frequency", "recency"])
     summary = train_user_task(task, params)
     metrics = evaluate_user_task(task, params)
 
     raw = task.metrics.read_text()
     assert "NaN" not in raw and "Infinity" not in raw
     stored = json.loads(raw)
-    names = {"frequency", "recency", "logistic_regression", "lightgbm", "mlp"}
+    names = {"frequency", "recency", "logistic_regression", "lightgbm", "mlp", "blend"}
     assert names <= set(stored["valid"]) and names <= set(stored["test"])
     best_valid = max(names, key=lambda n: stored["valid"][n]["roc_auc"])
     assert stored["champion"] == summary["champion"] == best_valid and stored["selected_on"] == "valid"

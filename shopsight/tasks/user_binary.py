@@ -64,6 +64,8 @@ def candidate_config(task: UserTask, params: Params, name: str) -> tuple[str, di
         return "logistic_regression", cfg.logistic.model_dump()
     if name == "bgnbd":
         return "bgnbd", {**cfg.bgnbd.model_dump(), **task.bgnbd}
+    if name == "blend":
+        return "blend", {"members": list(cfg.blend)}
     raise ValueError(f"{task.name}.candidates: unknown candidate {name!r}")
 
 
@@ -132,6 +134,8 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         family_name, config = candidate_config(task, params, name)
         model = get_model("user_binary", family_name, config)
         model.name = name
+        if family_name == "blend":  # the blend combines candidates fitted above
+            model.members = {m: fitted[m] for m in config["members"] if m in fitted}
         t0 = time.perf_counter()
         fit_info = model.fit(rows["train"], rows["valid"])
         p_valid, p_test = model.predict(rows["valid"]), model.predict(rows["test"])
