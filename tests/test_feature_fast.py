@@ -174,3 +174,29 @@ def test_request_path_equals_batch_features_of_the_same_histories(case):
         assert active[i] == (len(batch) == 1)
         if active[i]:
             np.testing.assert_allclose(x[i], model_input(batch, feature_columns(windows))[0], rtol=1e-6)
+
+
+# ---- full-history columns (shopsight/lifetime.py) on purchase logs with returns and repeat purchases ----
+
+
+@pytest.mark.parametrize("seed, history_days, timezone", [(2, None, "Asia/Shanghai"), (3, 45, "UTC"), (4, 10, "America/Bogota")])
+def test_fast_lifetime_columns_equal_duckdb_on_logs_with_returns(seed, history_days, timezone):
+    from shopsight.config import FeatureParams
+    from tests.test_lifetime import T0, random_purchase_log
+
+    events = random_purchase_log(seed, n=1500, n_users=30, days=150)
+    offset = FeatureParams(timezone=timezone).utc_offset_ns
+    rng = np.random.default_rng(seed)
+    pool = [T0 + pd.Timedelta(days=d) - pd.Timedelta(offset, unit="ns") for d in (60, 100)] + [T0 + pd.Timedelta(days=130, hours=9, microseconds=3)]
+    cutoffs = {u: pool[rng.integers(len(pool))] for u in events["user_id"].unique()}
+    windows = [7, 28]
+    by_cutoff: dict = {}
+    for user, cutoff in cutoffs.items():
+        by_cutoff.setdefault(cutoff, []).append(user)
+    sql = pd.concat([compute_user_features(events[events["user_id"].isin(users)], [c], windows, history_days=history_days, utc_offset_ns=offset)
+                     for c, users in by_cutoff.items()], ignore_index=True)
+    fast = compute_user_features_fast(events, cutoffs, windows, history_days=history_days, utc_offset_ns=offset)
+    assert (fast["return_rate"] > 0).sum() >= 3 and (fast["repeat_purchase_days"] > 0).sum() >= 3 and (fast["ipt_std_days"] > 0).any()
+    fast, sql = fast.set_index("user_id").sort_index(), sql.set_index("user_id").sort_index()
+    assert list(fast.index) == list(sql.index) and (fast["cutoff"] == sql["cutoff"]).all()
+    np.testing.assert_allclose(fast[feature_columns(windows)].to_numpy(), sql[feature_columns(windows)].to_numpy(), rtol=1e-9, atol=1e-9)

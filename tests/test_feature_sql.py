@@ -100,6 +100,7 @@ def test_matches_the_definitions_over_many_cutoffs_and_batches(seed):
     assert len(_batches(cutoffs[:-1], windows)) > 1, "the cutoffs must need several bit-mask batches"
     got = compute_user_features(events, cutoffs, windows, horizon_days=7)
     _assert_equal(got, _reference(events, cutoffs, windows, 7), windows)
+    assert (got["return_rate"] > 0).any() and (got["repeat_purchase_days"] > 0).any(), "returns and repeat purchases are exercised"
     assert got["label"].dtype == np.int64 and got["user_id"].dtype == "string"
     assert str(got["cutoff"].dtype) == "datetime64[ns, UTC]"
 
