@@ -15,7 +15,7 @@ from shopsight.simulator import SimulatorParams
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = Path("params.yaml")
 
-SourceKind = Literal["synthetic", "retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic"]
+SourceKind = Literal["synthetic", "retailrocket", "rees46", "taobao", "cdnow", "online_retail", "generic", "sequence_text"]
 
 
 class _Section(BaseModel):
