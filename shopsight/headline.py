@@ -49,7 +49,8 @@ TASKS: tuple[TaskHeadline, ...] = (
     TaskHeadline("propensity", paths.PROPENSITY_METRICS, "roc_auc", ("frequency", "recency", "bgnbd"), model_field=("champion",)),
     TaskHeadline("churn", paths.CHURN_METRICS, "roc_auc", ("recency", "frequency", "bgnbd"), model_field=("champion",)),
     TaskHeadline("recommender", paths.RECOMMENDER_METRICS, "ndcg_at_10", ("popularity", "cooccurrence"), model_field=("best_model",)),
-    TaskHeadline("demand", paths.DEMAND_METRICS, "wape", ("seasonal_naive", "moving_average"), lower_is_better=True,
+    TaskHeadline("demand", paths.DEMAND_METRICS, "wape", ("seasonal_naive", "moving_average", "sf_seasonal_naive", "croston", "adida",
+                                                          "imapa", "auto_ets"), lower_is_better=True,
                  model_field=("model_key",)),
 )
 
