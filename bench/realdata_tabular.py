@@ -43,7 +43,7 @@ SETS: dict[str, dict[str, Any]] = {
         "file": Path("taobao") / "UserBehavior_head.csv",
         "params": {"data": {"source": "taobao"},
                    "features": {"windows_days": [1, 3, 7], "horizon_days": 1, "cutoff_step_days": 1, "n_train_cutoffs": 3,
-                                "timezone": "+08:00"},
+                                "timezone": "Asia/Shanghai"},
                    "churn": {"horizon_days": 1}},
         "note": "9 days, horizon 1 day, day boundaries at midnight China time (UTC+8)",
     },
