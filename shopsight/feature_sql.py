@@ -260,7 +260,9 @@ def _batch(
             ),
         )
         per_user = _arrays(con, per_user_sql, {"bits": bits, "label_bits": label_bits})
-        lifetime = lifetime_batch(con, source, [c.value for c in plan.cutoffs], len(users), history_days, utc_offset_ns)
+        # pass A's days are calendar days when the cutoffs are midnights of the timezone: the lifetime user-days reuse it
+        recent = ("_feat_a", plan.lo.value, plan.n_days) if (plan.lo.value + utc_offset_ns) % NS_PER_DAY == 0 else None
+        lifetime = lifetime_batch(con, source, [c.value for c in plan.cutoffs], len(users), history_days, utc_offset_ns, recent=recent)
     finally:
         for t in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS {t}")

@@ -114,6 +114,16 @@ _DAYS = f"""SELECT uc, day, mn
   FROM (SELECT user_id::VARCHAR AS u, {_DAY_SQL} AS day, min(epoch_ns(timestamp)) AS mn
         FROM {{source}} WHERE timestamp < {{hi}} {{lo_filter}} GROUP BY ALL)
   JOIN {{users}} USING (u)"""
+# the same from feature_sql's pass A (_feat_a: user, session, day counted from lo) where its days are calendar days,
+# plus the events before lo: the events are not read again
+_DAYS_FROM_PASS_A = f"""SELECT uc, day, mn
+  FROM (SELECT u, day, min(mn) AS mn
+        FROM (SELECT u, {{lo_day}} + day AS day, mn FROM {{recent}} WHERE day < {{n_days}}
+              UNION ALL
+              SELECT user_id::VARCHAR AS u, {_DAY_SQL} AS day, epoch_ns(timestamp) AS mn
+              FROM {{source}} WHERE timestamp < {{recent_lo}} {{lo_filter}})
+        GROUP BY u, day)
+  JOIN {{users}} USING (u)"""
 # purchases: one row per (user, day, k0), k0 = how many cutoffs are at or before them (one per day when the
 # cutoffs are midnights)
 _BUYS = f"""SELECT uc, day, k0, mn, bought, units
@@ -150,9 +160,12 @@ def lifetime_batch(
     history_days: int | None = None,
     utc_offset_ns: int = 0,
     users: str = "_feat_u",
+    recent: tuple[str, int, int] | None = None,
 ) -> list[np.ndarray]:
     """LIFETIME_COLUMNS of every user of `users` (a table u -> uc, uc = 0..n_users-1) at each sorted cutoff:
     one (n_users x columns) matrix per cutoff. Users without events in a cutoff's history get zeros.
+    `recent` = (table, lo ns, n_days): feature_sql's pass-A table of (u, s, day = days since lo, mn) rows, reused for
+    the user-days from lo (a local midnight) on, so only the events before lo are read again.
 
     No join of events to cutoffs: an event is seen by the cutoffs k0 <= k < k1 (k0 = the cutoffs at or before
     it, k1 = those whose history starts by its day), so three GROUP BYs (user-days, purchases, returns) run once
@@ -171,7 +184,13 @@ def lifetime_batch(
     def at_or_after(ts: str, bounds: np.ndarray) -> str:
         return " + ".join(f"({ts} >= {int(b)})::INTEGER" for b in bounds)
 
-    days = _arrays(con, _DAYS.format(**fmt))
+    if recent is None:
+        days = _arrays(con, _DAYS.format(**fmt))
+    else:
+        table, recent_lo, n_days = recent
+        assert (recent_lo + utc_offset_ns) % NS_PER_DAY == 0, "pass-A days are calendar days only from a local midnight"
+        lo_day = int(local_day_ns(recent_lo, utc_offset_ns))
+        days = _arrays(con, _DAYS_FROM_PASS_A.format(recent=table, lo_day=lo_day, n_days=n_days, recent_lo=_ts_sql(recent_lo), **fmt))
     buys = _arrays(con, _BUYS.format(k0=at_or_after("ts", cut), **fmt))
     kr1 = str(K) if history_days is None else at_or_after("prev", lo)
     rets = _arrays(con, _RETURNS.format(k0=at_or_after("ts", cut), kr1=kr1, **fmt))
