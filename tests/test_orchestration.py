@@ -47,7 +47,7 @@ elif step == "train":
     pathlib.Path("model/model.bin").write_text(f"score={toy['score']}")
 elif step == "evaluate":
     score = float(pathlib.Path("model/model.bin").read_text().split("=")[1])
-    pathlib.Path("metrics.json").write_text(json.dumps({"test": {"toy": {"roc_auc": score, "log_loss": 0.5}}}))
+    pathlib.Path("metrics.json").write_text(json.dumps({m: {"toy": {"roc_auc": score, "log_loss": 0.5}} for m in ("valid", "test")}))
 '''
 
 # Listed out of order on purpose: the run order must come from the graph, not from the file.
@@ -184,7 +184,7 @@ def test_flow_retries_a_transient_failure_gates_and_leaves_the_champion_on_rejec
 def test_a_failing_stage_stops_the_run_before_registration(tmp_path, toy_task):
     from flows.training import training_flow
 
-    metrics = {"test": {"toy": {"roc_auc": 0.70, "log_loss": 0.5}}}
+    metrics = {split: {"toy": {"roc_auc": 0.70, "log_loss": 0.5}} for split in ("valid", "test")}
     champion = registry.register_model(toy_task, _fake_model(tmp_path), metrics, {}, main_metric="roc_auc", model_key="toy").tag
     # A better model (it would win the gate) and a stage that fails every time.
     project = make_toy_project(tmp_path / "p", score=0.90, fail_times=99, retries=1)
