@@ -68,10 +68,11 @@ class Headline:
     best_baseline: str
     baseline_score: float | None
     gap: float | None  # positive = the model is better than the best baseline
+    margin: float = 0.0  # the task's own target margin (metrics["targets"]["margin"]): "met" needs gap > margin
 
     @property
     def met(self) -> bool:
-        return self.gap is not None and self.gap > 0
+        return self.gap is not None and self.gap > self.margin
 
     def numbers(self) -> dict[str, float | None]:
         return {self.key: self.score, "best_baseline": self.baseline_score, "gap": self.gap}
@@ -107,7 +108,8 @@ def task_headline(spec: TaskHeadline, metrics: dict[str, Any]) -> Headline:
     best = max(scored, key=lambda b: sign * scored[b])
     score = _finite(test[model].get(spec.metric))
     gap = None if score is None else sign * (score - scored[best])
-    return Headline(spec.task, spec.metric, spec.key, spec.lower_is_better, str(model), score, best, scored[best], gap)
+    margin = _finite((metrics.get("targets") or {}).get("margin")) or 0.0
+    return Headline(spec.task, spec.metric, spec.key, spec.lower_is_better, str(model), score, best, scored[best], gap, margin)
 
 
 def _read(path: Path) -> dict[str, Any]:

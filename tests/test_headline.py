@@ -134,3 +134,12 @@ def test_dvc_yaml_declares_only_the_headline_as_the_tasks_metrics():
     assert outs[str(paths.HEADLINE_MODELS)] == {"cache": False}
     assert {str(spec.metrics_file) for spec in TASKS} <= set(stages["headline"]["deps"])
     assert declared(stages["headline"], "metrics") == {str(paths.HEADLINE_METRICS): {"cache": False}}
+
+
+def test_met_uses_the_tasks_own_margin():
+    metrics = _binary(0.80, recency=0.795)
+    metrics["targets"]["margin"] = 0.01
+    h = task_headline(SPEC["propensity"], metrics)
+    assert h.gap == pytest.approx(0.005) and not h.met, "ahead by less than the task's margin: not met"
+    metrics["targets"]["margin"] = 0.0
+    assert task_headline(SPEC["propensity"], metrics).met
