@@ -13,6 +13,19 @@ from shopsight import paths
 from shopsight.config import Params
 
 
+def strict_json(obj):
+    """`obj` with every NaN or infinity as null and numpy scalars as Python numbers: metrics files are strict JSON."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
     """ROC-AUC, PR-AUC, log loss, Brier, ECE and lift@top-decile (see shopsight.calibration)."""
     from shopsight.calibration import classification_metrics

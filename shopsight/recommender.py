@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopsight import paths
 from shopsight.config import Params, RecommenderParams
+from shopsight.evaluate import strict_json
 from shopsight.ranking import NEVER, embedding_scorer, hit_rate_curve, rank_targets, ranking_metrics, ranks_in_lists
 from shopsight.sequences import PAD, VOCAB_FILE, EvalSplit, ItemVocabulary, SequenceData, load_sequences
 from shopsight.serving import MAX_EVENTS_PER_USER, MAX_ID_LENGTH, EventType
@@ -302,7 +303,7 @@ def train_recommender(params: Params, data_dir: Path | None = None, out_dir: Pat
     champion = select_champion({k: valid[k] for k in order}, MAIN_METRIC, order=order)
     candidate = make_candidate(champion, data, p, out_dir)
     save_candidate(candidate, out_dir / CHAMPION_DIR)
-    (out_dir / BEST_FILE).write_text(json.dumps(_finite({
+    (out_dir / BEST_FILE).write_text(json.dumps(strict_json({
         "model": champion, "champion_family": type(candidate).family, "best_sequence_model": best_model,
         "chosen_by": "validation ndcg_at_10", "selected_on": "valid", "protocol": data.protocol,
         "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}, "valid": valid,
@@ -786,24 +787,13 @@ def evaluate_recommender(params: Params, data_dir: Path | None = None, model_dir
                                         "these scores say nothing; next-item prediction needs a catalogue of several items")
         log(f"WARNING: {metrics['catalogue_warning']}")
     RECOMMENDER_METRICS.parent.mkdir(parents=True, exist_ok=True)
-    RECOMMENDER_METRICS.write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False))
+    RECOMMENDER_METRICS.write_text(json.dumps(strict_json(metrics), indent=2, allow_nan=False))
     RECOMMENDER_PLOTS.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"k": np.arange(1, p.k_max + 1), **{n: np.round(c, 5) for n, c in curves.items()}})
     frame.to_csv(RECOMMENDER_PLOTS / "hr_at_k.csv", index=False)
     _render_hr_at_k(frame, best)
     log(format_table(metrics))
     return metrics
-
-
-def _finite(value: Any) -> Any:
-    """The metrics with every NaN or infinity replaced by null: bare NaN / Infinity are not JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _ratio(value: float, baseline: float) -> float | None:

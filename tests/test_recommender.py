@@ -130,7 +130,8 @@ def test_request_helpers_bound_k_and_exclude_purchases(trained_dir):
 def test_targets_never_write_infinity_and_name_a_zero_baseline():
     import math
 
-    from shopsight.recommender import _finite, _ratio
+    from shopsight.evaluate import strict_json as _finite
+    from shopsight.recommender import _ratio
 
     assert _ratio(0.02, 0.0) is None and _ratio(0.02, 0.01) == 2.0
     cleaned = _finite({"a": math.inf, "b": [math.nan, 1.5], "c": {"d": -math.inf}})

@@ -23,7 +23,7 @@ from shopsight import paths
 from shopsight.candidates import get_model, load_candidate, save_candidate, select_champion
 from shopsight.candidates.user_rows import UserRows
 from shopsight.config import Params, UserTaskParams
-from shopsight.evaluate import binary_metrics
+from shopsight.evaluate import binary_metrics, strict_json
 
 SCORES_FILE = "scores.parquet"
 SELECTION_FILE = "selection.json"
@@ -169,7 +169,7 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
                  "champion_family": type(champion).family, "candidates": info, "valid": valid_metrics, "calibration": calibration,
                  "rows": {s: int(len(r)) for s, r in rows.items()}}
-    (out_cand / SELECTION_FILE).write_text(json.dumps(_finite(selection), indent=2))
+    (out_cand / SELECTION_FILE).write_text(json.dumps(strict_json(selection), indent=2))
     _write_history(task, fitted.get("mlp"))
     return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
             "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
@@ -241,7 +241,7 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "rows": selection["rows"],
     }
     task.metrics.parent.mkdir(parents=True, exist_ok=True)
-    task.metrics.write_text(json.dumps(_finite(metrics), indent=2))
+    task.metrics.write_text(json.dumps(strict_json(metrics), indent=2))
     roc = write_binary_plots(task.plots, y, test_scores, tables, test_metrics, f"{task.name}: reliability (test)")
     render_roc_png(roc, test_metrics, task.plots / "roc.png", f"{task.name}: test ROC (champion {champion})")
     _write_history_png(task)
@@ -381,16 +381,3 @@ class ChampionScorer:
         if not hasattr(self.model, "explain"):
             return [[] for _ in range(len(x))]
         return self.model.explain(self._rows(x), top_k)
-
-
-def _finite(obj: Any) -> Any:
-    """NaN and infinities as null: the metrics files are strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
