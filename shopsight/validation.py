@@ -26,6 +26,7 @@ from shopsight.sources.reading import NUL_SENTINEL, TEXT  # NUL_SENTINEL: how th
 
 _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 _INTEGER = r"\s*[+-]?\d+\s*"
+_PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"  # _NUMBER without spaces, in RE2's ASCII classes
 _INFINITY = r"\s*[+-]?(?:inf|infinity)\s*"
 _INT64_MAX = np.iinfo("int64").max
 _EXACT_FLOAT_INT = 2**53  # beyond it a float cannot say which integer it meant
@@ -119,13 +120,28 @@ def _is_number_text(text: pd.Series) -> pd.Series:
     return (text.str.fullmatch(_NUMBER) | text.str.fullmatch(_INFINITY, case=False)).fillna(False).astype(bool)
 
 
+def _plain_numbers(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, rows read) for the text that is a plain decimal or scientific number (no spaces):
+    Arrow's parser reads these at once, correctly rounded (as Python's float). Other rows are NaN, not read."""
+    values = pa_arrow.array(text.array)
+    rows = pc.match_substring_regex(values, _PLAIN_NUMBER).fill_null(False).to_numpy(zero_copy_only=False)
+    numbers = np.full(len(text), np.nan)
+    if rows.any():
+        numbers[rows] = pc.cast(values.filter(pa_arrow.array(rows)), pa_arrow.float64()).to_numpy(zero_copy_only=False)
+    return numbers, rows
+
+
 def parse_price(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Price text (or numbers) -> (float64 values, is-a-number). Missing is NaN and a number; `1e400` and
     `inf` are +inf (rejected as infinite); `12,50`, `$5`, `0x10`, `nan` are not numbers."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         return values.astype("float64"), pd.Series(True, index=values.index)
     text, present = _present_text(values)
-    numbers = pd.Series(pd.to_numeric(text.to_numpy(dtype=object, na_value=None), errors="coerce"), index=values.index).astype("float64")
+    numbers, read = _plain_numbers(text)
+    rest = present.to_numpy() & ~read
+    if rest.any():
+        numbers[rest] = pd.to_numeric(text[rest].to_numpy(dtype=object, na_value=None), errors="coerce").astype("float64")
+    numbers = pd.Series(numbers, index=values.index)
     # to_numeric is fast and strict but overflows to NaN (`1e400`): the rows it cannot read are looked at again
     unread = present & numbers.isna()
     if unread.any():

@@ -14,6 +14,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopsight.schema import CANONICAL_COLUMNS
 from shopsight.sources.reading import RAW_LINE, TEXT
@@ -122,8 +123,41 @@ def _localize(parsed: pd.Series, timezone: str, problem: pd.Series) -> pd.Series
     return local.dt.tz_convert("UTC")
 
 
+# ISO 8601 text of the usual shapes (date and time to the second or finer, with an offset or without): Arrow's
+# parser reads these ~10x faster than pandas and to the same instant; any other text is left to pandas.
+_ISO_ZONED = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})$"
+_ISO_NAIVE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?$"
+_NAT = np.iinfo("int64").min
+
+
+def _iso8601_utc_fast(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(nanoseconds since the epoch, rows read) for the rows of `text` (ISO 8601, naive = UTC) that Arrow's
+    parser reads; the other rows (another shape, an impossible date, beyond the nanosecond range) are not
+    read here and go to pandas."""
+    values = pa.array(text.astype(TEXT).array)
+    nanos = np.full(len(text), _NAT, dtype="int64")
+    read = np.zeros(len(text), dtype=bool)
+    for pattern, arrow_type in ((_ISO_ZONED, pa.timestamp("ns", tz="UTC")), (_ISO_NAIVE, pa.timestamp("ns"))):
+        rows = pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+        if not rows.any():
+            continue
+        try:
+            stamps = pc.cast(values.filter(pa.array(rows)), arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue  # some row does not convert (e.g. February 30th): pandas reads all of this shape and says which
+        nanos[rows] = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        read |= rows
+    return nanos, read
+
+
 def _parse_one(text: pd.Series, fmt: str, timezone: str, problem: pd.Series) -> pd.Series:
     if timezone == "UTC":
+        if fmt == "ISO8601":
+            nanos, read = _iso8601_utc_fast(text)
+            parsed = pd.Series(pd.DatetimeIndex(nanos.view("datetime64[ns]")).tz_localize("UTC"), index=text.index)
+            if not read.all():
+                parsed[~read] = pd.to_datetime(text[~read], format=fmt, errors="coerce", utc=True).astype("datetime64[ns, UTC]")
+            return parsed
         return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     parsed = pd.to_datetime(text, format=fmt, errors="coerce")
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):

@@ -20,12 +20,14 @@ options:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, REQUIRED_COLUMNS
@@ -226,10 +228,7 @@ def _timestamps(raw: pd.Series, options: dict, file: Path) -> tuple[pd.Series, p
         return datetimes_to_utc(raw, timezone=timezone)
     if fmt in EPOCH_FORMATS:
         return epoch_to_utc(raw, EPOCH_FORMATS[fmt])
-    present = raw.dropna()
-    looks_numeric = pd.api.types.is_numeric_dtype(raw.dtype) or (
-        fmt is None and len(present) > 0 and bool(present.astype(str).str.fullmatch(r"\s*-?\d+(\.\d*)?\s*").all())
-    )
+    looks_numeric = pd.api.types.is_numeric_dtype(raw.dtype) or (fmt is None and _all_numbers(raw))
     if looks_numeric:
         # Guessing seconds vs milliseconds would silently shift every event; ask instead.
         raise SourceError(
@@ -237,3 +236,22 @@ def _timestamps(raw: pd.Series, options: dict, file: Path) -> tuple[pd.Series, p
             f"Fix: set data.options.timestamp_format to unix_s or unix_ms in params.yaml."
         )
     return parse_timestamps(raw, fmt, timezone=timezone)
+
+
+_NUMERIC_STAMP = r"\s*-?\d+(\.\d*)?\s*"
+
+
+def _all_numbers(raw: pd.Series) -> bool:
+    """Whether every present value is a plain number (and one is present): a column of epoch times.
+
+    Arrow's RE2 answers for the whole column at once; its ASCII classes match a subset of what Python's
+    Unicode ones do, so a value RE2 rejects is looked at again in Python (the first that Python rejects too
+    settles it: typically the first one)."""
+    present = raw.dropna()
+    if len(present) == 0:
+        return False
+    text = present if isinstance(present.dtype, pd.StringDtype) else present.astype(str)
+    matched = pc.match_substring_regex(pa.array(text.astype(TEXT).array), f"^(?:{_NUMERIC_STAMP})$")
+    missed = ~matched.to_numpy(zero_copy_only=False)
+    pattern = re.compile(_NUMERIC_STAMP)
+    return all(pattern.fullmatch(str(value)) for value in text[missed])
