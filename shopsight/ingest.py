@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shopsight import paths
@@ -117,6 +118,7 @@ def ingest(params: Params) -> IngestReport:
     report = IngestReport(source=source, drop_duplicates=params.ingest.drop_duplicates)
     reasons: Counter[str] = Counter()
     staged = 0
+    staged_without_session = 0  # rows whose session the ingest derives (none: the sessionising window is skipped)
     paths.STAGING_EVENTS.parent.mkdir(parents=True, exist_ok=True)
     paths.REJECTS.parent.mkdir(parents=True, exist_ok=True)
     tmp_rejects = paths.REJECTS.with_suffix(".parquet.tmp")
@@ -132,6 +134,8 @@ def ingest(params: Params) -> IngestReport:
                 table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False)
                 valid_writer.write_table(table.cast(CANONICAL_ARROW))
                 staged += len(valid)
+                sessions = table.column("session_id")
+                staged_without_session += sessions.null_count + int(pc.sum(pc.equal(sessions, "")).as_py() or 0)
             if len(rejects):
                 reject_writer.write_table(_rejects_table(rejects))
                 report.rejected += len(rejects)
@@ -155,7 +159,7 @@ def ingest(params: Params) -> IngestReport:
     if staged == 0:
         paths.STAGING_EVENTS.unlink(missing_ok=True)
         raise IngestError(_nothing_valid_message(params, report))
-    _finalise(params, report)
+    _finalise(params, report, staged=staged, staged_without_session=staged_without_session)
     _publish_truth(params)
     paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
     paths.INGEST_REPORT.write_text(json.dumps(asdict(report), indent=2))
@@ -193,8 +197,11 @@ def _nothing_valid_message(params: Params, report: IngestReport) -> str:
     )
 
 
-def _finalise(params: Params, report: IngestReport) -> None:
-    """Deduplicate, sessionise where the source has no sessions, pseudonymise, sort: out-of-core in DuckDB."""
+def _finalise(params: Params, report: IngestReport, *, staged: int, staged_without_session: int) -> None:
+    """Deduplicate, sessionise where the source has no sessions, pseudonymise, sort: out-of-core in DuckDB.
+
+    `staged` rows were written to the staging file, `staged_without_session` of them with no session id
+    (when none lacks one, the sessionising window functions, a sort per user, are not run)."""
     gap = int(params.ingest.session_gap_minutes)
     salt_env = params.ingest.pseudonymise_salt_env
     salt = os.environ.get(salt_env, "") if salt_env else ""
@@ -206,7 +213,15 @@ def _finalise(params: Params, report: IngestReport) -> None:
     staging = str(paths.STAGING_EVENTS)
     tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
-    query = f"""
+    if staged_without_session == 0:
+        query = f"""
+        COPY (
+          SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity
+          FROM (SELECT {distinct} * FROM read_parquet('{staging}')) ORDER BY timestamp, user_id
+        ) TO '{tmp_events}' (FORMAT PARQUET)
+    """
+    else:
+        query = f"""
         COPY (
           WITH d AS (SELECT {distinct} * FROM read_parquet('{staging}')),
           g AS (
@@ -223,14 +238,13 @@ def _finalise(params: Params, report: IngestReport) -> None:
     """
     con.execute(query, [salt] if salt else [])
     os.replace(tmp_events, paths.EVENTS)  # a failed run never leaves a half-written events file
-    staged = con.execute(f"SELECT count(*), count(*) FILTER (WHERE session_id IS NULL) FROM read_parquet('{staging}')").fetchone()
     stats = con.execute(
         f"SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), min(timestamp), max(timestamp) FROM read_parquet('{paths.EVENTS}')"
     ).fetchone()
     con.close()
     report.rows_out, report.users, report.items = int(stats[0]), int(stats[1]), int(stats[2])
-    report.duplicates_removed = int(staged[0]) - report.rows_out
-    report.sessions_derived = int(staged[1]) > 0
+    report.duplicates_removed = staged - report.rows_out
+    report.sessions_derived = staged_without_session > 0
     report.start = stats[3].isoformat() if stats[3] is not None else None
     report.end = stats[4].isoformat() if stats[4] is not None else None
     paths.STAGING_EVENTS.unlink(missing_ok=True)
