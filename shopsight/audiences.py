@@ -86,6 +86,26 @@ def chunk_features(events_path: Path, user_ids: list[str], as_of: pd.Timestamp, 
     ).set_index("user_id")
 
 
+def score_active_users(events_path: Path, as_of: pd.Timestamp, params: Params, propensity, churn) -> pd.DataFrame | None:
+    """p_purchase, p_churn and the look-back purchases and revenue of every user active before `as_of`, by user_id
+    (None when there is none): chunk by chunk, with the champions' scorers."""
+    from tqdm import tqdm
+
+    largest = max(params.features.windows_days)
+    chunks = list(active_user_chunks(events_path, as_of, params.features.lookback_days, params.audiences.chunk_users))
+    scored = []
+    for ids in tqdm(chunks, desc="scoring users", unit="chunk"):
+        feats = chunk_features(events_path, ids, as_of, params)
+        scored.append(pd.DataFrame({
+            "user_id": feats.index.astype("string"),
+            "p_purchase": propensity.predict(model_input(feats, propensity.columns)),
+            "p_churn": churn.predict(model_input(feats, churn.columns)),
+            "purchases_lookback": feats[f"purchases_{largest}d"].to_numpy(),
+            "revenue_lookback": feats[f"revenue_{largest}d"].to_numpy(),
+        }))
+    return pd.concat(scored, ignore_index=True) if scored else None
+
+
 def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: Path | None = None, from_artifacts: bool = False) -> dict[str, dict]:
     """Score every active user with the propensity and churn champions, select the audiences, explain them,
     and write <out_dir>/<audience>.csv and .parquet. Returns {audience: {users, csv, parquet}}."""
@@ -103,21 +123,14 @@ def build_audiences(params: Params, events_path: Path = paths.EVENTS, out_dir: P
     propensity, churn = ChampionScorer(prop_dir), ChampionScorer(churn_path)  # whatever family each champion is
 
     as_of = event_time_span(events_path)[1].ceil("D")
-    largest = max(params.features.windows_days)
-    chunks = list(active_user_chunks(events_path, as_of, params.features.lookback_days, cfg.chunk_users))
-    scored = []
-    for ids in tqdm(chunks, desc="scoring users", unit="chunk"):
-        feats = chunk_features(events_path, ids, as_of, params)
-        scored.append(pd.DataFrame({
-            "user_id": feats.index.astype("string"),
-            "p_purchase": propensity.predict(model_input(feats, propensity.columns)),
-            "p_churn": churn.predict(model_input(feats, churn.columns)),
-            "purchases_lookback": feats[f"purchases_{largest}d"].to_numpy(),
-            "revenue_lookback": feats[f"revenue_{largest}d"].to_numpy(),
-        }))
-    if not scored:
+    if params.orchestration.dask.partition:  # the same scoring, one user-hash shard per Dask task
+        from shopsight.shards import score_users_on_dask
+
+        users = score_users_on_dask(events_path, as_of, params, prop_dir, churn_path)
+    else:
+        users = score_active_users(events_path, as_of, params, propensity, churn)
+    if users is None:
         raise AudienceError(f"{events_path}: no user has events in the look-back window before {as_of}")
-    users = pd.concat(scored, ignore_index=True)
 
     eligible = users[users["purchases_lookback"] == 0] if cfg.exclude_recent_buyers else users
     n_top = int(np.ceil(len(eligible) * cfg.propensity_top_percent / 100.0))

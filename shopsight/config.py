@@ -418,6 +418,11 @@ class DaskParams(_Section):
     address: str | None = Field(None, description="scheduler of an existing Dask cluster; null = a LocalCluster (env SHOPSIGHT_DASK_ADDRESS wins)")
     n_workers: int = Field(2, gt=0, description="LocalCluster workers")
     threads_per_worker: int = Field(1, gt=0)
+    partition: bool = Field(
+        False, description="fan the user-partitioned stages (features, sequences, audiences scoring) out over Dask by user-hash shards"
+    )
+    shards: int = Field(0, ge=0, description="user-hash shards when partition is on; 0 = one per worker")
+    shard_dir: str | None = Field(None, description="where the shards are written (visible to every worker); null = a temporary folder")
 
 
 class OrchestrationParams(_Section):

@@ -125,7 +125,12 @@ def event_time_span(events: pd.DataFrame | str | Path) -> tuple[pd.Timestamp, pd
 def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureParams) -> pd.DataFrame:
     """Rows = (user, cutoff) with features, `label` (bought within the split's horizon), `split` and `horizon_days`
     (the label window of the row's split), in one pass."""
-    split_of = propensity_cutoffs(events, params)
+    return check_propensity_splits(propensity_rows(events, propensity_cutoffs(events, params), params))
+
+
+def propensity_rows(events: pd.DataFrame | str | Path, split_of: dict[pd.Timestamp, str], params: FeatureParams) -> pd.DataFrame:
+    """The propensity rows of the users in `events` at the given cutoffs (cutoff -> split): one user-hash shard's
+    part of the dataset when `events` is a shard (shopsight.shards), the whole dataset otherwise."""
     horizons = split_horizons(params)
     dataset = compute_user_features(
         events, list(split_of), params.windows_days, horizon_days={c: horizons[s] for c, s in split_of.items()},
@@ -133,6 +138,11 @@ def build_propensity_dataset(events: pd.DataFrame | str | Path, params: FeatureP
     )
     dataset["split"] = dataset["cutoff"].map(split_of)
     dataset["horizon_days"] = dataset["split"].map(horizons).astype("int64")
+    return dataset
+
+
+def check_propensity_splits(dataset: pd.DataFrame) -> pd.DataFrame:
+    """The dataset, or a clear error when a split has no rows."""
     missing = set(SPLITS) - set(dataset["split"])
     if missing:
         raise ValueError(

@@ -11,10 +11,16 @@ from shopsight.config import Params
 
 
 def run_features(params: Params) -> dict[str, Any]:
-    """events.parquet -> data/features/propensity.parquet (user x cutoff rows with label and split)."""
+    """events.parquet -> data/features/propensity.parquet (user x cutoff rows with label and split); with
+    orchestration.dask.partition, built by user-hash shards on Dask (shopsight.shards), the same rows."""
     from shopsight.features import build_propensity_dataset
 
-    dataset = build_propensity_dataset(paths.EVENTS, params.features)
+    if params.orchestration.dask.partition:
+        from shopsight.shards import build_propensity_dataset_on_dask
+
+        dataset = build_propensity_dataset_on_dask(paths.EVENTS, params)
+    else:
+        dataset = build_propensity_dataset(paths.EVENTS, params.features)
     paths.FEATURES_DIR.mkdir(parents=True, exist_ok=True)
     dataset.to_parquet(paths.PROPENSITY_FEATURES, index=False)
     summary = dataset.groupby("split")["label"].agg(["size", "mean"]).round(4)

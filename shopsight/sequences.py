@@ -199,6 +199,24 @@ def _eval_split(events: pd.DataFrame, collapsed: pd.DataFrame, vocab: ItemVocabu
     )
 
 
+def user_sequences(train: pd.DataFrame, vocab: ItemVocabulary) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each user's items as vocabulary indices, from events sorted by user then time: (user ids, sequences)."""
+    codes = train["user_id"].to_numpy()
+    items = vocab.encode(train["item_id"].to_numpy())
+    starts, ends = _user_runs(codes)
+    return codes[starts], [items[s:e] for s, e in zip(starts, ends)]
+
+
+def training_arrays(sequences: list[np.ndarray], vocab_size: int, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, target counts per item, consecutive item pairs) of the training sequences."""
+    inputs, targets = training_windows(sequences, max_len)
+    pairs = [np.stack([seq[:-1], seq[1:]], axis=1) for seq in sequences if len(seq) >= 2]
+    transitions = np.concatenate(pairs).astype(np.int32) if pairs else np.zeros((0, 2), np.int32)
+    train_counts = np.bincount(targets.ravel(), minlength=vocab_size).astype(np.float64)
+    train_counts[PAD] = 0.0
+    return inputs, targets, train_counts, transitions
+
+
 def build_sequences(events_path: Path, features: FeatureParams, params: RecommenderParams) -> SequenceData:
     """Vocabulary, training windows and the valid/test cutoffs' (history, next item) rows from canonical events."""
     events = load_sequence_events(events_path, params.event_types)
@@ -217,15 +235,8 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
             "for features.horizon_days in params.yaml"
         )
     vocab = ItemVocabulary.from_counts(train["item_id"].value_counts())
-    codes = train["user_id"].to_numpy()
-    items = vocab.encode(train["item_id"].to_numpy())
-    starts, ends = _user_runs(codes)
-    sequences = [items[s:e] for s, e in zip(starts, ends)]
-    inputs, targets = training_windows(sequences, params.max_len)
-    pairs = [np.stack([seq[:-1], seq[1:]], axis=1) for seq in sequences if len(seq) >= 2]
-    transitions = np.concatenate(pairs).astype(np.int32) if pairs else np.zeros((0, 2), np.int32)
-    train_counts = np.bincount(targets.ravel(), minlength=vocab.size).astype(np.float64)
-    train_counts[PAD] = 0.0
+    _, sequences = user_sequences(train, vocab)
+    inputs, targets, train_counts, transitions = training_arrays(sequences, vocab.size, params.max_len)
 
     valid = _eval_split(events, collapsed, vocab, valid_cutoff, features.horizon_days, params)
     test = _eval_split(events, collapsed, vocab, test_cutoff, features.horizon_days, params)
@@ -349,7 +360,13 @@ def sequence_summary(data: SequenceData) -> dict:
 
 
 def run_sequences(params) -> dict:
-    """events.parquet -> data/sequences/ (the CLI command and the DVC stage `sequences`)."""
-    data = build_sequences(paths.EVENTS, params.features, params.recommender)
+    """events.parquet -> data/sequences/ (the CLI command and the DVC stage `sequences`); with
+    orchestration.dask.partition, built by user-hash shards on Dask (shopsight.shards), the same arrays."""
+    if params.orchestration.dask.partition and params.recommender.protocol == "time":
+        from shopsight.shards import build_sequences_on_dask
+
+        data = build_sequences_on_dask(paths.EVENTS, params)
+    else:
+        data = build_sequences(paths.EVENTS, params.features, params.recommender)
     save_sequences(data)
     return sequence_summary(data)

@@ -1,0 +1,285 @@
+"""User-partitioned work on Dask: canonical events split by a stable hash of user_id, each shard processed by the
+same single-machine code, the parts combined into exactly what one process builds.
+
+    orchestration.dask.partition: true   # features, sequences and audiences scoring fan out (default false)
+    orchestration.dask.shards: 0         # shards; 0 = one per worker
+    orchestration.dask.address: null     # a LocalCluster on 127.0.0.1, or an existing scheduler
+
+Every stage below is per user once its global inputs are known, so a stage is: the global inputs first (the
+cutoffs from the whole log's time span; for sequences the item vocabulary, a reduce of per-shard item counts),
+then one Dask task per shard running the stage's own function, then a concatenation in the single-process order.
+tests/test_shards.py proves the results identical to the single-process run on a 2-worker LocalCluster.
+
+On a real cluster the shard files (orchestration.dask.shard_dir) and the models must be on storage every worker
+reads, like the project for flows/sweep.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from shopsight.config import DaskParams, Params
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from shopsight.sequences import EvalSplit, SequenceData
+
+SHARD_BATCH_ROWS = 1_000_000  # rows read at a time while sharding: memory is bounded by this, not by the file
+
+
+# ------------------------------------------------------------------------------------------- the engine
+@contextmanager
+def dask_client(params: DaskParams) -> Iterator["Client"]:
+    """A Dask client on the scheduler at `dask_address(params)`, else on a fresh LocalCluster (params.n_workers
+    processes of one thread, bound to 127.0.0.1, no dashboard); closed, with the cluster, on leaving the block."""
+    from distributed import Client, LocalCluster
+
+    from shopsight.orchestration import dask_address
+
+    address = dask_address(params)
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(
+        n_workers=params.n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its remaining HTTP routes on a free port, not :8787
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def shard_count(params: DaskParams, client: "Client") -> int:
+    """orchestration.dask.shards, or one shard per worker of the cluster when it is 0."""
+    return params.shards or max(1, len(client.scheduler_info()["workers"]))
+
+
+def user_shard(user_ids, n_shards: int) -> np.ndarray:
+    """The shard (0..n_shards-1) of each user id: pandas' fixed-key hash of the id's text, the same in every process
+    and run (Python's own hash() is salted per process)."""
+    values = np.asarray(pd.array(user_ids, dtype="string").astype(object), dtype=object)
+    return (pd.util.hash_array(values, categorize=False) % np.uint64(n_shards)).astype(np.int64)
+
+
+def shard_events(events_parquet: str | Path, out_dir: str | Path, n_shards: int, batch_rows: int = SHARD_BATCH_ROWS) -> list[Path]:
+    """Split canonical events into `n_shards` Parquet files by user_shard(user_id), streaming batch by batch (memory
+    bounded by `batch_rows`, not by the file). Every user's events land in one shard in their original order.
+    Returns the shard paths (a shard without users is an empty file with the events' schema)."""
+    import pyarrow.parquet as pq
+
+    if n_shards < 1:
+        raise ValueError(f"shard_events: n_shards must be at least 1 (orchestration.dask.shards), got {n_shards}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = pq.ParquetFile(events_parquet)
+    shard_paths = [out / f"shard-{i:04d}.parquet" for i in range(n_shards)]
+    writers = [pq.ParquetWriter(path, source.schema_arrow) for path in shard_paths]
+    try:
+        for batch in source.iter_batches(batch_size=batch_rows):
+            shard = user_shard(batch.column("user_id").to_pandas(), n_shards)
+            for i, writer in enumerate(writers):
+                part = batch.filter(shard == i)
+                if part.num_rows:
+                    writer.write_batch(part)
+    finally:
+        for writer in writers:
+            writer.close()
+    return shard_paths
+
+
+@contextmanager
+def sharded_events(events_path: str | Path, params: DaskParams, client: "Client") -> Iterator[list[Path]]:
+    """The events' user-hash shards for the duration of the block: under orchestration.dask.shard_dir (kept, for
+    workers on other machines) or in a temporary folder (removed)."""
+    n = shard_count(params, client)
+    if params.shard_dir:
+        yield shard_events(events_path, Path(params.shard_dir).resolve(), n)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="shopsight-shards-"))
+    try:
+        yield shard_events(events_path, tmp, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gather(client: "Client", futures) -> list:
+    return client.gather(futures)
+
+
+# -------------------------------------------------------------------------------------------- features
+def build_propensity_dataset_on_dask(events_path: str | Path, params: Params) -> pd.DataFrame:
+    """shopsight.features.build_propensity_dataset by user-hash shards: the cutoffs from the whole log's span, then
+    `propensity_rows` of each shard's users on a Dask worker; rows in the single-process order."""
+    from shopsight.features import check_propensity_splits, propensity_cutoffs, propensity_rows
+
+    split_of = propensity_cutoffs(events_path, params.features)  # the global span: every shard uses the same cutoffs
+    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+        parts = _gather(client, client.map(propensity_rows, [str(p) for p in shards], split_of=split_of, params=params.features))
+    return check_propensity_splits(_in_feature_order(parts, list(split_of), params.features.windows_days))
+
+
+def _in_feature_order(parts: list[pd.DataFrame], cutoffs: list[pd.Timestamp], windows_days: list[int]) -> pd.DataFrame:
+    """Shards' feature rows in the order compute_user_features gives one process: its cutoff batches in turn, then
+    cutoff, then user_id."""
+    from shopsight.feature_sql import plan_batches
+
+    frame = pd.concat(parts, ignore_index=True)
+    rank = {c: i for i, c in enumerate(c for plan in plan_batches(cutoffs, windows_days) for c in plan.cutoffs)}
+    keys = pd.DataFrame({"batch": frame["cutoff"].map(rank).to_numpy(), "user_id": frame["user_id"].to_numpy(dtype=object)})
+    order = keys.sort_values(["batch", "user_id"], kind="stable").index.to_numpy()
+    return frame.iloc[order].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------- sequences
+def _load_sequence_shard(path: str, event_types: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from shopsight.sequences import collapse_repeats, load_sequence_events
+
+    events = load_sequence_events(Path(path), event_types)
+    return events, collapse_repeats(events)
+
+
+def _shard_end(loaded: tuple[pd.DataFrame, pd.DataFrame]) -> pd.Timestamp | None:
+    events = loaded[0]
+    return events["timestamp"].max() if len(events) else None
+
+
+def _train_item_counts(loaded: tuple[pd.DataFrame, pd.DataFrame], valid_cutoff: pd.Timestamp) -> pd.DataFrame:
+    """A shard's training item counts in order of first appearance, with where each item first appears (user,
+    position in the user's rows): enough to rebuild the whole log's first-appearance order."""
+    collapsed = loaded[1]
+    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    counts = train["item_id"].value_counts(sort=False)
+    first = train.reset_index(drop=True).drop_duplicates("item_id")  # each item's first row, positions 0..len-1
+    user_start = pd.Series(np.arange(len(train)), index=train["user_id"].to_numpy()).groupby(level=0).min()
+    return pd.DataFrame({
+        "item_id": first["item_id"].to_numpy(dtype=object),
+        "count": counts.loc[first["item_id"].to_numpy()].to_numpy(),
+        "first_user": first["user_id"].to_numpy(dtype=object),
+        "first_pos": first.index.to_numpy() - user_start.loc[first["user_id"].to_numpy()].to_numpy(),
+    })
+
+
+def _global_vocabulary(parts: list[pd.DataFrame], dtype) -> "ItemVocabulary":  # noqa: F821
+    """ItemVocabulary.from_counts(train["item_id"].value_counts()) of the whole log from the shards' counts:
+    summed, in the whole log's order of first appearance (users in order, then their rows), sorted as value_counts
+    sorts (so items with equal counts get the same indices as in one process)."""
+    from shopsight.sequences import ItemVocabulary
+
+    frame = pd.concat(parts, ignore_index=True)
+    totals = frame.groupby("item_id", sort=False)["count"].sum()
+    firsts = frame.sort_values(["first_user", "first_pos"], kind="stable")
+    order = firsts.drop_duplicates("item_id")["item_id"].to_numpy(dtype=object)
+    counts = pd.Series(totals.loc[order].to_numpy().astype(dtype), index=pd.Index(order, name="item_id"), name="count")
+    return ItemVocabulary.from_counts(counts.sort_values(ascending=False))
+
+
+def _sequence_part(loaded, vocab, valid_cutoff, test_cutoff, t_end, features, params) -> dict:
+    """One shard's training sequences (users sorted), valid/test rows and popularity counts: sequences.py's code."""
+    from shopsight.sequences import _eval_split, _popularity, user_sequences
+
+    events, collapsed = loaded
+    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    users, sequences = user_sequences(train, vocab)
+    return {
+        "users": np.asarray(users, dtype=object),
+        "sequences": sequences,
+        "valid": _eval_split(events, collapsed, vocab, valid_cutoff, features.horizon_days, params),
+        "test": _eval_split(events, collapsed, vocab, test_cutoff, features.horizon_days, params),
+        "latest": _popularity(events, vocab, t_end.ceil("D"), params.popularity_window_days),
+    }
+
+
+def _merge_eval_splits(splits: list["EvalSplit"]) -> "EvalSplit":
+    """One EvalSplit from the shards' (rows sorted by user id, popularity summed)."""
+    from shopsight.sequences import EvalSplit
+
+    user_ids = np.concatenate([s.user_ids for s in splits])
+    order = np.argsort(user_ids, kind="stable")
+    lists = [s.purchased_indices[s.purchased_indptr[r] : s.purchased_indptr[r + 1]] for s in splits for r in range(len(s.user_ids))]
+    lists = [lists[i] for i in order]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    indices = np.concatenate(lists).astype(np.int32) if lists else np.zeros(0, np.int32)
+    return EvalSplit(
+        cutoff=splits[0].cutoff,
+        user_ids=user_ids[order],
+        inputs=np.concatenate([s.inputs for s in splits])[order],
+        targets=np.concatenate([s.targets for s in splits])[order],
+        purchased_indptr=indptr,
+        purchased_indices=indices,
+        popularity=np.sum([s.popularity for s in splits], axis=0),
+    )
+
+
+def build_sequences_on_dask(events_path: str | Path, params: Params) -> "SequenceData":
+    """shopsight.sequences.build_sequences (protocol `time`) by user-hash shards. Each shard's events stay in its
+    worker's memory across three passes: the last event time (a max), the training item counts (the vocabulary, a
+    global reduce so every item gets the index one process gives it), then the shard's sequences and valid/test rows
+    with that vocabulary. The combined arrays equal the single-process ones, row for row."""
+    from shopsight.features import plan_cutoffs
+    from shopsight.sequences import SequenceData, training_arrays
+
+    features, rec = params.features, params.recommender
+    if rec.protocol != "time":
+        raise ValueError(f"recommender.protocol={rec.protocol!r}: sharded sequences support protocol `time`; "
+                         "set orchestration.dask.partition: false for leave_one_out")
+    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+        loaded = client.map(_load_sequence_shard, [str(p) for p in shards], event_types=list(rec.event_types))
+        ends = [t for t in _gather(client, client.map(_shard_end, loaded)) if t is not None]
+        if not ends:
+            raise ValueError(f"{events_path}: no events of types {rec.event_types} (recommender.event_types in params.yaml)")
+        t_end = max(ends)
+        cutoffs = plan_cutoffs(t_end, features)
+        valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
+        counts = _gather(client, client.map(_train_item_counts, loaded, valid_cutoff=valid_cutoff))
+        if sum(len(c) for c in counts) == 0:
+            raise ValueError(
+                f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
+                "for features.horizon_days in params.yaml"
+            )
+        vocab = _global_vocabulary(counts, next(c["count"].dtype for c in counts if len(c)))
+        vocab_future = client.scatter(vocab, broadcast=True)
+        parts = _gather(client, client.map(
+            _sequence_part, loaded, vocab=vocab_future, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
+            features=features, params=rec,
+        ))
+    users = np.concatenate([p["users"] for p in parts])
+    sequences = [seq for p in parts for seq in p["sequences"]]
+    sequences = [sequences[i] for i in np.argsort(users, kind="stable")]
+    inputs, targets, train_counts, transitions = training_arrays(sequences, vocab.size, rec.max_len)
+    valid, test = _merge_eval_splits([p["valid"] for p in parts]), _merge_eval_splits([p["test"] for p in parts])
+    for name, split in (("valid", valid), ("test", test)):
+        if len(split.targets) == 0:
+            raise ValueError(f"{events_path}: no user is active both before and after the {name} cutoff {split.cutoff.date()}")
+    latest = np.sum([p["latest"] for p in parts], axis=0)
+    return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, rec.max_len, "time")
+
+
+# ------------------------------------------------------------------------------------------- audiences
+def _score_shard(path: str, as_of: pd.Timestamp, params: Params, propensity_dir: str, churn_dir: str) -> pd.DataFrame | None:
+    from shopsight.audiences import score_active_users
+    from shopsight.tasks.user_binary import ChampionScorer
+
+    return score_active_users(Path(path), as_of, params, ChampionScorer(Path(propensity_dir)), ChampionScorer(Path(churn_dir)))
+
+
+def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Params, propensity_dir: Path, churn_dir: Path) -> pd.DataFrame | None:
+    """shopsight.audiences.score_active_users by user-hash shards: each worker loads the champions and scores its
+    shard's users; rows by user_id as in one process (None when no user is active)."""
+    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+        parts = _gather(client, client.map(
+            _score_shard, [str(p) for p in shards], as_of=as_of, params=params,
+            propensity_dir=str(Path(propensity_dir).resolve()), churn_dir=str(Path(churn_dir).resolve()),
+        ))
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    users = pd.concat(parts, ignore_index=True)
+    return users.iloc[np.argsort(users["user_id"].to_numpy(dtype=object), kind="stable")].reset_index(drop=True)
