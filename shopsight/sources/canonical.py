@@ -35,9 +35,13 @@ _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
     """Map raw event names; an unmapped name becomes 'unknown:<raw>' (rejected later), a missing one None."""
     text = raw.astype(TEXT)
-    mapped = text.map(dict(mapping), na_action="ignore")
+    # Arrow's hash lookup instead of a Python dict lookup per row
+    mapping = {key: value for key, value in mapping.items() if isinstance(key, str)}  # only text keys can match text
+    positions = pc.index_in(pa.array(text.array), value_set=pa.array(list(mapping), pa.string()))
+    mapped_values = pa.array(list(mapping.values()), pa.string()).take(positions)
+    mapped = pd.Series(mapped_values.to_numpy(zero_copy_only=False), index=raw.index, dtype=object)
     unknown = text.notna() & mapped.isna()
-    result = mapped.astype(object)
+    result = mapped
     result[unknown] = UNKNOWN_EVENT_PREFIX + text[unknown].astype(object)
     result[text.isna()] = None
     return result
@@ -138,7 +142,9 @@ def _iso8601_utc_fast(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     nanos = np.full(len(text), _NAT, dtype="int64")
     read = np.zeros(len(text), dtype=bool)
     for pattern, arrow_type in ((_ISO_ZONED, pa.timestamp("ns", tz="UTC")), (_ISO_NAIVE, pa.timestamp("ns"))):
-        rows = pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+        if read.all():
+            break
+        rows = pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False) & ~read
         if not rows.any():
             continue
         try:
@@ -186,7 +192,10 @@ def parse_timestamps(
             break
         part = text[todo]
         part_problem = _no_problem(part.index)
-        parsed[todo] = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
+        if todo.all():  # every row at once: no masked assignment (a copy per row of a million)
+            parsed = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
+        else:
+            parsed[todo] = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
         problem[part_problem.index] = part_problem
         todo = todo & parsed.isna() & problem.isna()
     if todo.any():

@@ -250,8 +250,10 @@ def _all_numbers(raw: pd.Series) -> bool:
     present = raw.dropna()
     if len(present) == 0:
         return False
+    pattern = re.compile(_NUMERIC_STAMP)
+    if not pattern.fullmatch(str(present.iloc[0])):
+        return False  # a column of dates: its first value settles it
     text = present if isinstance(present.dtype, pd.StringDtype) else present.astype(str)
     matched = pc.match_substring_regex(pa.array(text.astype(TEXT).array), f"^(?:{_NUMERIC_STAMP})$")
     missed = ~matched.to_numpy(zero_copy_only=False)
-    pattern = re.compile(_NUMERIC_STAMP)
     return all(pattern.fullmatch(str(value)) for value in text[missed])
