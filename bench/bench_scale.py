@@ -147,19 +147,20 @@ def run_stage(cmd: list[str], cwd: Path, log: Path, timeout: int) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as out:
         try:
-            proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", str(timing), *cmd], cwd=cwd, env=env,
+            proc = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", "-o", str(timing), *cmd], cwd=cwd, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
             rc = proc.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     wall = time.perf_counter() - t0
-    rss_gib = None
+    rss_gib = cpu = None
     try:
-        seconds, kib = timing.read_text().split()[-2:]
-        rss_gib = int(kib) / 2**20
+        _, kib, user, system = timing.read_text().split()[-4:]
+        rss_gib, cpu = int(kib) / 2**20, float(user) + float(system)
     except (OSError, ValueError):
         pass
-    return {"rc": rc, "seconds": round(wall, 2), "peak_rss_gib": None if rss_gib is None else round(rss_gib, 3)}
+    return {"rc": rc, "seconds": round(wall, 2), "cpu_seconds": None if cpu is None else round(cpu, 2),
+            "peak_rss_gib": None if rss_gib is None else round(rss_gib, 3)}
 
 
 def last_json(text: str) -> dict | None:
@@ -213,16 +214,20 @@ def summarise(results: dict) -> dict:
         pts = [(r["n_events"], r["stages"][name]) for r in sizes if name in r["stages"] and r["stages"][name].get("rc") == 0]
         steps = [exponent(a[1]["seconds"], b[1]["seconds"], a[0], b[0]) for a, b in zip(pts, pts[1:])]
         overall = exponent(pts[0][1]["seconds"], pts[-1][1]["seconds"], pts[0][0], pts[-1][0]) if len(pts) > 1 else None
+        cpu = [(n, st.get("cpu_seconds")) for n, st in pts]
+        cpu_overall = exponent(cpu[0][1], cpu[-1][1], cpu[0][0], cpu[-1][0]) if len(cpu) > 1 else None
         rss = [p[1].get("peak_rss_gib") or 0 for p in pts]
         failed = [r["label"] for r in sizes if name in r["stages"] and r["stages"][name].get("rc") != 0]
         flags = []
         if any(e is not None and e > EXPONENT_LIMIT for e in steps + [overall]):
             flags.append("superlinear")
+        if cpu_overall is not None and cpu_overall > EXPONENT_LIMIT:
+            flags.append("superlinear-cpu")
         if rss and max(rss) > RSS_LIMIT_GIB:
             flags.append("rss>16GiB")
         if failed:
             flags.append("failed@" + ",".join(failed))
-        rows[name] = {"exponents": steps, "overall": overall, "flags": flags}
+        rows[name] = {"exponents": steps, "overall": overall, "cpu_overall": cpu_overall, "flags": flags}
     met = all(not r["flags"] for r in rows.values())
     return {"stages": rows, "target_met": met}
 
@@ -233,10 +238,10 @@ def write_outputs(out: Path, results: dict, command: str) -> dict:
     (out / "scale.json").write_text(json.dumps({"command": command, "results": results, "summary": summary}, indent=1))
     with open(out / "scale.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["stage", "size", "n_events", "seconds", "peak_rss_gib", "rc", "train_examples", "seconds_per_1M_examples"])
+        w.writerow(["stage", "size", "n_events", "seconds", "cpu_seconds", "peak_rss_gib", "rc", "train_examples", "seconds_per_1M_examples"])
         for r in sorted(results.values(), key=lambda r: r["n_events"]):
             for stage, s in r["stages"].items():
-                w.writerow([stage, r["label"], r["n_events"], s.get("seconds"), s.get("peak_rss_gib"), s.get("rc"),
+                w.writerow([stage, r["label"], r["n_events"], s.get("seconds"), s.get("cpu_seconds"), s.get("peak_rss_gib"), s.get("rc"),
                             s.get("train_examples"), s.get("seconds_per_1M_examples")])
     try:
         plot(out / "scale.png", results)
@@ -277,7 +282,7 @@ def plot(path: Path, results: dict) -> None:
 def print_table(results: dict, summary: dict) -> None:
     sizes = sorted(results.values(), key=lambda r: r["n_events"])
     head = f"{'stage':<18}" + "".join(f"{r['label'] + ' s':>10}{'GiB':>7}" for r in sizes)
-    head += "  exponents (consecutive; overall)  flags"
+    head += "  exponents wall (consecutive; overall) cpu  flags"
     print(head)
     print("-" * len(head))
     for name in [s for s, _ in STAGES] + ["ingest_only"]:
@@ -294,7 +299,8 @@ def print_table(results: dict, summary: dict) -> None:
         row = summary["stages"][name]
         exps = ", ".join("-" if e is None else f"{e:.2f}" for e in row["exponents"])
         overall = "-" if row["overall"] is None else f"{row['overall']:.2f}"
-        line += f"  [{exps}; {overall}]  {' '.join(row['flags']) or 'ok'}"
+        cpu = "-" if row["cpu_overall"] is None else f"{row['cpu_overall']:.2f}"
+        line += f"  [{exps}; {overall}] {cpu}  {' '.join(row['flags']) or 'ok'}"
         print(line)
     print()
     for r in sizes:
@@ -364,8 +370,9 @@ def main() -> None:
             sim, ing = entry["stages"].get("simulate"), entry["stages"].get("ingest")
             if stage == "ingest" and sim and ing and sim["rc"] == 0 and ing["rc"] == 0:
                 entry["stages"]["ingest_only"] = {"rc": 0, "seconds": round(max(ing["seconds"] - sim["seconds"], 0.01), 2),
+                                                  "cpu_seconds": round(max((ing["cpu_seconds"] or 0) - (sim["cpu_seconds"] or 0), 0.01), 2),
                                                   "peak_rss_gib": ing["peak_rss_gib"]}
-            print(f"  {stage:<18} rc={res['rc']} {res['seconds']:8.1f} s  peak RSS "
+            print(f"  {stage:<18} rc={res['rc']} {res['seconds']:8.1f} s (cpu {res['cpu_seconds']}) peak RSS "
                   f"{res['peak_rss_gib'] if res['peak_rss_gib'] is not None else '-'} GiB", flush=True)
             if res["rc"] != 0:
                 print("    " + res["log_tail"][-600:].replace("\n", "\n    "))
