@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 from shopsight.sources import SourceError
@@ -392,9 +393,163 @@ def iter_csv_chunks(
     (a quoted field spanning lines would shift it). The file may be compressed (see `open_binary`);
     NUL bytes are read as NUL_SENTINEL, never cut a field.
     """
+    encoding = resolved_encoding(path, encoding)
+    if _arrow_can_read(path, columns=columns, header_lines=header_lines, encoding=encoding, encoding_errors=encoding_errors, read_kwargs=read_kwargs):
+        rows_read = 0
+        for chunk in _iter_arrow_csv_chunks(path, columns=columns, header_lines=header_lines, chunksize=chunksize, usecols=usecols,
+                                            sep=read_kwargs.get("sep", read_kwargs.get("delimiter", ",")), quotechar=read_kwargs.get("quotechar", '"')):
+            if chunk is None:  # Arrow met something irregular: pandas reads on from the first row not yet read
+                header_lines += rows_read
+                break
+            rows_read += len(chunk)
+            yield chunk
+        else:
+            return
+    yield from _iter_pandas_csv_chunks(path, columns=columns, header_lines=header_lines, chunksize=chunksize, usecols=usecols,
+                                       encoding=encoding, encoding_errors=encoding_errors, **read_kwargs)
+
+
+# read_csv arguments Arrow's reader follows exactly; with any other, the file is read by pandas.
+_ARROW_KWARGS = ("sep", "delimiter", "quotechar")
+# Bytes that make Arrow's and pandas' row counts or values part ways (NUL, line breaks inside quotes):
+# seen in a batch, that batch and the rest of the file are read by pandas.
+_ARROW_IRREGULAR = (0, ord("\n"), ord("\r"))
+_ARROW_BLOCK = 16 << 20
+
+
+def _arrow_can_read(path: Path, *, columns: list[str], header_lines: int, encoding: str, encoding_errors: str, read_kwargs: dict) -> bool:
+    """Whether Arrow's CSV reader reads this file as pandas would: UTF-8, at most one header line, plain
+    one-character separator and quote, no byte-order mark where UTF-8 (not utf-8-sig) would keep it."""
+    if set(read_kwargs) - set(_ARROW_KWARGS) or encoding_errors != "strict" or header_lines > 1:
+        return False
+    if any(not isinstance(v, str) or len(v) != 1 or v in "\r\n\0" for v in read_kwargs.values()):
+        return False
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        return False
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return False
+    if name not in ("utf-8", "utf-8-sig"):
+        return False
+    try:
+        with open_binary(path) as handle:
+            start = handle.read(3)
+    except (SourceError, *STREAM_ERRORS):
+        return False
+    return start.startswith(codecs.BOM_UTF8) == (name == "utf-8-sig") or not start.startswith(codecs.BOM_UTF8)
+
+
+def _iter_arrow_csv_chunks(
+    path: Path, *, columns: list[str], header_lines: int, chunksize: int, usecols: list[str] | None, sep: str, quotechar: str
+) -> Iterator[pd.DataFrame | None]:
+    """Chunks as `_iter_pandas_csv_chunks` gives them, parsed by Arrow's multi-threaded reader (~10x faster,
+    text straight into Arrow strings). A row with another number of fields, text that is not UTF-8, a NUL
+    byte or a line break inside a field ends it: it then yields None (nothing of that batch was yielded)
+    and the caller reads on with pandas, whose messages and line numbers are the contract."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = list(columns)
+    wanted = names if usecols is None else list(usecols)
+    reader = None
+    handle = open_binary(path)
+    try:
+        try:
+            reader = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=_ARROW_BLOCK, encoding="utf8"),
+                parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=quotechar, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, include_columns=wanted,
+                    strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True,
+                ),
+            )
+        except (pa.ArrowException, *STREAM_ERRORS):
+            yield None
+            return
+        next_line = header_lines + 1
+        pending: list = []
+        pending_rows = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowException, *STREAM_ERRORS):
+                batch = None
+            if batch is not None and _has_irregular_bytes(batch):
+                batch = None
+            if batch is None:
+                for chunk in _arrow_chunks(pending, pending_rows, wanted, next_line, chunksize, final=True):
+                    next_line += len(chunk)
+                    yield chunk
+                yield None
+                return
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= chunksize:
+                table = pa.Table.from_batches(pending)
+                chunk = _arrow_frame(table.slice(0, chunksize), wanted, next_line)
+                rest = table.slice(chunksize)
+                pending, pending_rows = rest.to_batches(), rest.num_rows
+                next_line += len(chunk)
+                yield chunk
+        for chunk in _arrow_chunks(pending, pending_rows, wanted, next_line, chunksize, final=True):
+            next_line += len(chunk)
+            yield chunk
+        if next_line == header_lines + 1:  # a header and no data: one empty chunk, as pandas gives
+            yield _arrow_frame(pa.table({name: pa.array([], pa.string()) for name in wanted}), wanted, next_line)
+    finally:
+        if reader is not None:
+            reader.close()
+        handle.close()
+
+
+def _has_irregular_bytes(batch) -> bool:
+    """Whether any text of the batch holds a NUL or a line break. Looks at the columns' byte buffers whole
+    (a buffer may hold bytes beyond the batch's values: a false alarm only sends the rest to pandas)."""
+    for column in batch.columns:
+        data = column.buffers()[2]
+        if data is None:
+            continue
+        values = np.frombuffer(data, dtype=np.uint8)
+        if any((values == byte).any() for byte in _ARROW_IRREGULAR):
+            return True
+    return False
+
+
+def _arrow_chunks(batches: list, rows: int, wanted: list[str], next_line: int, chunksize: int, *, final: bool) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+
+    if not rows:
+        return
+    table = pa.Table.from_batches(batches)
+    for start in range(0, rows, chunksize):
+        chunk = _arrow_frame(table.slice(start, chunksize), wanted, next_line + start)
+        yield chunk
+
+
+def _arrow_frame(table, wanted: list[str], first_line: int) -> pd.DataFrame:
+    """Arrow string columns -> a frame of TEXT columns (no copy through Python objects) plus raw_line."""
+    frame = pd.DataFrame({name: pd.Series(pd.arrays.ArrowStringArray(table.column(name)), dtype=TEXT) for name in wanted})
+    frame[RAW_LINE] = np.arange(first_line, first_line + table.num_rows, dtype="int64")
+    return frame
+
+
+def _iter_pandas_csv_chunks(
+    path: Path,
+    *,
+    columns: list[str],
+    header_lines: int,
+    chunksize: int,
+    usecols: list[str] | None = None,
+    encoding: str = DEFAULT_ENCODING,
+    encoding_errors: str = "strict",
+    **read_kwargs: Any,
+) -> Iterator[pd.DataFrame]:
     names = [*columns, _OVERFLOW]
     next_line = header_lines + 1
-    encoding = resolved_encoding(path, encoding)
     try:
         with open_text(path, encoding=encoding, errors=encoding_errors) as handle:
             reader = pd.read_csv(
