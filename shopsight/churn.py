@@ -66,6 +66,38 @@ def activity_rfm(events: pd.DataFrame, cutoff: pd.Timestamp, time_unit_days: flo
     return rfm.rename(columns={"frequency": RFM_COLUMNS[0], "recency": RFM_COLUMNS[1], "T": RFM_COLUMNS[2]})
 
 
+def activity_rfm_at_cutoffs(events_path: str | Path, cutoffs: list[pd.Timestamp], time_unit_days: float) -> pd.DataFrame:
+    """`activity_rfm` at every cutoff (columns user_id, the RFM columns, cutoff), from the Parquet file without
+    loading its events: DuckDB reduces them to (user, UTC day, first instant of that day) once, so memory follows
+    users x active days, not events. The same values as activity_rfm on the loaded events (tests/test_scale_fixes.py)."""
+    day_ns = 86_400 * 10**9
+    unit = time_unit_days * pd.Timedelta(days=1)
+    days = connection().execute(
+        f"""SELECT user_id, epoch_ns(timestamp) // {day_ns} AS day, min(epoch_ns(timestamp)) AS first_ns
+            FROM read_parquet('{Path(events_path).as_posix()}') GROUP BY user_id, day"""
+    ).df()
+    days["user_id"] = days["user_id"].astype("string")
+    parts = []
+    for cutoff in cutoffs:
+        cutoff = pd.Timestamp(cutoff)
+        cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+        seen = days.loc[days["first_ns"].to_numpy() < cutoff.value]
+        per_user = seen.groupby("user_id", sort=True)["day"].agg(["min", "max", "count"])
+        first = pd.to_datetime(per_user["min"].to_numpy() * day_ns, utc=True)
+        last = pd.to_datetime(per_user["max"].to_numpy() * day_ns, utc=True)
+        last_day = (cutoff - pd.Timedelta(1, "ns")).floor("D")
+        parts.append(pd.DataFrame({
+            "user_id": per_user.index.astype("string"),
+            RFM_COLUMNS[0]: (per_user["count"].to_numpy() - 1).astype("float64"),
+            RFM_COLUMNS[1]: ((last - first) / unit).to_numpy(dtype="float64"),
+            RFM_COLUMNS[2]: ((last_day - first) / unit).to_numpy(dtype="float64"),
+            "cutoff": cutoff,
+        }))
+    rfm = pd.concat(parts, ignore_index=True)
+    rfm["cutoff"] = rfm["cutoff"].astype("datetime64[ns, UTC]")
+    return rfm
+
+
 def build_churn_dataset(events_path: str | Path, params: Params) -> pd.DataFrame:
     """Rows = (user active in the look-back window, cutoff) with features, BG/NBD inputs, `label` (1 = no activity
     in [cutoff, cutoff + horizon)), `split` and `horizon_days`: churn.horizon_days for test, and for train/valid
@@ -88,10 +120,7 @@ def build_churn_dataset(events_path: str | Path, params: Params) -> pd.DataFrame
     dataset["split"] = dataset["cutoff"].map(split_of)
     dataset["horizon_days"] = dataset["split"].map(horizons).astype("int64")
 
-    events = pd.read_parquet(events_path, columns=["user_id", "timestamp"])
-    rfm = pd.concat([activity_rfm(events, c, churn.bgnbd.time_unit_days).assign(cutoff=c) for c in cutoffs]).reset_index()
-    rfm["user_id"] = rfm["user_id"].astype("string")
-    rfm["cutoff"] = rfm["cutoff"].astype("datetime64[ns, UTC]")
+    rfm = activity_rfm_at_cutoffs(events_path, cutoffs, churn.bgnbd.time_unit_days)
     dataset = dataset.merge(rfm, on=["cutoff", "user_id"], how="left")
     missing = {"train", "valid", "test"} - set(dataset["split"])
     if missing:

@@ -1,0 +1,37 @@
+"""Behaviour kept by the scale fixes (bench/bench_scale.py): the same values from the bounded-memory paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shopsight.churn import RFM_COLUMNS, activity_rfm, activity_rfm_at_cutoffs
+
+
+def _events(n: int = 4000, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2026-01-05", tz="UTC").value
+    ts = start + rng.integers(0, 60 * 86_400 * 10**9, n)
+    return pd.DataFrame({
+        "user_id": pd.array([f"u{k:03d}" for k in rng.integers(0, 150, n)], dtype="string"),
+        "timestamp": pd.to_datetime(np.sort(ts), utc=True),
+    })
+
+
+def test_activity_rfm_from_parquet_equals_the_in_memory_reference(tmp_path):
+    events = _events()
+    path = tmp_path / "events.parquet"
+    events.to_parquet(path, index=False)
+    # midnights and instants inside a day (a cutoff at a non-UTC midnight): events of the cutoff's day before it count
+    cutoffs = [pd.Timestamp("2026-01-20", tz="UTC"), pd.Timestamp("2026-02-03 16:00", tz="UTC"), pd.Timestamp("2026-03-01", tz="UTC")]
+    got = activity_rfm_at_cutoffs(path, cutoffs, time_unit_days=7.0)
+    for cutoff in cutoffs:
+        want = activity_rfm(events, cutoff, 7.0).reset_index()
+        want["user_id"] = want["user_id"].astype("string")
+        part = got[got["cutoff"] == cutoff].drop(columns="cutoff").sort_values("user_id").reset_index(drop=True)
+        assert len(part) == events.loc[events["timestamp"] < cutoff, "user_id"].nunique()
+        pd.testing.assert_frame_equal(part[["user_id", *RFM_COLUMNS]], want[["user_id", *RFM_COLUMNS]], check_exact=True)
+    assert str(got["cutoff"].dtype) == "datetime64[ns, UTC]"
+    # a later cutoff sees more history: frequency never falls for a user
+    wide = got.pivot(index="user_id", columns="cutoff", values=RFM_COLUMNS[0]).dropna()
+    assert (wide.diff(axis=1).iloc[:, 1:] >= 0).all().all()
