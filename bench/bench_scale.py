@@ -15,13 +15,13 @@ and the peak RSS of that process, i.e. ru_maxrss of it and its waited-for childr
   features          `python -m shopsight features`
   churn_features    `python -m shopsight churn-features`
   sequences         `python -m shopsight sequences`
-  train_propensity  `python -m shopsight train propensity`  } ONE epoch: mlp.epochs 1, lightgbm 100 rounds,
-  train_churn       `python -m shopsight train churn`       } recommender.epochs 1, demand.model.epochs 1
-  train_recommender `python -m shopsight train recommender` } (every candidate of each task still fitted)
-  train_demand      `python -m shopsight train demand`      }
+  train_propensity  `python -m shopsight train propensity`  ONE epoch: mlp.epochs 1, lightgbm 100 rounds
+  train_churn       `python -m shopsight train churn`       (every candidate of the task still fitted)
   audiences         `python -m shopsight audiences --from-artifacts` (every user active in the look-back)
   weekly_report     monitoring.weekly.run_weekly_monitoring on the last complete week (the feature reference is
                     data/features/propensity.parquet, no prediction log: user features + event mix)
+  train_demand      `python -m shopsight train demand`       demand.model.epochs 1 (every candidate fitted)
+  train_recommender `python -m shopsight train recommender`  recommender.epochs 1 (last: the longest stage)
 
 Printed: one table stage x size -> seconds and peak RSS, the growth exponent per stage
 log(t_big / t_small) / log(n_big / n_small) between consecutive sizes and overall, training seconds per 1M
@@ -84,10 +84,10 @@ STAGES: list[tuple[str, list[str]]] = [
     ("sequences", [PY, "-m", "shopsight", "sequences"]),
     ("train_propensity", [PY, "-m", "shopsight", "train", "propensity"]),
     ("train_churn", [PY, "-m", "shopsight", "train", "churn"]),
-    ("train_recommender", [PY, "-m", "shopsight", "train", "recommender"]),
-    ("train_demand", [PY, "-m", "shopsight", "train", "demand"]),
     ("audiences", [PY, "-m", "shopsight", "audiences", "--from-artifacts"]),
     ("weekly_report", [PY, "-c", WEEKLY]),
+    ("train_demand", [PY, "-m", "shopsight", "train", "demand"]),
+    ("train_recommender", [PY, "-m", "shopsight", "train", "recommender"]),  # the longest: last, so a timeout loses nothing else
 ]
 TRAIN_STAGES = ("train_propensity", "train_churn", "train_recommender", "train_demand")
 
@@ -124,15 +124,18 @@ def events_per_user(params: dict) -> float:
     return result.n_events / PILOT_USERS
 
 
-def make_project(dest: Path, n_users: int, overlay: list[str]) -> None:
-    """A clone of the repository's HEAD (plus the working-tree files in `overlay`) with the scaled params."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+def make_project(dest: Path, n_users: int, overlay: list[str], overrides: dict | None = None, reuse: bool = False) -> None:
+    """A clone of the repository's HEAD (plus the working-tree files in `overlay`) with the scaled params
+    (`reuse`: keep an existing project's data, for a rerun of some stages)."""
+    if not (reuse and (dest / "params.yaml").exists()):
+        if dest.exists():
+            shutil.rmtree(dest)
+        subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
     for rel in overlay:  # e.g. a fix under test, measured before it is committed
         shutil.copy2(REPO / rel, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     deep_update(params, SCALE_PARAMS)
+    deep_update(params, overrides or {})
     params["data"]["source"] = "synthetic"
     params["data"].setdefault("synthetic", {})["n_users"] = int(n_users)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -322,9 +325,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
     ap.add_argument("--work", type=Path, default=None, help="scratch projects' parent (default: <out>/projects)")
     ap.add_argument("--stage-timeout", type=int, default=3600, help="seconds before a stage is killed")
-    ap.add_argument("--stages", default=None, help="comma-separated subset of stages (their inputs must exist: use --keep)")
+    ap.add_argument("--stages", default=None, help="comma-separated subset of stages; an existing --keep project of that size is reused (its data)")
     ap.add_argument("--keep", action="store_true", help="keep each scratch project (data, artifacts) after its size")
     ap.add_argument("--overlay", default="", help="comma-separated repository files copied from the working tree over the clone")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                    help="override a scratch param, e.g. --set recommender.models=[gru] (repeatable)")
     ap.add_argument("--resume", action="store_true", help="add to <out>/scale.json instead of starting a new table")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.events.split(",") if s.strip()]
@@ -335,6 +340,14 @@ def main() -> None:
     if args.resume and (args.out / "scale.json").exists():
         results = json.loads((args.out / "scale.json").read_text())["results"]
 
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     per_user = events_per_user(base)
     print(f"pilot: {per_user:.1f} events per user ({PILOT_USERS} users, data.synthetic otherwise as params.yaml)")
@@ -342,8 +355,9 @@ def main() -> None:
         name = label(target)
         n_users = max(100, round(target / per_user))
         project = work / f"shop-{name}"
-        make_project(project, n_users, [p for p in args.overlay.split(",") if p])
+        make_project(project, n_users, [p for p in args.overlay.split(",") if p], overrides, reuse=args.stages is not None)
         entry = results.setdefault(name, {"label": name, "n_events": target, "n_users": n_users, "stages": {}})
+        entry["overrides"] = overrides
         print(f"\n== {name}: n_users={n_users:,} in {project}", flush=True)
         outputs: dict = {}
         for stage, cmd in STAGES:
