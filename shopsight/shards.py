@@ -10,12 +10,14 @@ cutoffs from the whole log's time span; for sequences the item vocabulary, a red
 then one Dask task per shard running the stage's own function, then a concatenation in the single-process order.
 tests/test_shards.py proves the results identical to the single-process run on a 2-worker LocalCluster.
 
+Each `*_on_dask` function takes an existing `client`, or starts `dask_client(orchestration.dask)` for its call.
 On a real cluster the shard files (orchestration.dask.shard_dir) and the models must be on storage every worker
 reads, like the project for flows/sweep.py.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,6 +57,16 @@ def dask_client(params: DaskParams) -> Iterator["Client"]:
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its remaining HTTP routes on a free port, not :8787
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+@contextmanager
+def _client_for(params: DaskParams, client: "Client | None") -> Iterator["Client"]:
+    """The caller's client, or dask_client(params) for the duration of the block."""
+    if client is not None:
+        yield client
+        return
+    with dask_client(params) as own:
+        yield own
 
 
 def shard_count(params: DaskParams, client: "Client") -> int:
@@ -115,13 +127,13 @@ def _gather(client: "Client", futures) -> list:
 
 
 # -------------------------------------------------------------------------------------------- features
-def build_propensity_dataset_on_dask(events_path: str | Path, params: Params) -> pd.DataFrame:
+def build_propensity_dataset_on_dask(events_path: str | Path, params: Params, client: "Client | None" = None) -> pd.DataFrame:
     """shopsight.features.build_propensity_dataset by user-hash shards: the cutoffs from the whole log's span, then
     `propensity_rows` of each shard's users on a Dask worker; rows in the single-process order."""
     from shopsight.features import check_propensity_splits, propensity_cutoffs, propensity_rows
 
     split_of = propensity_cutoffs(events_path, params.features)  # the global span: every shard uses the same cutoffs
-    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+    with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
         parts = _gather(client, client.map(propensity_rows, [str(p) for p in shards], split_of=split_of, params=params.features))
     return check_propensity_splits(_in_feature_order(parts, list(split_of), params.features.windows_days))
 
@@ -218,7 +230,7 @@ def _merge_eval_splits(splits: list["EvalSplit"]) -> "EvalSplit":
     )
 
 
-def build_sequences_on_dask(events_path: str | Path, params: Params) -> "SequenceData":
+def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Client | None" = None) -> "SequenceData":
     """shopsight.sequences.build_sequences (protocol `time`) by user-hash shards. Each shard's events stay in its
     worker's memory across three passes: the last event time (a max), the training item counts (the vocabulary, a
     global reduce so every item gets the index one process gives it), then the shard's sequences and valid/test rows
@@ -230,7 +242,7 @@ def build_sequences_on_dask(events_path: str | Path, params: Params) -> "Sequenc
     if rec.protocol != "time":
         raise ValueError(f"recommender.protocol={rec.protocol!r}: sharded sequences support protocol `time`; "
                          "set orchestration.dask.partition: false for leave_one_out")
-    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+    with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
         loaded = client.map(_load_sequence_shard, [str(p) for p in shards], event_types=list(rec.event_types))
         ends = [t for t in _gather(client, client.map(_shard_end, loaded)) if t is not None]
         if not ends:
@@ -270,10 +282,11 @@ def _score_shard(path: str, as_of: pd.Timestamp, params: Params, propensity_dir:
     return score_active_users(Path(path), as_of, params, ChampionScorer(Path(propensity_dir)), ChampionScorer(Path(churn_dir)))
 
 
-def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Params, propensity_dir: Path, churn_dir: Path) -> pd.DataFrame | None:
+def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Params, propensity_dir: Path, churn_dir: Path,
+                        client: "Client | None" = None) -> pd.DataFrame | None:
     """shopsight.audiences.score_active_users by user-hash shards: each worker loads the champions and scores its
     shard's users; rows by user_id as in one process (None when no user is active)."""
-    with dask_client(params.orchestration.dask) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
+    with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
         parts = _gather(client, client.map(
             _score_shard, [str(p) for p in shards], as_of=as_of, params=params,
             propensity_dir=str(Path(propensity_dir).resolve()), churn_dir=str(Path(churn_dir).resolve()),
@@ -283,3 +296,101 @@ def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Pa
         return None
     users = pd.concat(parts, ignore_index=True)
     return users.iloc[np.argsort(users["user_id"].to_numpy(dtype=object), kind="stable")].reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------- ingest of many files
+def _stage_file(file: str, index: int, params: Params, out_dir: str) -> dict:
+    """One source file read and checked against the contract, as shopsight.ingest.ingest does chunk by chunk:
+    valid rows to <out_dir>/valid-<index>.parquet, rejects to rejects-<index>.parquet, and the counts."""
+    import gc
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from shopsight.ingest import REJECTS_ARROW, _rejects_table
+    from shopsight.schema import CANONICAL_ARROW
+    from shopsight.sources import read_source
+    from shopsight.validation import validate_events
+
+    data, source = params.data, str(params.data.path)  # rejects name the configured source, as in one process
+    valid_path, rejects_path = Path(out_dir) / f"valid-{index:05d}.parquet", Path(out_dir) / f"rejects-{index:05d}.parquet"
+    counts = {"rows_in": 0, "rejected": 0, "staged": 0, "staged_without_session": 0, "reasons": Counter()}
+    with pq.ParquetWriter(valid_path, CANONICAL_ARROW) as valid_writer, pq.ParquetWriter(rejects_path, REJECTS_ARROW) as reject_writer:
+        for chunk in read_source(data.source, file, chunksize=data.chunksize, options=data.options):
+            counts["rows_in"] += len(chunk)
+            valid, rejects = validate_events(chunk, source=source, min_timestamp=params.ingest.min_timestamp,
+                                             max_timestamp=params.ingest.max_timestamp)
+            if len(valid):
+                table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False).cast(CANONICAL_ARROW)
+                valid_writer.write_table(table)
+                counts["staged"] += len(valid)
+                sessions = table.column("session_id")
+                counts["staged_without_session"] += sessions.null_count + int(pc.sum(pc.equal(sessions, "")).as_py() or 0)
+            if len(rejects):
+                reject_writer.write_table(_rejects_table(rejects))
+                counts["rejected"] += len(rejects)
+                for reason, count in rejects["reason"].value_counts().items():
+                    for part in str(reason).split("; "):
+                        counts["reasons"][part] += int(count)
+            del chunk, valid, rejects
+            gc.collect()  # one chunk's worth of memory per worker, as in ingest
+    return {**counts, "valid": str(valid_path), "rejects": str(rejects_path)}
+
+
+def _concatenate_parquet(parts: list[str], out: Path, schema) -> None:
+    """The parts' rows, in order, into one Parquet file, row group by row group (memory: one row group)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(out, schema) as writer:
+        for part in parts:
+            source = pq.ParquetFile(part)
+            for i in range(source.num_row_groups):
+                writer.write_table(source.read_row_group(i))
+
+
+def ingest_files_on_dask(params: Params, client: "Client | None" = None):
+    """shopsight.ingest.ingest for a source of many files (data.path a list or a glob): each file read and checked
+    on a Dask worker, then the staged rows of every file finalised together in one pass (deduplication across
+    files, sessions, pseudonyms, the sort), so events.parquet is the one a single process writes."""
+    import json
+    from collections import Counter
+    from dataclasses import asdict
+
+    from shopsight import ingest as ingest_module
+    from shopsight import paths
+    from shopsight.ingest import REJECTS_ARROW, IngestError, IngestReport
+    from shopsight.schema import CANONICAL_ARROW
+    from shopsight.sources.reading import resolve_paths
+
+    if params.data.source == "synthetic":
+        raise ValueError("data.source=synthetic has no files to fan out: run `shopsight ingest`")
+    files = [str(f.resolve()) for f in resolve_paths(params.data.path, kind=params.data.source)]
+    paths.STAGING_EVENTS.parent.mkdir(parents=True, exist_ok=True)
+    paths.REJECTS.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = Path(tempfile.mkdtemp(prefix="parts-", dir=paths.STAGING_EVENTS.parent)).resolve()
+    try:
+        with _client_for(params.orchestration.dask, client) as client:
+            parts = _gather(client, client.map(_stage_file, files, range(len(files)), params=params, out_dir=str(staging_dir)))
+        report = IngestReport(source=str(params.data.path), drop_duplicates=params.ingest.drop_duplicates)
+        reasons: Counter[str] = Counter()
+        for part in parts:
+            report.rows_in += part["rows_in"]
+            report.rejected += part["rejected"]
+            reasons.update(part["reasons"])
+        tmp_rejects = paths.REJECTS.with_suffix(".parquet.tmp")
+        _concatenate_parquet([p["rejects"] for p in parts], tmp_rejects, REJECTS_ARROW)
+        os.replace(tmp_rejects, paths.REJECTS)
+        report.rejects_by_reason = dict(reasons.most_common())
+        staged = sum(p["staged"] for p in parts)
+        if staged == 0:
+            raise IngestError(ingest_module._nothing_valid_message(params, report))
+        _concatenate_parquet([p["valid"] for p in parts], paths.STAGING_EVENTS, CANONICAL_ARROW)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    ingest_module._finalise(params, report, staged=staged, staged_without_session=sum(p["staged_without_session"] for p in parts))
+    ingest_module._publish_truth(params)
+    paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    paths.INGEST_REPORT.write_text(json.dumps(asdict(report), indent=2))
+    return report

@@ -42,6 +42,16 @@ def events_path(tmp_path_factory):
     return result.events_path
 
 
+@pytest.fixture(scope="module")
+def client():
+    """One real 2-worker LocalCluster (processes, 127.0.0.1) for the module; build_audiences starts its own."""
+    from shopsight.shards import dask_client
+
+    with dask_client(params().orchestration.dask) as c:
+        assert len(c.scheduler_info()["workers"]) == 2
+        yield c
+
+
 def test_shards_split_every_user_into_one_shard_stably(events_path, tmp_path):
     from shopsight.shards import shard_events, user_shard
 
@@ -62,24 +72,24 @@ def test_shards_split_every_user_into_one_shard_stably(events_path, tmp_path):
     assert eval(other.stdout) == list(user_shard(ids, 3)) == owners.set_index("user_id").loc[ids, "shard"].tolist()
 
 
-def test_propensity_dataset_on_dask_is_identical(events_path):
+def test_propensity_dataset_on_dask_is_identical(events_path, client):
     from shopsight.features import build_propensity_dataset
     from shopsight.shards import build_propensity_dataset_on_dask
 
     p = params()
     single = build_propensity_dataset(events_path, p.features)
-    sharded = build_propensity_dataset_on_dask(events_path, p)
+    sharded = build_propensity_dataset_on_dask(events_path, p, client)
     assert len(single) > 500 and set(single["split"]) == {"train", "valid", "test"}
     assert_same_rows(sharded, single)
 
 
-def test_sequences_on_dask_are_identical(events_path):
+def test_sequences_on_dask_are_identical(events_path, client):
     from shopsight.sequences import build_sequences
     from shopsight.shards import build_sequences_on_dask
 
     p = params(shards=3)  # more shards than workers: items with equal counts spread over every shard
     single = build_sequences(events_path, p.features, p.recommender)
-    sharded = build_sequences_on_dask(events_path, p)
+    sharded = build_sequences_on_dask(events_path, p, client)
     assert sharded.vocab.items == single.vocab.items  # every item has the same code
     counts = pd.Series(single.train_counts[1:])
     assert counts.duplicated().any()  # ties in training frequency exist, so the tie order was exercised
@@ -105,7 +115,7 @@ def _store_logistic(model_dir, columns, weights):
     Calibrator("none").to_json(model_dir / "calibration.json")
 
 
-def test_audiences_on_dask_are_identical(events_path, tmp_path, monkeypatch):
+def test_audiences_on_dask_are_identical(events_path, client, tmp_path, monkeypatch):
     from shopsight.audiences import build_audiences
     from shopsight.features import feature_columns
 
@@ -124,11 +134,41 @@ def test_audiences_on_dask_are_identical(events_path, tmp_path, monkeypatch):
     prop, churn = tmp_path / "artifacts" / "propensity", tmp_path / "artifacts" / "churn"
     every = score_active_users(events_path, as_of, params(), ChampionScorer(prop), ChampionScorer(churn))
     assert len(every) > 100
-    assert_same_rows(score_users_on_dask(events_path, as_of, params(), prop, churn), every)
+    assert_same_rows(score_users_on_dask(events_path, as_of, params(), prop, churn, client), every)
 
+    # the stage's own hook (orchestration.dask.partition) on a cluster of its own
     one = build_audiences(params(partition=False), events_path=events_path, out_dir=tmp_path / "one", from_artifacts=True)
     many = build_audiences(params(), events_path=events_path, out_dir=tmp_path / "many", from_artifacts=True)
     for name in one:
         a, b = pd.read_parquet(many[name]["parquet"]), pd.read_parquet(one[name]["parquet"])
         assert len(b) > 3, name
         assert_same_rows(a, b)
+
+
+def test_ingest_of_many_files_on_dask_is_identical(events_path, client, tmp_path, monkeypatch):
+    """Three CSV files of one log (users span files; no session ids, so sessions are derived across files; a row
+    duplicated across files; a bad row): read on the workers, finalised together, the same events and counts."""
+    from shopsight.ingest import ingest, load_events
+    from shopsight.shards import ingest_files_on_dask
+
+    events = pd.read_parquet(events_path).drop(columns=["session_id"]).head(6000)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    parts = [events.iloc[i * 2000 : (i + 1) * 2000] for i in range(3)]
+    parts[2] = pd.concat([parts[2], parts[0].head(5), parts[0].head(1).assign(event_type="bogus")])
+    for i, part in enumerate(parts):
+        part.to_csv(raw / f"part-{i}.csv", index=False)
+    p = params().model_copy(update={"data": Params.model_validate({"data": {"source": "generic", "path": str(raw / "part-*.csv")}}).data})
+
+    results = {}
+    for name, run in (("one", ingest), ("many", lambda p: ingest_files_on_dask(p, client))):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        report = run(p)
+        columns = sorted(load_events().columns)
+        results[name] = (report, load_events().sort_values(columns, ignore_index=True))
+    (one, single), (many, sharded) = results["one"], results["many"]
+    assert (many.rows_in, many.rows_out, many.rejected, many.duplicates_removed, many.users, many.items) == (
+        one.rows_in, one.rows_out, one.rejected, one.duplicates_removed, one.users, one.items)
+    assert one.rejected == 1 and one.duplicates_removed == 5 and one.sessions_derived
+    pd.testing.assert_frame_equal(sharded, single, check_exact=True)
