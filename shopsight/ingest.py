@@ -28,6 +28,9 @@ REJECT_COLUMNS: tuple[str, ...] = (
 )
 REJECTS_ARROW = pa.schema([(name, pa.string()) for name in REJECT_COLUMNS])
 TOP_REASONS = 3  # how many reject reasons a failed ingest names
+# DuckDB's memory for the dedup/sessionise/sort pass (it spills to data/staging beyond): about the size of
+# one chunk's work, so the peak does not grow with the file.
+FINALISE_MEMORY_LIMIT = "1GB"
 
 
 class IngestError(ValueError):
@@ -131,7 +134,7 @@ def ingest(params: Params) -> IngestReport:
                 chunk, source=source, min_timestamp=params.ingest.min_timestamp, max_timestamp=params.ingest.max_timestamp
             )
             if len(valid):
-                table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False)
+                table = pa.Table.from_pandas(valid, preserve_index=False)  # the categorical's dictionary decodes in the cast
                 valid_writer.write_table(table.cast(CANONICAL_ARROW))
                 staged += len(valid)
                 sessions = table.column("session_id")
@@ -210,6 +213,10 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     user_expr = "sha256(? || user_id)[:16]" if salt else "user_id"
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
+    # Bounded memory whatever the file's size: the dedup and the sort spill to disk beyond this.
+    spill = paths.STAGING_EVENTS.parent / "duckdb_spill"
+    con.execute(f"SET memory_limit='{FINALISE_MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory='{spill}'")
     staging = str(paths.STAGING_EVENTS)
     tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
@@ -248,6 +255,7 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     report.start = stats[3].isoformat() if stats[3] is not None else None
     report.end = stats[4].isoformat() if stats[4] is not None else None
     paths.STAGING_EVENTS.unlink(missing_ok=True)
+    shutil.rmtree(spill, ignore_errors=True)
 
 
 def load_events(path: str | Path = paths.EVENTS) -> pd.DataFrame:

@@ -320,7 +320,7 @@ def validate_events(
         {
             "user_id": ok["user_id"],
             "item_id": ok["item_id"],
-            "event_type": pd.Categorical(ok["event_type"].to_numpy(dtype=object), categories=list(EVENT_TYPES)),
+            "event_type": _event_categorical(ok["event_type"]),
             "timestamp": ok["timestamp"],
             "session_id": ok["session_id"],
             "category": ok["category"],
@@ -333,6 +333,13 @@ def validate_events(
     rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype=TEXT)
     rejects["source"] = source
     return valid.reset_index(drop=True), rejects.reset_index(drop=True)
+
+
+def _event_categorical(names: pd.Series) -> pd.Categorical:
+    """Event names as the canonical categorical (a name outside EVENT_TYPES is NaN), coded by Arrow's hash
+    lookup rather than through a Python object per row."""
+    codes = pc.index_in(pa_arrow.array(names.astype(TEXT).array), value_set=pa_arrow.array(list(EVENT_TYPES), pa_arrow.string()))
+    return pd.Categorical.from_codes(codes.fill_null(-1).to_numpy(zero_copy_only=False).astype("int8"), categories=list(EVENT_TYPES))
 
 
 def _as_text(values: pd.Series) -> pd.Series:
