@@ -52,6 +52,7 @@ PY = sys.executable
 RSS_LIMIT_GIB = 16.0
 EXPONENT_LIMIT = 1.1
 PILOT_USERS = 2_000
+PROJECT_TO = 100_000_000  # the issue's target size, for the projections printed with the table
 
 # The smallest honest training setting: one pass over the data per model (LightGBM: 100 boosting rounds).
 SCALE_PARAMS = {
@@ -230,7 +231,16 @@ def summarise(results: dict) -> dict:
             flags.append("rss>16GiB")
         if failed:
             flags.append("failed@" + ",".join(failed))
-        rows[name] = {"exponents": steps, "overall": overall, "cpu_overall": cpu_overall, "flags": flags}
+        proj_s = proj_rss = None
+        if len(pts) > 1:  # 100M events: time at the last measured exponent, RSS on the line through the last two sizes
+            (n0, a), (n1, b) = pts[-2], pts[-1]
+            e = steps[-1] if steps[-1] is not None else 1.0
+            proj_s = b["seconds"] * (PROJECT_TO / n1) ** e
+            if a.get("peak_rss_gib") and b.get("peak_rss_gib"):
+                slope = (b["peak_rss_gib"] - a["peak_rss_gib"]) / (n1 - n0)
+                proj_rss = b["peak_rss_gib"] + max(slope, 0.0) * (PROJECT_TO - n1)
+        rows[name] = {"exponents": steps, "overall": overall, "cpu_overall": cpu_overall, "flags": flags,
+                      "projected_100M_seconds": proj_s, "projected_100M_rss_gib": proj_rss}
     met = all(not r["flags"] for r in rows.values())
     return {"stages": rows, "target_met": met}
 
@@ -285,7 +295,7 @@ def plot(path: Path, results: dict) -> None:
 def print_table(results: dict, summary: dict) -> None:
     sizes = sorted(results.values(), key=lambda r: r["n_events"])
     head = f"{'stage':<18}" + "".join(f"{r['label'] + ' s':>10}{'GiB':>7}" for r in sizes)
-    head += "  exponents wall (consecutive; overall) cpu  flags"
+    head += "  exponents wall (consecutive; overall) cpu  @100M s, GiB  flags"
     print(head)
     print("-" * len(head))
     for name in [s for s, _ in STAGES] + ["ingest_only"]:
@@ -303,7 +313,9 @@ def print_table(results: dict, summary: dict) -> None:
         exps = ", ".join("-" if e is None else f"{e:.2f}" for e in row["exponents"])
         overall = "-" if row["overall"] is None else f"{row['overall']:.2f}"
         cpu = "-" if row["cpu_overall"] is None else f"{row['cpu_overall']:.2f}"
-        line += f"  [{exps}; {overall}] {cpu}  {' '.join(row['flags']) or 'ok'}"
+        ps, pr = row.get("projected_100M_seconds"), row.get("projected_100M_rss_gib")
+        proj = f"{'-' if ps is None else f'{ps:,.0f}'}, {'-' if pr is None else f'{pr:.1f}'}"
+        line += f"  [{exps}; {overall}] {cpu}  {proj}  {' '.join(row['flags']) or 'ok'}"
         print(line)
     print()
     for r in sizes:
@@ -331,7 +343,19 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                     help="override a scratch param, e.g. --set recommender.models=[gru] (repeatable)")
     ap.add_argument("--resume", action="store_true", help="add to <out>/scale.json instead of starting a new table")
+    ap.add_argument("--merge", default=None, metavar="JSON,JSON",
+                    help="run nothing: combine earlier runs' scale.json files into one table under --out")
     args = ap.parse_args()
+    if args.merge:
+        results = {}
+        for path in args.merge.split(","):
+            results.update(json.loads(Path(path).read_text())["results"])
+        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        print_table(results, write_outputs(args.out, results, command))
+        for r in sorted(results.values(), key=lambda r: r["n_events"]):
+            if r.get("overrides"):
+                print(f"{r['label']} ran with {r['overrides']}")
+        return
     sizes = [parse_size(s) for s in args.events.split(",") if s.strip()]
     wanted = [s for s, _ in STAGES] if args.stages is None else args.stages.split(",")
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
