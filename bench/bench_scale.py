@@ -402,6 +402,9 @@ def main() -> None:
                 if stage == "train_recommender" and outputs[stage]:
                     res["seconds_per_epoch"] = {m: round(v.get("seconds_per_epoch") or 0, 2) for m, v in
                                                 (outputs[stage].get("models") or {}).items() if isinstance(v, dict)}
+            fits = re.findall(r"(\w+) \((\w+)\) validation [\w-]+ [\d.]+ in ([\d.]+)s", text)
+            if fits:  # the user tasks log each candidate's fit: the MLP's is its one epoch
+                res["candidate_seconds"] = {name: float(sec) for name, _, sec in fits}
             if res["rc"] != 0:
                 res["log_tail"] = text[-1500:]
             entry["stages"][stage] = res
