@@ -162,6 +162,7 @@ def ingest(params: Params) -> IngestReport:
     if staged == 0:
         paths.STAGING_EVENTS.unlink(missing_ok=True)
         raise IngestError(_nothing_valid_message(params, report))
+    pa.default_memory_pool().release_unused()  # the reader's buffers go back before DuckDB takes its share
     _finalise(params, report, staged=staged, staged_without_session=staged_without_session)
     _publish_truth(params)
     paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
