@@ -163,14 +163,18 @@ def prefect_api() -> Iterator[str]:
 
 
 def distribution_strategy(name: str):
-    """A tf.distribute strategy for `training.distribute`: none (default strategy), mirrored, multi_worker."""
+    """A tf.distribute strategy for `training.distribute`: none (default strategy) or mirrored; multi_worker is refused
+    with the command that does train across workers (shopsight.distributed_train)."""
     if name not in ("none", "mirrored", "multi_worker"):
         raise ValueError(f"training.distribute: unknown strategy {name!r}; use none, mirrored or multi_worker")
-    import tensorflow as tf
+    if name != "multi_worker":
+        import tensorflow as tf
 
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    # multi_worker reads the cluster from the TF_CONFIG environment variable (set by the Kubernetes job or the launcher).
-    return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.get_strategy() if name == "none" else tf.distribute.MirroredStrategy()
+    # Keras 3's Model.fit fails under MultiWorkerMirroredStrategy ("PerReplica ... to a Tensor", keras-team/keras#20585,
+    # measured with TF 2.21 / Keras 3): say so here rather than crash inside fit on every worker.
+    raise ValueError(
+        "training.distribute: multi_worker does not run the training stages' Keras fit (Keras 3 does not support it under "
+        "MultiWorkerMirroredStrategy); set training.distribute: none and train across TF_CONFIG workers with "
+        "`python -m shopsight.distributed_train mlp recommender --out DIR` (shopsight/distributed_train.py)"
+    )

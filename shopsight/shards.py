@@ -1,5 +1,6 @@
 """User-partitioned work on Dask: canonical events split by a stable hash of user_id, each shard processed by the
-same single-machine code, the parts combined into exactly what one process builds.
+same single-machine code, the parts combined into what one process builds: the same rows in the same order (float
+sums agree to their last bits, which DuckDB's parallel sums vary between two single-process runs too).
 
     orchestration.dask.partition: true   # features, sequences and audiences scoring fan out (default false)
     orchestration.dask.shards: 0         # shards; 0 = one per worker
@@ -8,6 +9,7 @@ same single-machine code, the parts combined into exactly what one process build
 Every stage below is per user once its global inputs are known, so a stage is: the global inputs first (the
 cutoffs from the whole log's time span; for sequences the item vocabulary, a reduce of per-shard item counts),
 then one Dask task per shard running the stage's own function, then a concatenation in the single-process order.
+An ingest of many files (data.path a list or a glob) fans out one file per task, then finalises once.
 tests/test_shards.py proves the results identical to the single-process run on a 2-worker LocalCluster.
 
 Each `*_on_dask` function takes an existing `client`, or starts `dask_client(orchestration.dask)` for its call.
@@ -42,7 +44,8 @@ SHARD_BATCH_ROWS = 1_000_000  # rows read at a time while sharding: memory is bo
 @contextmanager
 def dask_client(params: DaskParams) -> Iterator["Client"]:
     """A Dask client on the scheduler at `dask_address(params)`, else on a fresh LocalCluster (params.n_workers
-    processes of one thread, bound to 127.0.0.1, no dashboard); closed, with the cluster, on leaving the block."""
+    processes of params.threads_per_worker threads, default 1, bound to 127.0.0.1, no dashboard); closed, with the
+    cluster, on leaving the block."""
     from distributed import Client, LocalCluster
 
     from shopsight.orchestration import dask_address
@@ -53,7 +56,7 @@ def dask_client(params: DaskParams) -> Iterator["Client"]:
             yield client
         return
     with LocalCluster(
-        n_workers=params.n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=params.n_workers, threads_per_worker=params.threads_per_worker, processes=True, host="127.0.0.1", dashboard_address=None,
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its remaining HTTP routes on a free port, not :8787
     ) as cluster, Client(cluster) as client:
         yield client
@@ -122,10 +125,6 @@ def sharded_events(events_path: str | Path, params: DaskParams, client: "Client"
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _gather(client: "Client", futures) -> list:
-    return client.gather(futures)
-
-
 # -------------------------------------------------------------------------------------------- features
 def build_propensity_dataset_on_dask(events_path: str | Path, params: Params, client: "Client | None" = None) -> pd.DataFrame:
     """shopsight.features.build_propensity_dataset by user-hash shards: the cutoffs from the whole log's span, then
@@ -134,7 +133,7 @@ def build_propensity_dataset_on_dask(events_path: str | Path, params: Params, cl
 
     split_of = propensity_cutoffs(events_path, params.features)  # the global span: every shard uses the same cutoffs
     with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
-        parts = _gather(client, client.map(propensity_rows, [str(p) for p in shards], split_of=split_of, params=params.features))
+        parts = client.gather(client.map(propensity_rows, [str(p) for p in shards], split_of=split_of, params=params.features))
     return check_propensity_splits(_in_feature_order(parts, list(split_of), params.features.windows_days))
 
 
@@ -244,13 +243,13 @@ def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Cl
                          "set orchestration.dask.partition: false for leave_one_out")
     with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
         loaded = client.map(_load_sequence_shard, [str(p) for p in shards], event_types=list(rec.event_types))
-        ends = [t for t in _gather(client, client.map(_shard_end, loaded)) if t is not None]
+        ends = [t for t in client.gather(client.map(_shard_end, loaded)) if t is not None]
         if not ends:
             raise ValueError(f"{events_path}: no events of types {rec.event_types} (recommender.event_types in params.yaml)")
         t_end = max(ends)
         cutoffs = plan_cutoffs(t_end, features)
         valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
-        counts = _gather(client, client.map(_train_item_counts, loaded, valid_cutoff=valid_cutoff))
+        counts = client.gather(client.map(_train_item_counts, loaded, valid_cutoff=valid_cutoff))
         if sum(len(c) for c in counts) == 0:
             raise ValueError(
                 f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
@@ -258,7 +257,7 @@ def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Cl
             )
         vocab = _global_vocabulary(counts, next(c["count"].dtype for c in counts if len(c)))
         vocab_future = client.scatter(vocab, broadcast=True)
-        parts = _gather(client, client.map(
+        parts = client.gather(client.map(
             _sequence_part, loaded, vocab=vocab_future, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
             features=features, params=rec,
         ))
@@ -287,7 +286,7 @@ def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Pa
     """shopsight.audiences.score_active_users by user-hash shards: each worker loads the champions and scores its
     shard's users; rows by user_id as in one process (None when no user is active)."""
     with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
-        parts = _gather(client, client.map(
+        parts = client.gather(client.map(
             _score_shard, [str(p) for p in shards], as_of=as_of, params=params,
             propensity_dir=str(Path(propensity_dir).resolve()), churn_dir=str(Path(churn_dir).resolve()),
         ))
@@ -301,7 +300,10 @@ def score_users_on_dask(events_path: str | Path, as_of: pd.Timestamp, params: Pa
 # -------------------------------------------------------------------------------------- ingest of many files
 def _stage_file(file: str, index: int, params: Params, out_dir: str) -> dict:
     """One source file read and checked against the contract, as shopsight.ingest.ingest does chunk by chunk:
-    valid rows to <out_dir>/valid-<index>.parquet, rejects to rejects-<index>.parquet, and the counts."""
+    valid rows to <out_dir>/valid-<index>.parquet, rejects to rejects-<index>.parquet, and the counts.
+
+    The loop mirrors ingest()'s own: once ingest.py exposes it as a function (chunks -> staged/rejects files and
+    counts), this calls that instead."""
     import gc
     from collections import Counter
 
@@ -353,7 +355,8 @@ def _concatenate_parquet(parts: list[str], out: Path, schema) -> None:
 def ingest_files_on_dask(params: Params, client: "Client | None" = None):
     """shopsight.ingest.ingest for a source of many files (data.path a list or a glob): each file read and checked
     on a Dask worker, then the staged rows of every file finalised together in one pass (deduplication across
-    files, sessions, pseudonyms, the sort), so events.parquet is the one a single process writes."""
+    files, sessions, pseudonyms, the sort), so events.parquet is the one a single process writes. Finalising is
+    ingest's own (`_finalise`, one DuckDB pass, out of core): only reading and checking fan out."""
     import json
     from collections import Counter
     from dataclasses import asdict
@@ -372,7 +375,7 @@ def ingest_files_on_dask(params: Params, client: "Client | None" = None):
     staging_dir = Path(tempfile.mkdtemp(prefix="parts-", dir=paths.STAGING_EVENTS.parent)).resolve()
     try:
         with _client_for(params.orchestration.dask, client) as client:
-            parts = _gather(client, client.map(_stage_file, files, range(len(files)), params=params, out_dir=str(staging_dir)))
+            parts = client.gather(client.map(_stage_file, files, range(len(files)), params=params, out_dir=str(staging_dir)))
         report = IngestReport(source=str(params.data.path), drop_duplicates=params.ingest.drop_duplicates)
         reasons: Counter[str] = Counter()
         for part in parts:

@@ -114,3 +114,16 @@ def test_multi_worker_training_without_tf_config_says_what_to_set(monkeypatch):
         assert "TF_CONFIG" in str(exc) and "cluster" in str(exc)
     else:
         raise AssertionError("no error without TF_CONFIG")
+
+
+def test_training_distribute_multi_worker_points_at_the_multi_worker_command():
+    """The stages' Keras fit cannot run under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585): the
+    setting fails at once, naming the command that trains across workers."""
+    from shopsight.orchestration import distribution_strategy
+
+    try:
+        distribution_strategy("multi_worker")
+    except ValueError as exc:
+        assert "shopsight.distributed_train" in str(exc)
+    else:
+        raise AssertionError("training.distribute: multi_worker was accepted")
