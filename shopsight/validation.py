@@ -315,7 +315,7 @@ def validate_events(
         reasons[failed] = np.where(reasons[failed] != "", reasons[failed] + "; " + reason, reason)
     reasons = pd.Series(reasons, index=frame.index, dtype=object)
     bad = (reasons != "").to_numpy()
-    ok = parsed.loc[~bad]
+    ok = parsed.loc[~bad] if bad.any() else parsed  # no copy of a clean chunk
     valid = pd.DataFrame(
         {
             "user_id": ok["user_id"],

@@ -38,8 +38,9 @@ def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
     # Arrow's hash lookup instead of a Python dict lookup per row
     mapping = {key: value for key, value in mapping.items() if isinstance(key, str)}  # only text keys can match text
     positions = pc.index_in(pa.array(text.array), value_set=pa.array(list(mapping), pa.string()))
-    mapped_values = pa.array(list(mapping.values()), pa.string()).take(positions)
-    mapped = pd.Series(mapped_values.to_numpy(zero_copy_only=False), index=raw.index, dtype=object)
+    # one Python string per distinct event, shared by its rows (not a new object per row)
+    names = np.array([*mapping.values(), None], dtype=object)
+    mapped = pd.Series(names[positions.fill_null(len(mapping)).to_numpy(zero_copy_only=False)], index=raw.index, dtype=object)
     unknown = text.notna() & mapped.isna()
     result = mapped
     result[unknown] = UNKNOWN_EVENT_PREFIX + text[unknown].astype(object)
@@ -148,7 +149,7 @@ def _iso8601_utc_fast(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         if not rows.any():
             continue
         try:
-            stamps = pc.cast(values.filter(pa.array(rows)), arrow_type)
+            stamps = pc.cast(values if rows.all() else values.filter(pa.array(rows)), arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue  # some row does not convert (e.g. February 30th): pandas reads all of this shape and says which
         nanos[rows] = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
