@@ -461,7 +461,7 @@ def _iter_arrow_csv_chunks(
                 read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=_ARROW_BLOCK, encoding="utf8"),
                 parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=quotechar, ignore_empty_lines=False),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, include_columns=wanted,
+                    column_types={n: pa.large_string() for n in names}, include_columns=wanted,  # large: what pandas keeps
                     strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True,
                 ),
             )
@@ -499,7 +499,7 @@ def _iter_arrow_csv_chunks(
             next_line += len(chunk)
             yield chunk
         if next_line == header_lines + 1:  # a header and no data: one empty chunk, as pandas gives
-            yield _arrow_frame(pa.table({name: pa.array([], pa.string()) for name in wanted}), wanted, next_line)
+            yield _arrow_frame(pa.table({name: pa.array([], pa.large_string()) for name in wanted}), wanted, next_line)
     finally:
         if reader is not None:
             reader.close()
