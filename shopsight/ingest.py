@@ -113,7 +113,8 @@ def ingest(params: Params) -> IngestReport:
     """Run ingest end to end: events.parquet, rejects.parquet and the ingest report JSON.
 
     Every row read is accounted for: rows_in = rows_out + rejected + duplicates_removed. Rejects are
-    written as they are found (memory does not grow with their number). A source that yields no valid
+    written as they are found (memory does not grow with their number). Memory is bounded: one chunk
+    (data.chunksize rows) at a time, then DuckDB's pass under FINALISE_MEMORY_LIMIT (spilling beyond). A source that yields no valid
     event (all rejected, or a header and no data) raises IngestError naming the top reasons and the
     rejects file, and leaves the previous events in place.
     """

@@ -6,6 +6,11 @@ here, strictly: `12,50`, `$5`, `0x10` are not numbers, `2.5` is not a quantity, 
 is an infinite price; none is coerced into something else. Ids are kept exactly as read: an id with
 leading or trailing whitespace, a NUL byte or another control character, or more than MAX_ID_LENGTH
 characters is rejected (trimming would merge `u1 ` into `u1` behind the user's back).
+
+Speed: the pandera schema (`contract_schema`) stays the contract, one check per reason; `failed_checks`
+runs each check's vectorised function on whole columns (Arrow kernels on Arrow strings). The common
+shapes take fast paths that give the same verdicts: plain numbers are read by Arrow's parser, a column
+with no control byte passes that check without a regex; only the other rows go through pandas/Python.
 """
 
 from __future__ import annotations

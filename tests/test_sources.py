@@ -709,3 +709,65 @@ def test_sequence_text_reads_the_amazon_file_when_present():
         pytest.skip(f"{path} absent (the real-data folder ../shared/realdata is not on this machine)")
     frame = read_all("sequence_text", path)
     assert len(frame) == 167_597 and frame["user_id"].nunique() == 19_412 and frame["item_id"].nunique() == 11_924
+
+
+# --- the CSV reader: Arrow for plain UTF-8, pandas from the first irregular batch on -------------------
+
+_PLAIN_LINES = ["a,b,c"] + [f"{i},{i * 2},{i * 3}" for i in range(120)]
+
+
+def _irregular(line_no: int, text: str) -> list[str]:
+    lines = list(_PLAIN_LINES)
+    lines[line_no] = text
+    return lines
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        _PLAIN_LINES,
+        _irregular(60, ""),  # a blank line is an all-missing row
+        _irregular(70, "1,2"),  # a short row: missing trailing fields
+        _irregular(80, '1,"x\ny",3'),  # a line break inside quotes
+        _irregular(90, "1,2\x00,3"),  # a NUL byte
+        _irregular(50, "1,2,3,4"),  # one field too many: the pandas reader's error
+    ],
+    ids=["plain", "blank", "short", "quoted-newline", "nul", "extra-field"],
+)
+def test_arrow_and_pandas_csv_readers_give_the_same_chunks(tmp_path, monkeypatch, lines):
+    from shopsight.sources import reading
+
+    monkeypatch.setattr(reading, "_ARROW_BLOCK", 64)  # many small batches: the hand-over happens mid-file
+    path = tmp_path / "f.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def read(reader):
+        try:
+            chunks = list(reader(path, columns=["a", "b", "c"], header_lines=1, chunksize=7))
+        except SourceError as exc:
+            return str(exc), []
+        assert all(len(chunk) <= 7 for chunk in chunks)
+        return pd.concat(chunks, ignore_index=True), [str(chunk.dtypes.to_dict()) for chunk in chunks]
+
+    new, new_dtypes = read(reading.iter_csv_chunks)
+    old, old_dtypes = read(reading._iter_pandas_csv_chunks)
+    if isinstance(old, str):
+        assert new == old
+    else:
+        pd.testing.assert_frame_equal(new, old)
+        assert set(new_dtypes) == set(old_dtypes)
+
+
+def test_a_plain_utf8_csv_is_read_by_arrow(tmp_path, monkeypatch):
+    from shopsight.sources import reading
+
+    def no_pandas(*args, **kwargs):
+        raise AssertionError("the pandas reader was used for a plain CSV")
+
+    monkeypatch.setattr(reading, "_iter_pandas_csv_chunks", no_pandas)
+    path = tmp_path / "f.csv"
+    path.write_text("\n".join(_PLAIN_LINES) + "\n", encoding="utf-8")
+    chunks = list(reading.iter_csv_chunks(path, columns=["a", "b", "c"], header_lines=1, chunksize=50))
+    frame = pd.concat(chunks, ignore_index=True)
+    assert len(frame) == 120 and frame["raw_line"].tolist() == list(range(2, 122))
+    assert frame.loc[0, "c"] == "0" and frame.loc[119, "b"] == "238"
