@@ -142,7 +142,7 @@ def _in_feature_order(parts: list[pd.DataFrame], cutoffs: list[pd.Timestamp], wi
     cutoff, then user_id."""
     from shopsight.feature_sql import plan_batches
 
-    frame = pd.concat(parts, ignore_index=True)
+    frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)  # an empty shard's dtypes never count
     rank = {c: i for i, c in enumerate(c for plan in plan_batches(cutoffs, windows_days) for c in plan.cutoffs)}
     keys = pd.DataFrame({"batch": frame["cutoff"].map(rank).to_numpy(), "user_id": frame["user_id"].to_numpy(dtype=object)})
     order = keys.sort_values(["batch", "user_id"], kind="stable").index.to_numpy()
