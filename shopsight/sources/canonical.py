@@ -49,7 +49,8 @@ def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
 
 
 def _no_problem(index: pd.Index) -> pd.Series:
-    return pd.Series(pd.NA, index=index, dtype=TEXT)
+    # built from Arrow nulls: filling a million-row text column with NA the pandas way takes ~0.1 s
+    return pd.Series(pd.arrays.ArrowStringArray(pa.nulls(len(index), pa.large_string())), index=index, dtype=TEXT)
 
 
 def epoch_to_utc(raw: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
@@ -195,17 +196,19 @@ def parse_timestamps(
         part_problem = _no_problem(part.index)
         if todo.all():  # every row at once: no masked assignment (a copy per row of a million)
             parsed = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
+            problem = part_problem
         else:
             parsed[todo] = _parse_one(part, each, timezone, part_problem).astype("datetime64[ns, UTC]")
-        problem[part_problem.index] = part_problem
+            problem[part_problem.index] = part_problem
         todo = todo & parsed.isna() & problem.isna()
     if todo.any():
         expected = " or ".join(_describe_format(f) for f in formats)
         problem[todo] = f"unparseable timestamp (expected {expected})"
         # Only text with a far-off year is parsed again, one by one, to tell "out of range" apart.
-        candidates = todo & text.str.contains(_YEAR_OUT_OF_RANGE, regex=True).fillna(False).astype(bool)
-        if candidates.any():
-            beyond = text[candidates].map(lambda value: _parses_beyond_range(value, formats)).astype(bool)
+        unparsed = text[todo]
+        far_off = unparsed.str.contains(_YEAR_OUT_OF_RANGE, regex=True).fillna(False).astype(bool)
+        if far_off.any():
+            beyond = unparsed[far_off].map(lambda value: _parses_beyond_range(value, formats)).astype(bool)
             problem[beyond[beyond].index] = f"timestamp out of range (representable: {RANGE_TEXT})"
     return parsed, problem
 
