@@ -143,18 +143,22 @@ def _iso8601_utc_fast(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     values = pa.array(text.astype(TEXT).array)
     nanos = np.full(len(text), _NAT, dtype="int64")
     read = np.zeros(len(text), dtype=bool)
+    remaining = np.arange(len(text))  # positions not read yet: each shape is looked for among these only
     for pattern, arrow_type in ((_ISO_ZONED, pa.timestamp("ns", tz="UTC")), (_ISO_NAIVE, pa.timestamp("ns"))):
-        if read.all():
+        if not len(remaining):
             break
-        rows = pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False) & ~read
-        if not rows.any():
+        subset = values if len(remaining) == len(text) else values.take(pa.array(remaining))
+        match = pc.match_substring_regex(subset, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+        if not match.any():
             continue
         try:
-            stamps = pc.cast(values if rows.all() else values.filter(pa.array(rows)), arrow_type)
+            stamps = pc.cast(subset if match.all() else subset.filter(pa.array(match)), arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue  # some row does not convert (e.g. February 30th): pandas reads all of this shape and says which
+        rows = remaining[match]
         nanos[rows] = stamps.cast(pa.int64()).to_numpy(zero_copy_only=False)
-        read |= rows
+        read[rows] = True
+        remaining = remaining[~match]
     return nanos, read
 
 
