@@ -223,10 +223,12 @@ def summarise(results: dict) -> dict:
         rss = [p[1].get("peak_rss_gib") or 0 for p in pts]
         failed = [r["label"] for r in sizes if name in r["stages"] and r["stages"][name].get("rc") != 0]
         flags = []
-        if any(e is not None and e > EXPONENT_LIMIT for e in steps + [overall]):
-            flags.append("superlinear")
-        if cpu_overall is not None and cpu_overall > EXPONENT_LIMIT:
-            flags.append("superlinear-cpu")
+        # the verdict on CPU seconds where every size has them (wall time on a shared machine measures the
+        # neighbours too), else on wall time
+        cpu_steps = [exponent(a[1], b[1], a[0], b[0]) for a, b in zip(cpu, cpu[1:])] if all(c for _, c in cpu) else None
+        basis = (cpu_steps + [cpu_overall]) if cpu_steps is not None else (steps + [overall])
+        if any(e is not None and e > EXPONENT_LIMIT for e in basis):
+            flags.append("superlinear" + ("(cpu)" if cpu_steps is not None else "(wall)"))
         if rss and max(rss) > RSS_LIMIT_GIB:
             flags.append("rss>16GiB")
         if failed:
@@ -239,7 +241,7 @@ def summarise(results: dict) -> dict:
             if a.get("peak_rss_gib") and b.get("peak_rss_gib"):
                 slope = (b["peak_rss_gib"] - a["peak_rss_gib"]) / (n1 - n0)
                 proj_rss = b["peak_rss_gib"] + max(slope, 0.0) * (PROJECT_TO - n1)
-        rows[name] = {"exponents": steps, "overall": overall, "cpu_overall": cpu_overall, "flags": flags,
+        rows[name] = {"exponents": steps, "overall": overall, "cpu_exponents": cpu_steps, "cpu_overall": cpu_overall, "flags": flags,
                       "projected_100M_seconds": proj_s, "projected_100M_rss_gib": proj_rss}
     met = all(not r["flags"] for r in rows.values())
     return {"stages": rows, "target_met": met}
@@ -294,8 +296,8 @@ def plot(path: Path, results: dict) -> None:
 
 def print_table(results: dict, summary: dict) -> None:
     sizes = sorted(results.values(), key=lambda r: r["n_events"])
-    head = f"{'stage':<18}" + "".join(f"{r['label'] + ' s':>10}{'GiB':>7}" for r in sizes)
-    head += "  exponents wall (consecutive; overall) cpu  @100M s, GiB  flags"
+    head = f"{'stage':<18}" + "".join(f"{r['label'] + ' s':>10}{'cpu s':>8}{'GiB':>7}" for r in sizes)
+    head += "  exponent wall [consecutive; overall]  cpu [..]  @100M s, GiB  flags"
     print(head)
     print("-" * len(head))
     for name in [s for s, _ in STAGES] + ["ingest_only"]:
@@ -303,16 +305,17 @@ def print_table(results: dict, summary: dict) -> None:
         for r in sizes:
             s = r["stages"].get(name)
             if s is None:
-                line += f"{'-':>10}{'-':>7}"
+                line += f"{'-':>10}{'-':>8}{'-':>7}"
             elif s.get("rc") != 0:
-                line += f"{'rc=' + str(s.get('rc')):>10}{'-':>7}"
+                line += f"{'rc=' + str(s.get('rc')):>10}{'-':>8}{'-':>7}"
             else:
                 rss = s.get("peak_rss_gib")
-                line += f"{s['seconds']:>10.1f}{('-' if rss is None else f'{rss:.2f}'):>7}"
+                cpu_s = s.get("cpu_seconds")
+                line += f"{s['seconds']:>10.1f}{('-' if cpu_s is None else f'{cpu_s:.1f}'):>8}{('-' if rss is None else f'{rss:.2f}'):>7}"
         row = summary["stages"][name]
         exps = ", ".join("-" if e is None else f"{e:.2f}" for e in row["exponents"])
         overall = "-" if row["overall"] is None else f"{row['overall']:.2f}"
-        cpu = "-" if row["cpu_overall"] is None else f"{row['cpu_overall']:.2f}"
+        cpu = "-" if row["cpu_overall"] is None else f"[{', '.join('-' if e is None else f'{e:.2f}' for e in row['cpu_exponents'] or [])}; {row['cpu_overall']:.2f}]"
         ps, pr = row.get("projected_100M_seconds"), row.get("projected_100M_rss_gib")
         proj = f"{'-' if ps is None else f'{ps:,.0f}'}, {'-' if pr is None else f'{pr:.1f}'}"
         line += f"  [{exps}; {overall}] {cpu}  {proj}  {' '.join(row['flags']) or 'ok'}"
@@ -328,7 +331,8 @@ def print_table(results: dict, summary: dict) -> None:
                 parts.append(f"{stage[6:]} s/epoch " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds_per_epoch"].items()))
         print(f"{r['label']} ({r['n_events']:,} events, {r['n_users']:,} users): " + "; ".join(parts))
     print()
-    print("target met" if summary["target_met"] else "not met", f"(every stage: exponent <= {EXPONENT_LIMIT}, peak RSS < {RSS_LIMIT_GIB:g} GiB)")
+    print("target met" if summary["target_met"] else "not met", f"(every stage: exponent <= {EXPONENT_LIMIT} (on CPU seconds where "
+          f"every size has them, else wall), peak RSS < {RSS_LIMIT_GIB:g} GiB)")
 
 
 def main() -> None:
@@ -348,8 +352,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:
         results = {}
-        for path in args.merge.split(","):
-            results.update(json.loads(Path(path).read_text())["results"])
+        for path in args.merge.split(","):  # stage by stage: a later file's stage replaces an earlier one's
+            for name, entry in json.loads(Path(path).read_text())["results"].items():
+                into = results.setdefault(name, {**entry, "stages": {}})
+                into["stages"].update(entry["stages"])
+                into["n_events"] = entry["n_events"]
         command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
         print_table(results, write_outputs(args.out, results, command))
         for r in sorted(results.values(), key=lambda r: r["n_events"]):
