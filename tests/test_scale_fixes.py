@@ -35,3 +35,38 @@ def test_activity_rfm_from_parquet_equals_the_in_memory_reference(tmp_path):
     # a later cutoff sees more history: frequency never falls for a user
     wide = got.pivot(index="user_id", columns="cutoff", values=RFM_COLUMNS[0]).dropna()
     assert (wide.diff(axis=1).iloc[:, 1:] >= 0).all().all()
+
+
+def test_sequence_events_equal_a_pandas_read_and_stable_sort(tmp_path):
+    from shopsight.sequences import load_sequence_events
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    users = np.array(["u10", "u2", "Ü1", "u1", "a9", "éa"], dtype=object)
+    ts = pd.Timestamp("2026-01-05", tz="UTC").value + rng.integers(0, 40, n) * 10**9  # many ties within a user
+    session = pd.array([f"s{k}" for k in rng.integers(0, 50, n)], dtype="string")
+    session[rng.random(n) < 0.1] = pd.NA  # missing session ids stay missing
+    frame = pd.DataFrame({
+        "user_id": pd.array(users[rng.integers(0, len(users), n)].astype(str), dtype="string"),
+        "item_id": pd.array([f"i{k}" for k in rng.integers(0, 30, n)], dtype="string"),
+        "event_type": rng.choice(["view", "cart", "purchase", "remove_from_cart"], n),
+        "timestamp": pd.to_datetime(ts, utc=True),
+        "session_id": session,
+        "price": rng.random(n),
+    })
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = ["view", "cart", "purchase"]
+    plain = pa.Table.from_pandas(frame, preserve_index=False)
+    # as ingest writes them (no pandas metadata: object ids) and as pandas writes them ("string" ids)
+    for name, table in (("canonical", plain.replace_schema_metadata(None)), ("pandas", plain)):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table, path, row_group_size=700)  # several row groups: chunked columns
+        want = pd.read_parquet(path, columns=["user_id", "item_id", "event_type", "timestamp", "session_id"],
+                               filters=[("event_type", "in", types)])
+        want["event_type"] = want["event_type"].astype(str)
+        want = want.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+        got = load_sequence_events(path, types)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert got["session_id"].isna().any()
