@@ -127,7 +127,7 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
         frame = table.to_pandas()
         frame["event_type"] = frame["event_type"].astype(str)
         return frame
-    columns = {name: _shared_strings(table.column(name)) if name != "timestamp" else table.column(name).to_pandas()
+    columns = {name: shared_strings(table.column(name)) if name != "timestamp" else table.column(name).to_pandas()
                for name in table.column_names}
     del table
     pa.default_memory_pool().release_unused()
@@ -136,7 +136,7 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
     return frame
 
 
-def _shared_strings(column) -> np.ndarray:
+def shared_strings(column) -> np.ndarray:
     """An Arrow string column as an object array holding one Python string per distinct value (None for null)."""
     import pyarrow.compute as pc
 
