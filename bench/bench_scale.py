@@ -236,11 +236,14 @@ def summarise(results: dict) -> dict:
         proj_s = proj_rss = None
         if len(pts) > 1:  # 100M events: time at the last measured exponent, RSS on the line through the last two sizes
             (n0, a), (n1, b) = pts[-2], pts[-1]
-            e = steps[-1] if steps[-1] is not None else 1.0
+            last_cpu = cpu_steps[-1] if cpu_steps else None  # CPU exponent where measured: wall time has the neighbours in it
+            e = last_cpu if last_cpu is not None else (steps[-1] if steps[-1] is not None else 1.0)
             proj_s = b["seconds"] * (PROJECT_TO / n1) ** e
             if a.get("peak_rss_gib") and b.get("peak_rss_gib"):
                 slope = (b["peak_rss_gib"] - a["peak_rss_gib"]) / (n1 - n0)
                 proj_rss = b["peak_rss_gib"] + max(slope, 0.0) * (PROJECT_TO - n1)
+        if proj_rss is not None and proj_rss > RSS_LIMIT_GIB and "rss>16GiB" not in flags:
+            flags.append("rss@100M>16GiB")
         rows[name] = {"exponents": steps, "overall": overall, "cpu_exponents": cpu_steps, "cpu_overall": cpu_overall, "flags": flags,
                       "projected_100M_seconds": proj_s, "projected_100M_rss_gib": proj_rss}
     met = all(not r["flags"] for r in rows.values())
