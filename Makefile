@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m flows.training
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
