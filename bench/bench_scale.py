@@ -47,6 +47,8 @@ from pathlib import Path
 
 import yaml
 
+from shopsight.config import deep_update
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 RSS_LIMIT_GIB = 16.0
@@ -102,15 +104,6 @@ def parse_size(text: str) -> int:
 
 def label(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 10**6 else f"{n / 1e3:g}k"
-
-
-def deep_update(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def events_per_user(params: dict) -> float:

@@ -464,6 +464,17 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or has a wrong key or value."""
 
 
+def deep_update(base: dict, update: dict) -> dict:
+    """Merge `update` into the raw params mapping `base` in place, section by section (nested dicts merged, other
+    values replaced), and return it."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the file, the key and what is wrong."""
     path = Path(path)

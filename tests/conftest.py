@@ -20,6 +20,8 @@ apply_prefect_defaults()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DO_NOT_TRACK", "1")  # BentoML usage analytics off (no network here)
 
+from shopsight.config import deep_update  # noqa: E402,F401  (tests import it from here)
+
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
@@ -41,15 +43,6 @@ TINY_PARAMS = {
                     "transformer": {"depth": 1, "heads": 2, "width": 32, "dropout": 0.1}},
     "demand": {"horizon_days": 7, "input_days": 14, "moving_average_days": 14, "window_step_days": 2, "model": {"epochs": 2, "filters": 8, "hidden_units": 16}},
 }
-
-
-def deep_update(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def write_params(project: Path, update: dict) -> None:
