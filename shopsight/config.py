@@ -143,6 +143,17 @@ class RuleParams(_Section):
     sign: Literal[1, -1] = Field(1, description="+1: a larger value scores higher; -1: a smaller one")
 
 
+class SelectionParams(_Section):
+    """How the champion is chosen on validation."""
+
+    rule: Literal["best", "one_se"] = Field(
+        "one_se", description="best: the highest validation ROC-AUC | one_se: the first candidate (simplest first) within "
+        "one paired-bootstrap standard error of the best (Breiman et al. 1984): small validation sets do not crown noise")
+    n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation rows for the standard error")
+    k_se: float = Field(1.0, gt=0, description="how many standard errors a simpler candidate may trail the best by")
+    seed: int = 0
+
+
 class UserTaskParams(_Section):
     """What a user-level binary task (propensity, churn) trains, selects on validation and reports on test."""
 
@@ -161,6 +172,7 @@ class UserTaskParams(_Section):
     bgnbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams)
     calibration: CalibrationParams = Field(default_factory=CalibrationParams)
     explain: ExplainParams = Field(default_factory=ExplainParams)
+    selection: SelectionParams = Field(default_factory=SelectionParams)
 
     @model_validator(mode="after")
     def _known_candidates(self) -> "UserTaskParams":

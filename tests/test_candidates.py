@@ -145,3 +145,33 @@ def test_a_blend_of_fitted_members_scores_between_them_and_comes_back_from_disk(
     assert len(reasons) == 2 and all(len(r) == 2 for r in reasons)
     save_candidate(blend, tmp_path / "blend")
     np.testing.assert_allclose(load_candidate(tmp_path / "blend").predict(valid), p, rtol=1e-6)
+
+
+def test_one_se_rule_keeps_the_simpler_candidate_unless_the_better_one_is_beyond_the_noise():
+    from sklearn.metrics import roc_auc_score
+
+    from shopsight.candidates import paired_bootstrap_se
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = rng.integers(0, 2, n)
+    signal = y + rng.normal(0, 1.0, n)
+    scores = {"rule": signal + rng.normal(0, 0.1, n),            # slightly noisier than the model: within the noise
+              "model": signal,
+              "weak": y + rng.normal(0, 3.0, n)}                   # clearly worse
+    valid = {k: {"auc": roc_auc_score(y, v)} for k, v in scores.items()}
+    assert max(valid, key=lambda k: valid[k]["auc"]) == "model"
+    se = paired_bootstrap_se(y, scores, "model", roc_auc_score, n_boot=100, seed=0)
+    assert se["model"] == 0.0 and 0 < se["rule"] < se["weak"]
+    order = ["weak", "rule", "model"]
+    assert select_champion(valid, "auc", order=order) == "model"          # plain best
+    tol = {k: 1.0 * v for k, v in se.items()}
+    assert valid["model"]["auc"] - valid["rule"]["auc"] <= tol["rule"]
+    assert select_champion(valid, "auc", order=order, tolerance=tol) == "rule"   # simplest within one SE
+    # a gap far beyond the SE keeps the better model, and NaN tolerances never let a candidate win
+    far = {**valid, "rule": {"auc": valid["model"]["auc"] - 10 * se["rule"]}}
+    assert select_champion(far, "auc", order=order, tolerance=tol) == "model"
+    assert select_champion(valid, "auc", order=order, tolerance={"weak": float("nan")}) == "model"
+    # lower-is-better metrics follow the same rule
+    assert select_champion({"a": {"wape": 0.52}, "b": {"wape": 0.50}}, "wape", lower_is_better=True, order=["a", "b"],
+                           tolerance={"a": 0.03}) == "a"

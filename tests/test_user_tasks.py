@@ -44,10 +44,10 @@ def _task(tmp_path) -> UserTask:
                     label="buys within the horizon", bgnbd={"events": "purchase", "score": "buy"})
 
 
-def _params(candidates: list[str], references: list[str]) -> Params:
+def _params(candidates: list[str], references: list[str], rule: str = "one_se") -> Params:
     return Params.model_validate({
         "features": {"windows_days": WINDOWS},
-        "propensity": {"candidates": candidates, "references": references,
+        "propensity": {"candidates": candidates, "references": references, "selection": {"rule": rule},
                        "blend": ["logistic_regression", "lightgbm", "mlp"] if "blend" in candidates else [],
                        "rules": {"recency": {"column": "recency_days", "sign": -1}, "frequency": {"column": "purchase_days_total", "sign": 1}},
                        "lightgbm": {"num_boost_round": 60, "early_stopping_rounds": 10},
@@ -70,7 +70,15 @@ def test_every_candidate_is_fitted_and_reported_and_the_champion_is_served_as_tr
     names = {"frequency", "recency", "logistic_regression", "lightgbm", "mlp", "blend"}
     assert names <= set(stored["valid"]) and names <= set(stored["test"])
     best_valid = max(names, key=lambda n: stored["valid"][n]["roc_auc"])
-    assert stored["champion"] == summary["champion"] == best_valid and stored["selected_on"] == "valid"
+    # one-SE rule: the first candidate (simplest first) within one paired-bootstrap SE of the best on validation
+    rule = stored["selection"]
+    assert rule["rule"] == "one_se" and rule["best_on_valid"] == best_valid and stored["selected_on"] == "valid"
+    assert stored["champion"] == summary["champion"] == rule["champion"]
+    order = ["frequency", "recency", "logistic_regression", "lightgbm", "mlp", "blend"]
+    se = rule["se_of_gap_to_best"]
+    gap = {n: stored["valid"][best_valid]["roc_auc"] - stored["valid"][n]["roc_auc"] for n in order}
+    assert gap[stored["champion"]] <= se[stored["champion"]] + 1e-9
+    assert all(gap[n] > se[n] for n in order[: order.index(stored["champion"])]), "an earlier candidate was within one SE"
     assert stored["targets"]["best_reference"] in {"frequency", "recency"} - {stored["champion"]}
     assert stored["deep_model"]["name"] == "mlp"
     # the champion directory holds one candidate; the others are kept apart
@@ -100,10 +108,11 @@ def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_t
     monkeypatch.chdir(tmp_path)
     task = _task(tmp_path)
     _dataset(task.dataset, flip_test=True, seed=1)
-    params = _params(["frequency", "recency"], ["frequency"])
+    params = _params(["frequency", "recency"], ["frequency"], rule="best")
     train_user_task(task, params)
     metrics = evaluate_user_task(task, params)
     assert metrics["champion"] == "recency", "recency wins validation"
+    assert metrics["selection"] == {"rule": "best", "best_on_valid": "recency", "champion": "recency"}
     assert metrics["test"]["frequency"]["roc_auc"] > metrics["test"]["recency"]["roc_auc"], "frequency wins test"
     assert metrics["targets"]["met"] is False and metrics["targets"]["note"].startswith("not met")
 

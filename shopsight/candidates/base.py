@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
+import numpy as np
+
 CANDIDATE_FILE = "candidate.json"
 
 _REGISTRY: dict[str, dict[str, type["Candidate"]]] = {}
@@ -119,9 +121,13 @@ def candidate_family(directory: Path) -> str:
 
 
 def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower_is_better: bool = False,
-                    order: Sequence[str] | None = None) -> str:
+                    order: Sequence[str] | None = None, tolerance: Mapping[str, float] | None = None) -> str:
     """The candidate with the best validation `metric`; ties go to the one listed first in `order` (list the
-    simpler families first, so a deep model must be strictly better to win). NaN never wins."""
+    simpler families first, so a deep model must be strictly better to win). NaN never wins.
+
+    `tolerance` (candidate -> allowed shortfall, e.g. `paired_bootstrap_se` for the one-standard-error rule): the
+    first candidate in `order` whose shortfall to the best is within its tolerance wins, so a simpler model is kept
+    unless a more complex one is better by more than the validation noise."""
     names = list(order) if order is not None else list(valid)
     scored = [(n, float(valid[n][metric])) for n in names if n in valid and metric in valid[n]]
     scored = [(n, v) for n, v in scored if math.isfinite(v)]
@@ -129,7 +135,29 @@ def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower
         raise ValueError(f"no candidate has a finite validation {metric}: cannot choose a champion")
     sign = -1.0 if lower_is_better else 1.0
     best = max(sign * v for _, v in scored)
-    return next(n for n, v in scored if sign * v >= best - 1e-12)
+    tol = tolerance or {}
+    return next(n for n, v in scored if sign * v >= best - max(float(tol.get(n, 0.0)), 0.0) - 1e-12)
+
+
+def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: str,
+                        metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Standard error of metric(best) - metric(candidate) on the same rows, by a paired bootstrap over rows (each
+    resample scores every candidate on the same rows; resamples with a single class are skipped). The one-SE rule
+    (Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest candidate within one SE."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    names = [n for n in scores if n != best]
+    diffs: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) < 2:
+            continue
+        ref = metric(y[idx], np.asarray(scores[best])[idx])
+        for n in names:
+            diffs[n].append(ref - metric(y[idx], np.asarray(scores[n])[idx]))
+    out = {best: 0.0}
+    out.update({n: float(np.std(d, ddof=1)) if len(d) > 1 else math.inf for n, d in diffs.items()})
+    return out
 
 
 def champion_vs_references(test: Mapping[str, Mapping[str, float]], champion: str, references: Sequence[str], metric: str,

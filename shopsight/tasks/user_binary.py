@@ -11,6 +11,7 @@ files, for the evaluate stage and for inspection.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from shopsight import paths
-from shopsight.candidates import get_model, load_candidate, save_candidate, select_champion
+from shopsight.candidates import get_model, load_candidate, paired_bootstrap_se, save_candidate, select_champion
 from shopsight.candidates.user_rows import UserRows
 from shopsight.config import Params, UserTaskParams
 from shopsight.evaluate import binary_metrics, strict_json
@@ -147,7 +148,8 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         print(f"{task.name}: {name} ({info[name]['family']}) validation ROC-AUC {valid_metrics[name]['roc_auc']:.4f} "
               f"in {info[name]['fit_seconds']:.1f}s", flush=True)
 
-    champion_name = select_champion(valid_metrics, "roc_auc", order=cfg.candidates)
+    rule = choose_on_validation(valid_metrics, scores[scores["split"] == "valid"], cfg)
+    champion_name = rule["champion"]
     champion = fitted[champion_name]
     p_valid = scores.loc[scores["split"] == "valid", champion_name].to_numpy()
     calibrator, calibration = checked_calibration(p_valid, rows["valid"].y, valid["user_id"], cfg.calibration.method, n_bins)
@@ -167,12 +169,34 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "family": type(champion).family, "label": task.label, "calibration": calibration}, indent=2))
     scores.to_parquet(out_cand / SCORES_FILE, index=False)
     selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
-                 "champion_family": type(champion).family, "candidates": info, "valid": valid_metrics, "calibration": calibration,
+                 "champion_family": type(champion).family, "rule": rule, "candidates": info, "valid": valid_metrics, "calibration": calibration,
                  "rows": {s: int(len(r)) for s, r in rows.items()}}
     (out_cand / SELECTION_FILE).write_text(json.dumps(strict_json(selection), indent=2))
     _write_history(task, fitted.get("mlp"))
     return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
             "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
+
+
+def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_scores: pd.DataFrame, cfg) -> dict[str, Any]:
+    """The champion under `selection.rule`: the best validation ROC-AUC, or (one_se) the first candidate, simplest
+    first, within k paired-bootstrap standard errors of it. Returns the champion and what the choice rested on."""
+    from sklearn.metrics import roc_auc_score
+
+    sel = cfg.selection
+    best = select_champion(valid_metrics, "roc_auc", order=cfg.candidates)
+    out: dict[str, Any] = {"rule": sel.rule, "best_on_valid": best, "champion": best}
+    if sel.rule == "best":
+        return out
+    y = valid_scores["label"].to_numpy()
+    names = [n for n in cfg.candidates if n in valid_scores]
+    se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, roc_auc_score, sel.n_boot, sel.seed)
+    champion = select_champion(valid_metrics, "roc_auc", order=cfg.candidates, tolerance={n: sel.k_se * v for n, v in se.items()})
+    out.update(champion=champion, k_se=sel.k_se, n_boot=sel.n_boot,
+               se_of_gap_to_best={n: (round(v, 5) if math.isfinite(v) else None) for n, v in se.items()},
+               note=(f"{best} is the best on validation" if champion == best else
+                     f"{champion} trails {best} on validation by {valid_metrics[best]['roc_auc'] - valid_metrics[champion]['roc_auc']:.4f}, "
+                     f"within {sel.k_se:g} SE ({se[champion]:.4f}): the simpler candidate is kept"))
+    return out
 
 
 def _write_history(task: UserTask, mlp) -> None:
@@ -219,6 +243,7 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "champion": champion,
         "champion_family": selection["champion_family"],
         "selected_on": "valid",
+        "selection": selection.get("rule"),
         "model_key": champion,
         "served": served,
         "valid": selection["valid"],
