@@ -11,9 +11,12 @@ ITEM_TABLE = "item_embedding"
 
 
 def item_inputs(max_len: int):
+    """Left-padded item indices of any width up to max_len: training trims a batch to its longest history (the
+    last L columns), serving and evaluation pass max_len; every family gives the same output for both."""
     import keras
 
-    return keras.Input(shape=(max_len,), dtype="int32", name="items")
+    del max_len  # the width is free; positional tables are sized by max_len in the families that have them
+    return keras.Input(shape=(None,), dtype="int32", name="items")
 
 
 def embed_items(items, vocab_size: int, embedding_dim: int, dropout: float):

@@ -101,24 +101,52 @@ def _log_unigram(counts: np.ndarray) -> np.ndarray:
     return np.log(q).astype(np.float32)
 
 
-def make_dataset(inputs: np.ndarray, targets: np.ndarray, p: RecommenderParams, log_q: np.ndarray, shuffle: bool = True):
-    """tf.data pipeline: shuffle -> batch -> negatives for the sampled loss (in parallel) -> prefetch."""
+WIDTH_STEP = 8  # training batches are trimmed to a multiple of this (or max_len): a few fixed shapes, bounded retracing
+
+
+def batch_width(length: int, max_len: int, step: int = WIDTH_STEP) -> int:
+    """The width a batch whose longest history has `length` items is trimmed to: the next multiple of `step`, at most max_len."""
+    return int(min(max_len, max(step, -(-int(length) // step) * step)))
+
+
+def length_batches(inputs: np.ndarray, batch_size: int, rng: np.random.Generator | None, step: int = WIDTH_STEP):
+    """One epoch of (row indices, width) batches: rows grouped by width bucket (history length rounded up to `step`),
+    shuffled within each bucket and the batches shuffled across buckets (rng None: in order, for evaluation).
+    Inputs are left-padded, so a batch keeps its last `width` columns and loses only padding."""
+    max_len = inputs.shape[1]
+    lengths = (inputs != PAD).sum(axis=1)
+    widths = np.array([batch_width(n, max_len, step) for n in range(max_len + 1)])[lengths]
+    batches = []
+    for width in np.unique(widths):
+        rows = np.flatnonzero(widths == width)
+        if rng is not None:
+            rows = rng.permutation(rows)
+        batches += [(rows[s : s + batch_size], int(width)) for s in range(0, len(rows), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def make_dataset(inputs: np.ndarray, targets: np.ndarray, p: RecommenderParams, log_q: np.ndarray, shuffle: bool = True,
+                 epoch: int = 0):
+    """One epoch of training batches (x, y, candidates) as tensors: length-bucketed, each trimmed to its width (see
+    length_batches), with the negatives of the sampled loss (uniform or unigram) or the in-batch targets."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
-    if shuffle:
-        ds = ds.shuffle(len(inputs), seed=p.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(p.batch_size, drop_remainder=False)
-    if p.loss == "sampled" and p.sampler == "uniform":
-        v = len(log_q)  # items 1..V-1, each equally likely: the logQ correction is a constant and cancels
-        ds = ds.map(lambda x, y: (x, y, tf.random.uniform([p.num_sampled], 1, v, dtype=tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
-    elif p.loss == "sampled":
-        logits = tf.constant(log_q[None, :])
-        ds = ds.map(lambda x, y: (x, y, tf.cast(tf.random.categorical(logits, p.num_sampled)[0], tf.int32)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, y: (x, y, y[:, -1]), num_parallel_calls=tf.data.AUTOTUNE)  # last targets: in-batch negatives
-    return ds.prefetch(tf.data.AUTOTUNE)
+    rng = np.random.default_rng([p.seed, epoch]) if shuffle else None
+    v = len(log_q)
+    q = np.exp(log_q.astype(np.float64))
+    q /= q.sum()
+    for rows, width in length_batches(inputs, p.batch_size, rng):
+        x, y = inputs[rows, -width:], targets[rows, -width:]
+        if p.loss == "sampled" and p.sampler == "uniform":
+            # items 1..V-1, each equally likely: the logQ correction is a constant and cancels
+            cands = (rng or np.random.default_rng(p.seed)).integers(1, v, p.num_sampled, dtype=np.int32)
+        elif p.loss == "sampled":
+            cands = (rng or np.random.default_rng(p.seed)).choice(v, p.num_sampled, p=q).astype(np.int32)
+        else:
+            cands = y[:, -1]  # last targets: in-batch negatives
+        yield tf.constant(x), tf.constant(y), tf.constant(cands)
 
 
 def sequence_loss(h, table, targets, candidates, log_q, loss: str, static_shapes: bool = False):
@@ -187,8 +215,10 @@ def user_vectors(encoder, inputs: np.ndarray, batch_size: int = 2048) -> np.ndar
     import tensorflow as tf
 
     fn = _last_position_fn(encoder)
-    out = [fn(tf.constant(inputs[s : s + batch_size])).numpy() for s in range(0, len(inputs), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, encoder.output_shape[-1]), np.float32)
+    out = np.zeros((len(inputs), encoder.output_shape[-1]), np.float32)
+    for rows, width in length_batches(inputs, batch_size, None):  # each chunk trimmed to its width: padding costs nothing
+        out[rows] = fn(tf.constant(inputs[rows, -width:])).numpy()
+    return out
 
 
 def _last_position_fn(encoder):
@@ -196,7 +226,7 @@ def _last_position_fn(encoder):
 
     fn = getattr(encoder, "_shopsight_last_position", None)
     if fn is None:
-        spec = tf.TensorSpec([None, encoder.input_shape[1]], tf.int32)
+        spec = tf.TensorSpec([None, None], tf.int32)
         fn = tf.function(lambda x: encoder(x, training=False)[:, -1, :], input_signature=[spec])
         encoder._shopsight_last_position = fn
     return fn
@@ -237,7 +267,6 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     uniform = p.loss == "sampled" and p.sampler == "uniform"
     log_q_np = np.zeros(data.vocab.size, np.float32) if uniform else _log_unigram(data.train_counts)
     train_step = make_train_step(encoder, p, log_q_np)
-    dataset = make_dataset(data.train_inputs, data.train_targets, p, log_q_np)
     valid = _validation_subset(data.valid, p)
     best, best_weights, waited, history = -math.inf, None, 0, []
     best_epoch, seconds_to_best = 0, 0.0
@@ -245,12 +274,15 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     started = time.perf_counter()
     for epoch in range(1, p.epochs + 1):
         t0 = time.perf_counter()
-        losses = [float(train_step(x, y, c)) for x, y, c in dataset]
+        losses = [float(train_step(x, y, c)) for x, y, c in make_dataset(data.train_inputs, data.train_targets, p, log_q_np, epoch=epoch)]
         seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
         ndcg = validation_ndcg(encoder, valid, exclude)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ndcg_at_10": ndcg, "seconds": seconds,
+                        "validation_seconds": time.perf_counter() - t1,
                         "sequences_per_s": len(data.train_inputs) / max(seconds, 1e-9)})
-        log(f"{family} epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@10 {ndcg:.4f} ({seconds:.1f}s)")
+        log(f"{family} epoch {epoch}: loss {history[-1]['loss']:.4f} val NDCG@10 {ndcg:.4f} ({seconds:.1f}s train, "
+            f"{history[-1]['sequences_per_s']:.0f} sequences/s; {history[-1]['validation_seconds']:.1f}s validation)")
         if ndcg > best:
             best, best_weights, waited = ndcg, [w.copy() for w in encoder.get_weights()], 0
             best_epoch, seconds_to_best = epoch, time.perf_counter() - started

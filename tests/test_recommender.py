@@ -223,3 +223,45 @@ def test_champion_of_any_family_is_saved_loaded_and_serves(cyclic_data, tmp_path
     assert train_recommender(params, log=lambda *_: None)["best"] == "gru"
     assert candidate_family(champion_dir) == "keras"
     assert len(load_scorer(champion_dir).recommend([[vocab.items[last]]], 5)[0].items) == 5
+
+
+@pytest.mark.parametrize("family", ["gru", "lstm", "cnn", "transformer"])
+def test_a_batch_trimmed_to_its_longest_history_gives_the_same_vectors_as_max_len(family):
+    """Training trims each batch to its last L columns (left padding only); serving passes max_len columns: every
+    family must give the same vector at every real position for the same history, whatever the width."""
+    from shopsight.recommender import build_encoder, model_config
+
+    max_len = 12
+    p = _params(max_len=max_len, dropout=0.1, transformer={"depth": 2, "heads": 2, "width": 32, "dropout": 0.1},
+                cnn={"window": 3, "horizontal_filters": 8, "vertical_filters": 2, "dropout": 0.1})
+    encoder = build_encoder(model_config(family, N_ITEMS + 1, p))
+    rng = np.random.default_rng(3)
+    for w in encoder.weights:  # random biases too: a bias that leaks through padding would show up
+        w.assign(rng.normal(scale=0.3, size=w.shape).astype("float32"))
+    histories = [_cycle(2, 5), _cycle(7, 3), _cycle(11, 1)]
+    full = left_pad(histories, max_len)
+    out_full = encoder(full, training=False).numpy()
+    for width in (5, 8):
+        trimmed = full[:, -width:]
+        assert (full[:, :-width] == PAD).all()  # only padding was cut
+        out = encoder(trimmed, training=False).numpy()
+        real = trimmed != PAD
+        np.testing.assert_allclose(out[real], out_full[:, -width:][real], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out[:, -1], out_full[:, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_length_batches_cover_every_row_once_and_cut_only_padding():
+    from shopsight.recommender import batch_width, length_batches
+
+    rng = np.random.default_rng(0)
+    seqs = [np.arange(1, 1 + int(n), dtype=np.int32) for n in rng.integers(1, 30, 500)]
+    inputs = left_pad(seqs, 30)
+    batches = length_batches(inputs, 64, np.random.default_rng(1))
+    rows = np.concatenate([r for r, _ in batches])
+    assert sorted(rows.tolist()) == list(range(500))
+    assert {w for _, w in batches} <= {8, 16, 24, 30}  # a few fixed widths: bounded retracing
+    for r, w in batches:
+        assert (inputs[r, :-w] == PAD).all() and len(r) <= 64
+    assert batch_width(0, 30) == 8 and batch_width(9, 30) == 16 and batch_width(29, 30) == 30
+    assert [w for _, w in length_batches(inputs, 64, np.random.default_rng(1))] == [w for _, w in batches]  # seeded
+    assert [w for _, w in length_batches(inputs, 64, np.random.default_rng(2))] != [w for _, w in batches]  # shuffled
