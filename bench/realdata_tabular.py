@@ -123,7 +123,9 @@ def table(name: str, result: dict[str, Any]) -> str:
             lines.append(f"| {cand} | {info['family']} | {m['valid'][cand]['roc_auc']:.4f} | {m['test'][cand]['roc_auc']:.4f} | {role} |")
         interval = t.get("interval_95")
         ci = f" (bootstrap 95% interval of the gap {interval[0]:+.4f} .. {interval[1]:+.4f})" if interval else ""
-        lines += ["", f"target (beat the best reference by {t['margin']}): {t['note']}{ci}", ""]
+        rule = m.get("selection") or {}
+        lines += ["", f"selection rule {rule.get('rule', 'best')}: {rule.get('note', 'the best on validation')}",
+                  f"target (beat the best reference by {t['margin']}): {t['note']}{ci}", ""]
     return "\n".join(lines)
 
 

@@ -147,7 +147,7 @@ class SelectionParams(_Section):
     """How the champion is chosen on validation."""
 
     rule: Literal["best", "one_se"] = Field(
-        "one_se", description="best: the highest validation ROC-AUC | one_se: the first candidate (simplest first) within "
+        "best", description="best: the highest validation ROC-AUC | one_se: the first candidate (simplest first) within "
         "one paired-bootstrap standard error of the best (Breiman et al. 1984): small validation sets do not crown noise")
     n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation rows for the standard error")
     k_se: float = Field(1.0, gt=0, description="how many standard errors a simpler candidate may trail the best by")
