@@ -97,7 +97,12 @@ def table(name: str, metrics: dict) -> str:
     for model, row in metrics["test"].items():
         valid = metrics["valid"].get(model, {}).get("ndcg_at_10")
         t = training.get(model)
-        time_text = f"{t['seconds']:.0f} s ({t['seconds_per_epoch']:.0f} s/epoch, best at {t['seconds_to_best']:.0f} s)" if t else "-"
+        time_text = "-"
+        if t:
+            time_text = f"{t['seconds']:.0f} s ({t['seconds_per_epoch']:.0f} s/epoch"
+            if "sequences_per_s" in t:
+                time_text += f" = {t['sequences_per_s']:.0f} sequences/s, + {t['validation_seconds_per_epoch']:.0f} s validation"
+            time_text += f"; best at {t['seconds_to_best']:.0f} s)"
         epochs = f"{t['epochs']} ({t['best_epoch']})" if t else "-"
         mark = " **champion**" if model == champion else ""
         lines.append(f"| {model}{mark} | {'-' if valid is None else format(valid, '.4f')} | {row['hr_at_10']:.4f} | "

@@ -164,9 +164,9 @@ def sequence_loss(h, table, targets, candidates, log_q, loss: str, static_shapes
         # (on short-sequence data most of a max_len window is padding: 5-8x less work).
         real = tf.not_equal(targets, PAD)
         hr, yr = tf.boolean_mask(h, real), tf.boolean_mask(targets, real)
-        logits = tf.matmul(hr, table, transpose_b=True)
-        logits += tf.one_hot(PAD, tf.shape(table)[0], on_value=NEG_INF, off_value=0.0)  # padding is never a target
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yr, logits=logits)
+        # padding (row 0) is never a target: leave its row out of the softmax (no (N, V) mask pass)
+        logits = tf.matmul(hr, table[PAD + 1 :], transpose_b=True)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yr - (PAD + 1), logits=logits)
         return tf.reduce_sum(ce) / tf.maximum(tf.cast(tf.size(yr), tf.float32), 1.0)
     elif not static_shapes:
         # Only the real positions (N, d): the candidates' logits cost N x C, not B x L x C with the padding.
@@ -302,7 +302,10 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
     return {"model": family, "epochs": len(history), "best_val_ndcg_at_10": best, "seconds": time.perf_counter() - started,
             "best_epoch": best_epoch, "seconds_to_best": seconds_to_best,
-            "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "params": int(encoder.count_params())}
+            "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+            "sequences_per_s": float(np.median([h["sequences_per_s"] for h in history])),
+            "validation_seconds_per_epoch": float(np.mean([h["validation_seconds"] for h in history])),
+            "params": int(encoder.count_params())}
 
 
 def validation_table(data: SequenceData, p: RecommenderParams, model_dir: Path, families: list[str]) -> dict[str, dict[str, float]]:
@@ -339,7 +342,8 @@ def train_recommender(params: Params, data_dir: Path | None = None, out_dir: Pat
         "model": champion, "champion_family": type(candidate).family, "best_sequence_model": best_model,
         "chosen_by": "validation ndcg_at_10", "selected_on": "valid", "protocol": data.protocol,
         "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}, "valid": valid,
-        "training": {k: {f: v[f] for f in ("epochs", "best_epoch", "seconds", "seconds_to_best", "seconds_per_epoch")}
+        "training": {k: {f: v[f] for f in ("epochs", "best_epoch", "seconds", "seconds_to_best", "seconds_per_epoch",
+                                            "sequences_per_s", "validation_seconds_per_epoch")}
                      for k, v in results.items()}}), indent=2, allow_nan=False))
     log(f"champion on validation NDCG@10: {champion} ({valid[champion][MAIN_METRIC]:.4f}); "
         + ", ".join(f"{k} {v[MAIN_METRIC]:.4f}" for k, v in valid.items()))
