@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import pandas as pd
 from monitoring.drift import _column_drifted
 from monitoring.policy import ColumnDrift, Decision, QualityCheck, SourceDrift, column_tests, counted_features, decide
 from shopsight.config import DriftPolicyParams, FeatureParams
+from shopsight.feature_sql import connection
 from shopsight.features import build_user_features, feature_columns
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,102 @@ def default_week_end(events_path: str | Path, now: Any = None) -> pd.Timestamp:
 
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.sample(n=n, random_state=seed) if len(frame) > n else frame
+
+
+def sample_positions(n_rows: int, n: int, seed: int) -> np.ndarray | None:
+    """The row positions, in their drawn order, that `_sample` (pandas' `frame.sample(n=n, random_state=seed)`) keeps
+    of `n_rows` rows; None when it keeps them all. Drawing them first lets a source read only those rows."""
+    if n_rows <= n:
+        return None
+    return np.random.RandomState(seed).choice(n_rows, size=n, replace=False).astype(np.intp, copy=False)
+
+
+def _take_rows(batches, positions: np.ndarray | None, columns: list[str], what: str) -> pd.DataFrame:
+    """The rows at `positions` (0-based over the batches' rows, in their order) of record batches, in the order of
+    `positions`, as pandas; every row when None. Only the taken rows of each batch are kept."""
+    import pyarrow as pa
+
+    if positions is None:
+        parts = list(batches)
+    else:
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        parts, offset, k = [], 0, 0
+        for batch in batches:
+            stop = int(np.searchsorted(wanted, offset + batch.num_rows, side="left"))
+            if stop > k:
+                parts.append(batch.take(pa.array(wanted[k:stop] - offset)))
+            k, offset = stop, offset + batch.num_rows
+        if k != len(wanted):
+            raise RuntimeError(f"{what}: {len(wanted) - k} sampled positions beyond its {offset} rows")
+    table = pa.Table.from_batches(parts) if parts else None
+    if table is None:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    if positions is not None:
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        table = table.take(pa.array(back))
+    return table.to_pandas()
+
+
+@dataclass(frozen=True)
+class ParquetEvents:
+    """The canonical events of a Parquet file with start <= timestamp < end (what `load_events(path, start, end)`
+    returns), read where they are needed instead of held in pandas: user features by the platform's DuckDB
+    feature SQL over the file, reference prices and the event mix in record batches, the matured-outcome sources
+    from their own window only. build_weekly_report gives the same report from this as from the loaded frame."""
+
+    path: Path
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def relation(self, start: pd.Timestamp | None = None):
+        """The events from max(start, self.start) on, as a DuckDB relation on the feature SQL's connection (what
+        compute_user_features registers in place of a frame)."""
+        low = self.start if start is None else max(self.start, start)
+        return connection().sql(
+            f"SELECT * FROM read_parquet('{Path(self.path).as_posix()}') "
+            f"WHERE timestamp >= '{low.isoformat()}'::TIMESTAMPTZ AND timestamp < '{self.end.isoformat()}'::TIMESTAMPTZ"
+        )
+
+    def batches(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str]):
+        """Record batches (file order, the rows load_events would return) with start <= timestamp < end within this
+        window, holding `columns`; only the row groups whose statistics meet the window are read."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        start, end = max(start, self.start), min(end, self.end)
+        file = pq.ParquetFile(self.path)
+        meta = file.metadata
+        col = meta.schema.to_arrow_schema().get_field_index("timestamp")
+        groups = []
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(col).statistics
+            if stats is not None and stats.has_min_max and (pd.Timestamp(stats.max) < start or pd.Timestamp(stats.min) >= end):
+                continue
+            groups.append(i)
+        if not groups or start >= end:
+            return
+        read = list(dict.fromkeys([*columns, "timestamp"]))
+        for batch in file.iter_batches(row_groups=groups, columns=read):
+            ts = batch.column("timestamp")
+            low, high = pa.scalar(start, type=ts.type), pa.scalar(end, type=ts.type)
+            kept = batch.filter(pc.and_(pc.greater_equal(ts, low), pc.less(ts, high)))
+            if kept.num_rows:
+                yield kept.select(columns)
+
+    def count(self, start: pd.Timestamp, end: pd.Timestamp) -> int:
+        return sum(b.num_rows for b in self.batches(start, end, ["timestamp"]))
+
+    def rows(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str], positions: np.ndarray | None) -> pd.DataFrame:
+        """The events with start <= timestamp < end at `positions` (0-based among them, in file order), in the order of
+        `positions`; all of them when None. One record batch at a time is decoded."""
+        return _take_rows(self.batches(start, end, columns), positions, columns, f"{self.path} [{start}, {end})")
+
+    def frame(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str]) -> pd.DataFrame:
+        """The events of [start, end) within this window, `columns` only, in pandas."""
+        return self.rows(start, end, columns, None)
 
 
 def run_drift(
@@ -118,6 +216,22 @@ def run_drift(
     return snapshot, drift
 
 
+def _history_starts(
+    week_end: pd.Timestamp, params: FeatureParams, reference_cutoffs: pd.Series | None, data_start: Any
+) -> list[pd.Timestamp | None]:
+    """Per distinct reference cutoff (sorted), the first event time the current side sees (None: all events)."""
+    lookback = params.lookback_days * DAY
+    if reference_cutoffs is None or data_start is None:
+        return [None]
+    start = pd.Timestamp(data_start)
+    start = (start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")).normalize()
+    lows = []
+    for cutoff in pd.Series(reference_cutoffs).value_counts().sort_index().index:
+        history = min(cutoff - start, lookback)
+        lows.append(None if history >= lookback else week_end - history)
+    return lows
+
+
 def current_user_features(
     events: pd.DataFrame, week_end: pd.Timestamp, params: FeatureParams, reference_cutoffs: pd.Series | None, data_start: Any
 ) -> pd.DataFrame:
@@ -125,17 +239,57 @@ def current_user_features(
     the look-back saw only the events since the start (fewer users, shorter windows). For each reference
     cutoff the current side uses the same history length, so a short-history reference does not make every
     feature look drifted (measured: 20 of 24 features "drifted" on an unchanged shop without this)."""
-    lookback = params.lookback_days * DAY
-    if reference_cutoffs is None or data_start is None:
-        return build_user_features(events, week_end, params)
-    start = pd.Timestamp(data_start)
-    start = (start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")).normalize()
     parts = []
-    for cutoff, n in pd.Series(reference_cutoffs).value_counts().sort_index().items():
-        history = min(cutoff - start, lookback)
-        seen = events if history >= lookback else events[events["timestamp"] >= week_end - history]
+    for low in _history_starts(week_end, params, reference_cutoffs, data_start):
+        seen = events if low is None else events[events["timestamp"] >= low]
         parts.append(build_user_features(seen, week_end, params))
     return pd.concat(parts)
+
+
+def sampled_user_features(
+    events: ParquetEvents, week_end: pd.Timestamp, params: FeatureParams, reference_cutoffs: pd.Series | None, data_start: Any,
+    n: int, seed: int,
+) -> tuple[pd.DataFrame, int]:
+    """(`_sample(current_user_features(...)[feature columns], n, seed)` of the loaded events, its row count before
+    sampling) from the Parquet file: each distinct history's features come from the DuckDB feature SQL over the file
+    (build_user_features), once, and only its sampled rows are kept, so one part is in memory at a time. The parts'
+    sizes (users with an event in the part's look-back) are counted first, in one DuckDB pass."""
+    columns = feature_columns(params.windows_days)
+    lookback_start = week_end - params.lookback_days * DAY
+    sources = [events.start if low is None else max(events.start, low) for low in _history_starts(week_end, params, reference_cutoffs, data_start)]
+    distinct = sorted(set(sources))
+    path = Path(events.path).as_posix()
+    counts = ", ".join(
+        f"count(DISTINCT user_id::VARCHAR) FILTER (WHERE timestamp >= '{max(s, lookback_start).isoformat()}'::TIMESTAMPTZ)" for s in distinct
+    )
+    (sizes,) = connection().execute(
+        f"SELECT {counts} FROM read_parquet('{path}') WHERE timestamp >= '{max(distinct[0], lookback_start).isoformat()}'::TIMESTAMPTZ "
+        f"AND timestamp < '{week_end.isoformat()}'::TIMESTAMPTZ"
+    ).fetchall()
+    size_of = dict(zip(distinct, (int(v) for v in sizes)))
+    offsets = np.cumsum([0] + [size_of[s] for s in sources])
+    total = int(offsets[-1])
+    positions = sample_positions(total, n, seed)
+    taken: list[pd.DataFrame] = []
+    order: list[np.ndarray] = []  # for each taken block, the draw order of its rows
+    for source in distinct:
+        part = build_user_features(events.relation(source), week_end, params)
+        if len(part) != size_of[source]:
+            raise RuntimeError(f"{events.path}: {len(part)} users with features from {source}, {size_of[source]} counted")
+        part = part[columns].reset_index(drop=True)
+        for k in (k for k, s in enumerate(sources) if s == source):
+            if positions is None:
+                taken.append(part)
+                order.append(np.arange(offsets[k], offsets[k + 1]))
+                continue
+            draw = np.flatnonzero((positions >= offsets[k]) & (positions < offsets[k + 1]))
+            taken.append(part.iloc[positions[draw] - offsets[k]])
+            order.append(draw)
+        del part
+    if not taken:
+        return pd.DataFrame(columns=columns, dtype="float64"), total
+    frame = pd.concat(taken, ignore_index=True)
+    return frame.iloc[np.argsort(np.concatenate(order), kind="stable")].reset_index(drop=True), total
 
 
 # --- the events that arrived ------------------------------------------------------------------------------
@@ -162,6 +316,33 @@ def event_mix(events: pd.DataFrame, item_prices: pd.Series, tolerance: float) ->
             "event_price_change": move,
         }
     )
+
+
+def parquet_reference_prices(events: ParquetEvents, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    """item_reference_prices of the events of [start, end) in the file, one record batch at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    for batch in events.batches(start, end, ["item_id", "price"]):
+        price = batch.column("price")
+        priced = pa.Table.from_batches([batch]).filter(pc.and_(pc.is_valid(price), pc.invert(pc.is_nan(price))))
+        parts.append(priced.group_by("item_id").aggregate([("price", "max")]))
+    if not parts:
+        return pd.Series(dtype="float64", name="price")
+    best = pa.concat_tables(parts).group_by("item_id").aggregate([("price_max", "max")])
+    return pd.Series(best.column("price_max_max").to_numpy(), index=pd.Index(best.column("item_id").to_pylist(), name="item_id"),
+                     name="price", dtype="float64")
+
+
+def sampled_event_mix(
+    events: ParquetEvents, start: pd.Timestamp, end: pd.Timestamp, item_prices: pd.Series, tolerance: float, n: int, seed: int
+) -> tuple[pd.DataFrame, int]:
+    """(`_sample(event_mix(events of [start, end)), n, seed)`, the events' count): the rows to keep are drawn from
+    the count, then only those are decoded (one record batch at a time) and mixed."""
+    total = events.count(start, end)
+    rows = events.rows(start, end, ["item_id", "event_type", "category", "price"], sample_positions(total, n, seed))
+    return event_mix(rows, item_prices, tolerance), total
 
 
 def _between(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -325,7 +506,7 @@ def build_weekly_report(
     *,
     week_end: Any,
     reference: pd.DataFrame,
-    events: pd.DataFrame,
+    events: pd.DataFrame | ParquetEvents,
     feature_params: FeatureParams,
     policy: DriftPolicyParams,
     out_root: Path,
@@ -339,11 +520,16 @@ def build_weekly_report(
     write_html: bool = True,
     seed: int = 0,
     next_item_types: tuple[str, ...] = ("view", "cart", "favorite", "purchase"),
+    reference_rows: int | None = None,
+    reference_cutoffs: Sequence[Any] | None = None,
 ) -> WeeklyReport:
     """Measure every source for the week ending at `week_end`, decide with the policy, write HTML + JSON.
 
-    `reference`: the champion's training features (a `cutoff` column and the model's feature columns).
-    `events`: canonical events covering the reference event window up to week_end. `prediction_log`: the
+    `reference`: the champion's training features (a `cutoff` column and the model's feature columns), or the rows
+    `_sample(reference, policy.max_rows, seed)` keeps of them (read_reference does so while reading) with
+    `reference_rows` (the whole reference's row count) and `reference_cutoffs` (its distinct cutoffs).
+    `events`: canonical events covering the reference event window up to week_end, as a frame or as a
+    ParquetEvents window of the file (same report, without the events in memory). `prediction_log`: the
     week's (and the matured week's) logged predictions; `reference_predictions`: the champion's outputs on
     the reference, for prediction drift. `next_item_types`: the events whose item counts as a user's next item
     for the NDCG of logged /recommend answers (params.yaml recommender.event_types). Nothing is triggered here:
@@ -358,7 +544,13 @@ def build_weekly_report(
     stamp = end.to_pydatetime()
     tags = [week]
     columns = feature_columns(feature_params.windows_days)
-    cutoffs = pd.to_datetime(reference["cutoff"], utc=True) if "cutoff" in reference.columns else None
+    if reference_cutoffs is not None:
+        cutoffs = pd.Series(pd.to_datetime(list(reference_cutoffs), utc=True))
+    else:
+        cutoffs = pd.to_datetime(reference["cutoff"], utc=True) if "cutoff" in reference.columns else None
+    ref_rows = len(reference) if reference_rows is None else int(reference_rows)
+    ref_sampled = ref_rows > policy.max_rows
+    on_disk = isinstance(events, ParquetEvents)
     ref_end = cutoffs.max() if cutoffs is not None else start
     # the current side mirrors the reference's look-back truncation (current_user_features), so no window is
     # excluded for it; features are excluded only by the policy
@@ -377,19 +569,35 @@ def build_weekly_report(
 
     if "user_features" in sources:
         t0 = time.perf_counter()
-        current = current_user_features(events, end, feature_params, cutoffs, data_start)
-        _keep("user_features", *run_drift("user_features", reference, current, columns, [], policy, counted, excluded=excluded,
-                                          timestamp=stamp, tags=tags, seed=seed))
+        if on_disk:
+            current, current_rows = sampled_user_features(events, end, feature_params, cutoffs, data_start, policy.max_rows, seed)
+        else:
+            current = current_user_features(events, end, feature_params, cutoffs, data_start)
+            current_rows = len(current)
+        snapshot, drift = run_drift("user_features", reference, current, columns, [], policy, counted, excluded=excluded,
+                                    timestamp=stamp, tags=tags, seed=seed)
+        drift.sampled = drift.sampled or ref_sampled or current_rows > policy.max_rows
+        _keep("user_features", snapshot, drift)
         report.seconds["user_features"] = round(time.perf_counter() - t0, 3)
     if "event_mix" in sources:
         t0 = time.perf_counter()
-        ref_events = _between(events, ref_end - policy.reference_event_days * DAY, ref_end)
-        prices = item_reference_prices(ref_events)
-        ref_mix = event_mix(ref_events, prices, policy.price_change_tolerance)
-        cur_mix = event_mix(_between(events, start, end), prices, policy.price_change_tolerance)
+        ref_start = ref_end - policy.reference_event_days * DAY
+        tolerance = policy.price_change_tolerance
+        if on_disk:
+            prices = parquet_reference_prices(events, ref_start, ref_end)
+            ref_mix, ref_mix_rows = sampled_event_mix(events, ref_start, ref_end, prices, tolerance, policy.max_rows, seed)
+            cur_mix, cur_mix_rows = sampled_event_mix(events, start, end, prices, tolerance, policy.max_rows, seed)
+        else:
+            ref_events = _between(events, ref_start, ref_end)
+            prices = item_reference_prices(ref_events)
+            ref_mix = event_mix(ref_events, prices, tolerance)
+            cur_mix = event_mix(_between(events, start, end), prices, tolerance)
+            ref_mix_rows, cur_mix_rows = len(ref_mix), len(cur_mix)
         critical = [c for c in policy.critical if c in EVENT_COLUMNS]
-        _keep("event_mix", *run_drift("event_mix", ref_mix, cur_mix, [], EVENT_COLUMNS, policy, [], critical=critical,
-                                      timestamp=stamp, tags=tags, seed=seed))
+        snapshot, drift = run_drift("event_mix", ref_mix, cur_mix, [], EVENT_COLUMNS, policy, [], critical=critical,
+                                    timestamp=stamp, tags=tags, seed=seed)
+        drift.sampled = drift.sampled or max(ref_mix_rows, cur_mix_rows) > policy.max_rows
+        _keep("event_mix", snapshot, drift)
         report.seconds["event_mix"] = round(time.perf_counter() - t0, 3)
     if "served" in sources and prediction_log is not None and len(prediction_log):
         t0 = time.perf_counter()
@@ -410,13 +618,17 @@ def build_weekly_report(
             served_counted.append(PREDICTION_COLUMN)
         snapshot, drift = run_drift("served", ref, served, numerical, [], policy, served_counted, excluded=served_excluded,
                                     timestamp=stamp, tags=tags, seed=seed)
-        drift.sampled = drift.sampled or served_rows > len(served)
+        drift.sampled = drift.sampled or ref_sampled or served_rows > len(served)
         drift.current_rows = served_rows if served_rows > len(served) else drift.current_rows
         _keep("served", snapshot, drift)
         report.seconds["served"] = round(time.perf_counter() - t0, 3)
+    matured = events
+    if on_disk and prediction_log is not None and len(prediction_log) and {"quality", "recommend_quality"} & set(sources):
+        # the matured predictions of [end - horizon - 7 days, end - horizon) and their outcomes up to end
+        matured = events.frame(end - (feature_params.horizon_days + 7) * DAY, end, ["user_id", "item_id", "event_type", "timestamp"])
     if "quality" in sources and prediction_log is not None and len(prediction_log):
         t0 = time.perf_counter()
-        scored, quality = matured_quality(prediction_log, events, end, feature_params.horizon_days, champion_score)
+        scored, quality = matured_quality(prediction_log, matured, end, feature_params.horizon_days, champion_score)
         report.quality = quality
         if quality.value is not None:
             _keep("quality", quality_snapshot(scored, stamp, tags), None)
@@ -425,7 +637,7 @@ def build_weekly_report(
         from monitoring.recommend_quality import matured_recommendations, recommend_quality_snapshot
 
         t0 = time.perf_counter()
-        scored, check, metrics = matured_recommendations(prediction_log, events, end, feature_params.horizon_days,
+        scored, check, metrics = matured_recommendations(prediction_log, matured, end, feature_params.horizon_days,
                                                          policy.ranking_k, next_item_types)
         report.recommend_quality, report.recommend_metrics = check, metrics
         if check.value is not None:
@@ -443,9 +655,9 @@ def build_weekly_report(
 
 # --- the project's inputs ---------------------------------------------------------------------------------
 
-def champion_reference(task: str = "propensity", features_path: Path | None = None) -> tuple[pd.DataFrame, str, str | None]:
-    """(reference features, where they came from, champion tag): the reference Parquet stored with the champion,
-    else the train split of the pipeline's feature table (before any model is registered)."""
+def champion_reference_source(task: str = "propensity", features_path: Path | None = None) -> tuple[Path, str | None, str, str | None]:
+    """(reference Parquet, the split to keep of it or None, where it came from, champion tag): the reference Parquet
+    stored with the champion, else the train split of the pipeline's feature table (before any model is registered)."""
     from shopsight import paths
     from shopsight.registry import RegistryError, champion_tag, reference_path
 
@@ -453,14 +665,54 @@ def champion_reference(task: str = "propensity", features_path: Path | None = No
     try:
         tag = champion_tag(task)
         path = reference_path(task)
-        return pd.read_parquet(path), f"champion {tag} ({path.name})", tag
+        return Path(path), None, f"champion {tag} ({Path(path).name})", tag
     except RegistryError as exc:
         features_path = features_path or paths.PROPENSITY_FEATURES
         if not Path(features_path).exists():
             raise FileNotFoundError(f"no reference: {exc}, and {features_path} does not exist; run `dvc repro` first") from exc
-        data = pd.read_parquet(features_path)
         log.info("no champion reference (%s): using the train split of %s", exc, features_path)
-        return data[data["split"] == "train"].reset_index(drop=True), f"train split of {features_path}", tag
+        return Path(features_path), "train", f"train split of {features_path}", tag
+
+
+def champion_reference(task: str = "propensity", features_path: Path | None = None) -> tuple[pd.DataFrame, str, str | None]:
+    """(reference features, where they came from, champion tag), the whole reference in memory (see
+    champion_reference_source; the weekly report reads only its sample with read_reference)."""
+    path, split, name, tag = champion_reference_source(task, features_path)
+    data = pd.read_parquet(path)
+    return (data if split is None else data[data["split"] == split].reset_index(drop=True)), name, tag
+
+
+def read_reference(path: str | Path, columns: list[str], n: int, seed: int, split: str | None = None) -> tuple[pd.DataFrame, int, list | None]:
+    """(`_sample(reference[["cutoff", *columns]], n, seed)`, the reference's row count, its distinct cutoffs or None)
+    of a reference features Parquet (`split`: its rows of that split only, in file order): the cutoff and split
+    columns are read whole, the feature columns of the sampled rows only, one record batch at a time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    names = file.schema_arrow.names
+    missing = [c for c in columns + (["split"] if split is not None else []) if c not in names]
+    if missing:
+        raise ValueError(f"reference {path}: missing column(s) {missing[:5]}: it was built for another feature set "
+                         "(features.windows_days); rebuild it with `dvc repro` or retrain the champion")
+    keys = [c for c in ("cutoff", "split") if c in names and (c == "cutoff" or split is not None)]
+    head = file.read(columns=keys) if keys else None
+    keep = pc.equal(head.column("split"), split) if split is not None else None
+    n_rows = file.metadata.num_rows if keep is None else int(pc.sum(keep).as_py() or 0)
+    cutoffs = None
+    if "cutoff" in names:
+        cut = head.column("cutoff") if keep is None else head.column("cutoff").filter(keep)
+        cutoffs = sorted(pd.to_datetime(cut.unique().to_pandas(), utc=True))
+    read = [c for c in ["cutoff", *columns] if c in names]
+
+    def batches():
+        for batch in file.iter_batches(columns=list(dict.fromkeys(read + (["split"] if split is not None else [])))):
+            if split is not None:
+                batch = batch.filter(pc.equal(batch.column("split"), split))
+            yield batch.select(read)
+
+    sample = _take_rows(batches(), sample_positions(n_rows, n, seed), read, f"reference {path}")
+    return sample, n_rows, cutoffs
 
 
 def champion_score(tag: str | None) -> float | None:
@@ -541,6 +793,7 @@ def run_weekly_monitoring(
     state: dict[str, Any] | None = None,
     score_reference: bool = True,
     reference_path: Path | None = None,
+    seed: int = 0,
 ) -> WeeklyReport:
     """The weekly report of a project: champion reference, events from data/events.parquet, the prediction
     log; for the week ending at `week_end` (default: `default_week_end`, the last completed ISO week that the
@@ -552,21 +805,25 @@ def run_weekly_monitoring(
     week_end = default_week_end(project_dir / paths.EVENTS) if week_end is None else week_end
     start, end = week_window(week_end)
     if reference_path is not None:
-        reference, name, tag = pd.read_parquet(reference_path), str(reference_path), None
+        ref_file, split, name, tag = Path(reference_path), None, str(reference_path), None
     else:
-        reference, name, tag = champion_reference(features_path=project_dir / paths.PROPENSITY_FEATURES)
+        ref_file, split, name, tag = champion_reference_source(features_path=project_dir / paths.PROPENSITY_FEATURES)
+    columns = feature_columns(fp.windows_days)
+    # only the rows the drift report samples (the same draw as on the whole reference) are read
+    reference, ref_rows, ref_cutoffs = read_reference(ref_file, columns, policy.max_rows, seed, split)
     events_path = project_dir / paths.EVENTS
     data_start = first_event_time(events_path)
-    ref_end = pd.to_datetime(reference["cutoff"], utc=True).max() if "cutoff" in reference.columns else start
+    ref_end = max(ref_cutoffs) if ref_cutoffs else start
     first = min(ref_end - policy.reference_event_days * DAY, end - fp.lookback_days * DAY, start - (fp.horizon_days + 7) * DAY)
-    events = load_events(events_path, first, end)
+    # the window the report reads, left on disk: features in DuckDB over the file, the event mix in record batches
+    events = ParquetEvents(events_path, first, end)
     prediction_log = read_log(log_dir, start - (fp.horizon_days + 7) * DAY, end)
     ref_pred = None
     if prediction_log is not None and tag is not None and score_reference:
-        ref_pred = champion_predictions(tag, reference, feature_columns(fp.windows_days))
+        ref_pred = champion_predictions(tag, reference, columns)
     return build_weekly_report(
         week_end=end, reference=reference, events=events, feature_params=fp, policy=policy,
         out_root=out_root or project_dir / paths.REPORTS_DIR, state=state, prediction_log=prediction_log,
         reference_predictions=ref_pred, champion_score=champion_score(tag), data_start=data_start, reference_name=name,
-        next_item_types=tuple(params.recommender.event_types),
+        next_item_types=tuple(params.recommender.event_types), reference_rows=ref_rows, reference_cutoffs=ref_cutoffs, seed=seed,
     )
