@@ -67,6 +67,38 @@ def bench_training(p, vocab: int, steps: int) -> float:
     return steps * p.batch_size / (time.perf_counter() - t0)
 
 
+def bench_trimming(p, sequences_dir: Path, batches: int, rounds: int = 2) -> tuple[float, float]:
+    """Sequences/s of the real training step on real sequences (a `shopsight sequences` output, e.g. Amazon Toys from
+    bench/realdata_recommender.py), the same length-bucketed batches fed at full max_len width vs trimmed to their
+    width (what training does); the two alternate `rounds` times so machine load hits both alike. (full, trimmed)."""
+    import tensorflow as tf
+
+    from shopsight.recommender import build_encoder, length_batches, make_train_step, model_config
+    from shopsight.sequences import load_sequences
+
+    data = load_sequences(sequences_dir)
+    p = p.model_copy(update={"max_len": data.train_inputs.shape[1]})
+    encoder = build_encoder(model_config("transformer", data.vocab.size, p))
+    step = make_train_step(encoder, p, np.zeros(data.vocab.size, np.float32))
+    chosen = length_batches(data.train_inputs, p.batch_size, np.random.default_rng(0))[:batches]
+    feeds = {mode: [(tf.constant(data.train_inputs[r, -w:] if mode == "trimmed" else data.train_inputs[r]),
+                     tf.constant(data.train_targets[r, -w:] if mode == "trimmed" else data.train_targets[r]))
+                    for r, w in chosen] for mode in ("full", "trimmed")}
+    for mode in feeds:  # trace every shape first
+        for x, y in feeds[mode]:
+            step(x, y, y[:, -1])
+    seconds = {"full": 0.0, "trimmed": 0.0}
+    for _ in range(rounds):
+        for mode in feeds:
+            t0 = time.perf_counter()
+            for x, y in feeds[mode]:
+                loss = step(x, y, y[:, -1])
+            float(loss)
+            seconds[mode] += time.perf_counter() - t0
+    n = rounds * sum(len(r) for r, _ in chosen)
+    return n / seconds["full"], n / seconds["trimmed"]
+
+
 def bench_evaluation(users: int, items: int, dim: int) -> tuple[float, float]:
     """Seconds per 1,000 users: batched matrix product vs a per-user loop (same ranks checked)."""
     from shopsight.ranking import embedding_scorer, rank_targets, ranks_from_scores
@@ -92,6 +124,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=None, help="catalogue size (default: the simulator's n_items)")
     parser.add_argument("--users", type=int, default=None)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--sequences", type=Path, default=None,
+                        help="a real `shopsight sequences` output (e.g. <workdir>/Toys_and_Games/data/sequences of "
+                             "bench/realdata_recommender.py): measure batch trimming on it and stop")
     args = parser.parse_args()
 
     from shopsight.config import load_params
@@ -101,6 +136,15 @@ def main() -> None:
     items = args.items or params.data.synthetic.n_items
     users = args.users or (2000 if args.quick else 10000)
     steps = 5 if args.quick else 30
+    if args.sequences:
+        import os
+
+        full, trimmed = bench_trimming(p, args.sequences, 10 if args.quick else 40)
+        print(f"transformer training on {args.sequences} (loss {p.loss}, batch {p.batch_size}, length-bucketed batches): "
+              f"{full:,.0f} sequences/s at full max_len width, {trimmed:,.0f} trimmed to each batch's longest history; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"RATIO trimmed / full width: {trimmed / full:.2f}x")
+        return
 
     flops = matmul_flops(1024, 2.0 if args.quick else 5.0)
     seq_per_s = bench_training(p, items + 1, steps)
