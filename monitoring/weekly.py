@@ -132,9 +132,10 @@ class ParquetEvents:
             f"WHERE timestamp >= '{low.isoformat()}'::TIMESTAMPTZ AND timestamp < '{self.end.isoformat()}'::TIMESTAMPTZ"
         )
 
-    def batches(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str]):
+    def batches(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str], users: Sequence[str] | None = None):
         """Record batches (file order, the rows load_events would return) with start <= timestamp < end within this
-        window, holding `columns`; only the row groups whose statistics meet the window are read."""
+        window (and `users`' events only, when given), holding `columns`; only the row groups whose statistics meet
+        the window are read."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -151,11 +152,15 @@ class ParquetEvents:
             groups.append(i)
         if not groups or start >= end:
             return
-        read = list(dict.fromkeys([*columns, "timestamp"]))
+        read = list(dict.fromkeys([*columns, "timestamp", *(["user_id"] if users is not None else [])]))
+        wanted = None if users is None else pa.array(pd.unique(np.asarray(users, dtype=object)), type=pa.string())
         for batch in file.iter_batches(row_groups=groups, columns=read):
             ts = batch.column("timestamp")
             low, high = pa.scalar(start, type=ts.type), pa.scalar(end, type=ts.type)
-            kept = batch.filter(pc.and_(pc.greater_equal(ts, low), pc.less(ts, high)))
+            mask = pc.and_(pc.greater_equal(ts, low), pc.less(ts, high))
+            if wanted is not None:
+                mask = pc.and_(mask, pc.is_in(pc.cast(batch.column("user_id"), pa.string()), value_set=wanted))
+            kept = batch.filter(mask)
             if kept.num_rows:
                 yield kept.select(columns)
 
@@ -167,9 +172,9 @@ class ParquetEvents:
         `positions`; all of them when None. One record batch at a time is decoded."""
         return _take_rows(self.batches(start, end, columns), positions, columns, f"{self.path} [{start}, {end})")
 
-    def frame(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str]) -> pd.DataFrame:
-        """The events of [start, end) within this window, `columns` only, in pandas."""
-        return self.rows(start, end, columns, None)
+    def frame(self, start: pd.Timestamp, end: pd.Timestamp, columns: list[str], users: Sequence[str] | None = None) -> pd.DataFrame:
+        """The events of [start, end) within this window (of `users` only, when given), `columns` only, in pandas."""
+        return _take_rows(self.batches(start, end, columns, users), None, columns, f"{self.path} [{start}, {end})")
 
 
 def run_drift(
@@ -624,8 +629,11 @@ def build_weekly_report(
         report.seconds["served"] = round(time.perf_counter() - t0, 3)
     matured = events
     if on_disk and prediction_log is not None and len(prediction_log) and {"quality", "recommend_quality"} & set(sources):
-        # the matured predictions of [end - horizon - 7 days, end - horizon) and their outcomes up to end
-        matured = events.frame(end - (feature_params.horizon_days + 7) * DAY, end, ["user_id", "item_id", "event_type", "timestamp"])
+        # the matured predictions of [end - horizon - 7 days, end - horizon) and their outcomes up to end: only the
+        # logged users' events are joined to them
+        users = prediction_log["user_id"].dropna().astype("string").unique() if "user_id" in prediction_log.columns else []
+        matured = events.frame(end - (feature_params.horizon_days + 7) * DAY, end, ["user_id", "item_id", "event_type", "timestamp"],
+                               users=list(users))
     if "quality" in sources and prediction_log is not None and len(prediction_log):
         t0 = time.perf_counter()
         scored, quality = matured_quality(prediction_log, matured, end, feature_params.horizon_days, champion_score)
