@@ -169,3 +169,22 @@ def test_run_weekly_monitoring_reports_what_the_loaded_frames_report(shop, tmp_p
     sampled = {s.source: s.sampled for s in new.sources}
     assert sampled["user_features"] == sampled["event_mix"] == (max_rows < 10**6)
     assert _content(tmp_path / "new" / new.week / "weekly_report.json") == _content(tmp_path / "old" / old.week / "weekly_report.json")
+
+
+def test_without_a_champion_the_reference_is_the_train_split_of_the_feature_table(shop):
+    from monitoring.weekly import champion_reference, champion_reference_source
+
+    path, split, name, tag = champion_reference_source(features_path=shop["reference"])
+    assert (path, split, tag) == (shop["reference"], "train", None) and "train split" in name
+    whole, _, _ = champion_reference(features_path=shop["reference"])
+    sample, n_rows, cutoffs = read_reference(path, feature_columns(shop["params"].features.windows_days), 10**7, 0, split)
+    assert n_rows == len(whole) and set(whole["split"]) == {"train"}
+    assert cutoffs == sorted(pd.to_datetime(whole["cutoff"], utc=True).unique())
+    pd.testing.assert_frame_equal(sample, whole[sample.columns], check_dtype=False)
+
+
+def test_a_reference_of_another_feature_set_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "ref.parquet"
+    pd.DataFrame({"cutoff": pd.to_datetime(["2026-01-05"], utc=True), "views_7d": [1.0]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"ref.parquet: missing column.*carts_7d.*windows_days"):
+        read_reference(path, ["views_7d", "carts_7d"], 10, 0)
