@@ -171,8 +171,11 @@ def test_run_weekly_monitoring_reports_what_the_loaded_frames_report(shop, tmp_p
     assert _content(tmp_path / "new" / new.week / "weekly_report.json") == _content(tmp_path / "old" / old.week / "weekly_report.json")
 
 
-def test_without_a_champion_the_reference_is_the_train_split_of_the_feature_table(shop):
+def test_without_a_champion_the_reference_is_the_train_split_of_the_feature_table(shop, tmp_path, monkeypatch):
     from monitoring.weekly import champion_reference, champion_reference_source
+
+    # an empty registry: the suite's shared test home holds champions registered by other tests
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "empty-bentoml"))
 
     path, split, name, tag = champion_reference_source(features_path=shop["reference"])
     assert (path, split, tag) == (shop["reference"], "train", None) and "train split" in name
