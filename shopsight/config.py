@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shopsight.simulator import SimulatorParams
 
@@ -292,7 +292,14 @@ class TransformerParams(_Section):
     depth: int = Field(2, ge=1, description="self-attention blocks")
     heads: int = Field(2, ge=1)
     width: int = Field(128, gt=0, description="feed-forward width inside each block")
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float | Literal["auto"] = Field(
+        "auto", description="embedding and block dropout; auto: 0.5 on sparse data, 0.1 on dense (recommender.sparse_targets_per_item)"
+    )
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, value):
+        return _check_dropout(value)
 
 
 class CNNParams(_Section):
@@ -300,6 +307,12 @@ class CNNParams(_Section):
     horizontal_filters: int = Field(16, gt=0, description="filters per height 1..window")
     vertical_filters: int = Field(4, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
+
+
+def _check_dropout(value):
+    if value != "auto" and not 0 <= value < 1:
+        raise ValueError(f"dropout must be in [0, 1) or 'auto', got {value!r}")
+    return value
 
 
 class RecommenderParams(_Section):
@@ -317,11 +330,17 @@ class RecommenderParams(_Section):
         "full", description="full softmax over the catalogue | sampled softmax (unigram sampler) | in-batch negatives; both with logQ correction"
     )
     num_sampled: int = Field(256, gt=0, description="negatives per batch for loss=sampled")
-    epochs: int = Field(6, gt=0)
-    patience: int = Field(2, ge=1, description="early stopping on validation NDCG@10")
+    epochs: int = Field(30, gt=0, description="upper bound: patience and max_train_seconds stop first")
+    patience: int = Field(3, ge=1, description="early stopping on validation NDCG@10")
     batch_size: int = Field(128, gt=0, description="sequences per step")
-    learning_rate: float = Field(2e-3, gt=0)
-    dropout: float = Field(0.2, ge=0, lt=1, description="embedding dropout")
+    learning_rate: float = Field(3e-3, gt=0)
+    dropout: float | Literal["auto"] = Field(
+        "auto", description="GRU/LSTM embedding dropout; auto: 0.5 on sparse data, 0.2 on dense (sparse_targets_per_item)"
+    )
+    sparse_targets_per_item: float = Field(
+        100.0, gt=0, description="dropout auto: data with fewer training targets per catalogue item than this is sparse "
+        "(SASRec's choice: 0.5 on the sparse Amazon and Steam sets, 0.2 on MovieLens-1M)",
+    )
     exclude_purchased: bool = Field(False, description="rank without the items the user already bought (evaluation and service default)")
     xla: bool = Field(False, description="jit-compile the training step")
     k_max: int = Field(50, ge=20, description="HR@K curve for K=1..k_max; also the largest k /recommend accepts")
@@ -335,8 +354,13 @@ class RecommenderParams(_Section):
     sampler: Literal["uniform", "unigram"] = Field(
         "uniform", description="negatives of loss=sampled: uniform over the catalogue (gSASRec / eSASRec) or unigram with logQ",
     )
-    max_train_seconds: float | None = Field(None, gt=0, description="per model: stop after the epoch that passes this (null = no limit)")
+    max_train_seconds: float | None = Field(1380.0, gt=0, description="per model: stop after the epoch that passes this (null = no limit)")
     baselines_compete: bool = Field(True, description="popularity and co-occurrence may be the champion when they win on validation")
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, value):
+        return _check_dropout(value)
 
 
 class GateParams(_Section):

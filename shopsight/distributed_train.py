@@ -154,7 +154,9 @@ def fit_sequence_model_multiworker(inputs: np.ndarray, targets: np.ndarray, voca
     strategy = multi_worker_strategy()
     keras.utils.set_random_seed(p.seed)
     with strategy.scope():
-        encoder = build_encoder(model_config(family, vocab_size, p))
+        # dropout auto resolved from the data's density, as train_sequence_model does
+        density = float((np.asarray(targets) != PAD).sum()) / max(vocab_size - 1, 1)
+        encoder = build_encoder(model_config(family, vocab_size, p, density))
         optimizer = keras.optimizers.Adam(p.learning_rate)
         optimizer.build(encoder.trainable_variables)
 

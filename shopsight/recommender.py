@@ -56,8 +56,33 @@ NEG_INF = -1e9
 
 
 # --------------------------------------------------------------------------------------------- models
-def model_config(family: str, vocab_size: int, p: RecommenderParams) -> dict[str, Any]:
-    """Everything needed to rebuild an encoder (stored as config.json next to its weights)."""
+# dropout "auto" (SASRec's per-dataset choice made a rule): sparse data (few training targets per item, the Amazon
+# review sets: ~9) overfits a d=64 model within a few epochs and wants 0.5; dense data (the simulator: ~950) wants little
+SPARSE_DROPOUT = 0.5
+DENSE_DROPOUT = {"embedding": 0.2, "transformer": 0.1}
+
+
+def resolve_dropout(p: RecommenderParams, targets_per_item: float | None) -> RecommenderParams:
+    """p with `dropout: auto` (embedding and transformer) replaced by numbers: SPARSE_DROPOUT when the training data
+    has fewer than p.sparse_targets_per_item targets per catalogue item, else DENSE_DROPOUT (also when unknown)."""
+    sparse = targets_per_item is not None and targets_per_item < p.sparse_targets_per_item
+    update: dict[str, Any] = {}
+    if p.dropout == "auto":
+        update["dropout"] = SPARSE_DROPOUT if sparse else DENSE_DROPOUT["embedding"]
+    if p.transformer.dropout == "auto":
+        update["transformer"] = p.transformer.model_copy(update={"dropout": SPARSE_DROPOUT if sparse else DENSE_DROPOUT["transformer"]})
+    return p.model_copy(update=update) if update else p
+
+
+def targets_per_item(data: SequenceData) -> float:
+    """Training targets per catalogue item: how dense the next-item data is (resolve_dropout)."""
+    return float((np.asarray(data.train_targets) != PAD).sum()) / max(data.vocab.size - 1, 1)
+
+
+def model_config(family: str, vocab_size: int, p: RecommenderParams, density: float | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild an encoder (stored as config.json next to its weights); `density` (training
+    targets per item) resolves `dropout: auto`."""
+    p = resolve_dropout(p, density)
     cfg: dict[str, Any] = {"family": family, "vocab_size": vocab_size, "max_len": p.max_len, "embedding_dim": p.embedding_dim,
                            "dropout": p.dropout}
     if family in ("gru", "lstm"):
@@ -261,7 +286,11 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     import tensorflow as tf
 
     keras.utils.set_random_seed(p.seed)
-    cfg = model_config(family, data.vocab.size, p)
+    density = targets_per_item(data)
+    cfg = model_config(family, data.vocab.size, p, density)
+    if "auto" in (p.dropout, p.transformer.dropout):
+        log(f"{family}: dropout auto -> {cfg['dropout']} ({density:.1f} training targets per item; sparse below "
+            f"{p.sparse_targets_per_item:g})")
     encoder = build_encoder(cfg)
     # uniform negatives (gSASRec / eSASRec): the log-probability is the same for every item, so no correction is needed
     uniform = p.loss == "sampled" and p.sampler == "uniform"
@@ -305,7 +334,7 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
             "sequences_per_s": float(np.median([h["sequences_per_s"] for h in history])),
             "validation_seconds_per_epoch": float(np.mean([h["validation_seconds"] for h in history])),
-            "params": int(encoder.count_params())}
+            "params": int(encoder.count_params()), "dropout": cfg["dropout"], "targets_per_item": density}
 
 
 def validation_table(data: SequenceData, p: RecommenderParams, model_dir: Path, families: list[str]) -> dict[str, dict[str, float]]:
@@ -343,7 +372,7 @@ def train_recommender(params: Params, data_dir: Path | None = None, out_dir: Pat
         "chosen_by": "validation ndcg_at_10", "selected_on": "valid", "protocol": data.protocol,
         "validation": {k: v["best_val_ndcg_at_10"] for k, v in results.items()}, "valid": valid,
         "training": {k: {f: v[f] for f in ("epochs", "best_epoch", "seconds", "seconds_to_best", "seconds_per_epoch",
-                                            "sequences_per_s", "validation_seconds_per_epoch")}
+                                            "sequences_per_s", "validation_seconds_per_epoch", "dropout", "targets_per_item")}
                      for k, v in results.items()}}), indent=2, allow_nan=False))
     log(f"champion on validation NDCG@10: {champion} ({valid[champion][MAIN_METRIC]:.4f}); "
         + ", ".join(f"{k} {v[MAIN_METRIC]:.4f}" for k, v in valid.items()))

@@ -265,3 +265,23 @@ def test_length_batches_cover_every_row_once_and_cut_only_padding():
     assert batch_width(0, 30) == 8 and batch_width(9, 30) == 16 and batch_width(29, 30) == 30
     assert [w for _, w in length_batches(inputs, 64, np.random.default_rng(1))] == [w for _, w in batches]  # seeded
     assert [w for _, w in length_batches(inputs, 64, np.random.default_rng(2))] != [w for _, w in batches]  # shuffled
+
+
+def test_dropout_auto_follows_the_density_of_the_training_data(cyclic_data, tmp_path):
+    from shopsight.recommender import resolve_dropout, targets_per_item, train_sequence_model
+
+    auto = _params(dropout="auto", transformer={"depth": 1, "heads": 2, "width": 32, "dropout": "auto"}, epochs=1, patience=1)
+    density = targets_per_item(cyclic_data)
+    assert density == pytest.approx((cyclic_data.train_targets != PAD).sum() / N_ITEMS)
+    as_sparse = auto.model_copy(update={"sparse_targets_per_item": density + 1})
+    sparse = resolve_dropout(as_sparse, density)
+    dense = resolve_dropout(auto.model_copy(update={"sparse_targets_per_item": density - 1}), density)
+    assert (sparse.dropout, sparse.transformer.dropout) == (0.5, 0.5)
+    assert (dense.dropout, dense.transformer.dropout) == (0.2, 0.1)
+    assert resolve_dropout(auto, None).dropout == 0.2  # density unknown: the dense setting
+    assert resolve_dropout(_params(dropout=0.3), 1.0).dropout == 0.3  # a number is kept
+    out = train_sequence_model("transformer", cyclic_data, as_sparse, tmp_path / "t", log=lambda *_: None)
+    assert out["dropout"] == 0.5 and json.loads((tmp_path / "t" / "config.json").read_text())["dropout"] == 0.5
+    for bad in (1.0, -0.1, "high"):
+        with pytest.raises(ValueError, match="dropout"):
+            _params(dropout=bad)
