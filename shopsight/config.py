@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shopsight.simulator import SimulatorParams
 
@@ -288,18 +288,22 @@ class AudienceParams(_Section):
 RecommenderModel = Literal["gru", "lstm", "cnn", "transformer"]
 
 
+def _check_dropout(value):
+    if value != "auto" and not 0 <= value < 1:
+        raise ValueError(f"dropout must be in [0, 1) or 'auto', got {value!r}")
+    return value
+
+
+DropoutOrAuto = Annotated[float | Literal["auto"], AfterValidator(_check_dropout)]
+
+
 class TransformerParams(_Section):
     depth: int = Field(2, ge=1, description="self-attention blocks")
     heads: int = Field(2, ge=1)
     width: int = Field(128, gt=0, description="feed-forward width inside each block")
-    dropout: float | Literal["auto"] = Field(
+    dropout: DropoutOrAuto = Field(
         "auto", description="embedding and block dropout; auto: 0.5 on sparse data, 0.1 on dense (recommender.sparse_targets_per_item)"
     )
-
-    @field_validator("dropout")
-    @classmethod
-    def _dropout_range(cls, value):
-        return _check_dropout(value)
 
 
 class CNNParams(_Section):
@@ -307,12 +311,6 @@ class CNNParams(_Section):
     horizontal_filters: int = Field(16, gt=0, description="filters per height 1..window")
     vertical_filters: int = Field(4, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
-
-
-def _check_dropout(value):
-    if value != "auto" and not 0 <= value < 1:
-        raise ValueError(f"dropout must be in [0, 1) or 'auto', got {value!r}")
-    return value
 
 
 class RecommenderParams(_Section):
@@ -334,7 +332,7 @@ class RecommenderParams(_Section):
     patience: int = Field(3, ge=1, description="early stopping on validation NDCG@10")
     batch_size: int = Field(128, gt=0, description="sequences per step")
     learning_rate: float = Field(3e-3, gt=0)
-    dropout: float | Literal["auto"] = Field(
+    dropout: DropoutOrAuto = Field(
         "auto", description="GRU/LSTM embedding dropout; auto: 0.5 on sparse data, 0.2 on dense (sparse_targets_per_item)"
     )
     sparse_targets_per_item: float = Field(
@@ -356,11 +354,6 @@ class RecommenderParams(_Section):
     )
     max_train_seconds: float | None = Field(1380.0, gt=0, description="per model: stop after the epoch that passes this (null = no limit)")
     baselines_compete: bool = Field(True, description="popularity and co-occurrence may be the champion when they win on validation")
-
-    @field_validator("dropout")
-    @classmethod
-    def _dropout_range(cls, value):
-        return _check_dropout(value)
 
 
 class GateParams(_Section):

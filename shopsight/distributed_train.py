@@ -148,15 +148,14 @@ def fit_sequence_model_multiworker(inputs: np.ndarray, targets: np.ndarray, voca
     import keras
     import tensorflow as tf
 
-    from shopsight.recommender import NEG_INF, build_encoder, item_table, model_config
+    from shopsight.recommender import NEG_INF, build_encoder, item_table, model_config, targets_per_item
     from shopsight.sequences import PAD
 
     strategy = multi_worker_strategy()
     keras.utils.set_random_seed(p.seed)
     with strategy.scope():
         # dropout auto resolved from the data's density, as train_sequence_model does
-        density = float((np.asarray(targets) != PAD).sum()) / max(vocab_size - 1, 1)
-        encoder = build_encoder(model_config(family, vocab_size, p, density))
+        encoder = build_encoder(model_config(family, vocab_size, p, targets_per_item(targets, vocab_size)))
         optimizer = keras.optimizers.Adam(p.learning_rate)
         optimizer.build(encoder.trainable_variables)
 

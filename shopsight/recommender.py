@@ -62,10 +62,10 @@ SPARSE_DROPOUT = 0.5
 DENSE_DROPOUT = {"embedding": 0.2, "transformer": 0.1}
 
 
-def resolve_dropout(p: RecommenderParams, targets_per_item: float | None) -> RecommenderParams:
+def resolve_dropout(p: RecommenderParams, density: float | None) -> RecommenderParams:
     """p with `dropout: auto` (embedding and transformer) replaced by numbers: SPARSE_DROPOUT when the training data
     has fewer than p.sparse_targets_per_item targets per catalogue item, else DENSE_DROPOUT (also when unknown)."""
-    sparse = targets_per_item is not None and targets_per_item < p.sparse_targets_per_item
+    sparse = density is not None and density < p.sparse_targets_per_item
     update: dict[str, Any] = {}
     if p.dropout == "auto":
         update["dropout"] = SPARSE_DROPOUT if sparse else DENSE_DROPOUT["embedding"]
@@ -74,9 +74,10 @@ def resolve_dropout(p: RecommenderParams, targets_per_item: float | None) -> Rec
     return p.model_copy(update=update) if update else p
 
 
-def targets_per_item(data: SequenceData) -> float:
-    """Training targets per catalogue item: how dense the next-item data is (resolve_dropout)."""
-    return float((np.asarray(data.train_targets) != PAD).sum()) / max(data.vocab.size - 1, 1)
+def targets_per_item(train_targets: np.ndarray, vocab_size: int) -> float:
+    """Training targets per catalogue item (vocab_size counts the padding row): how dense the next-item data is
+    (resolve_dropout)."""
+    return float((np.asarray(train_targets) != PAD).sum()) / max(vocab_size - 1, 1)
 
 
 def model_config(family: str, vocab_size: int, p: RecommenderParams, density: float | None = None) -> dict[str, Any]:
@@ -286,7 +287,7 @@ def train_sequence_model(family: str, data: SequenceData, p: RecommenderParams, 
     import tensorflow as tf
 
     keras.utils.set_random_seed(p.seed)
-    density = targets_per_item(data)
+    density = targets_per_item(data.train_targets, data.vocab.size)
     cfg = model_config(family, data.vocab.size, p, density)
     if "auto" in (p.dropout, p.transformer.dropout):
         log(f"{family}: dropout auto -> {cfg['dropout']} ({density:.1f} training targets per item; sparse below "

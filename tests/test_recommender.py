@@ -277,7 +277,7 @@ def test_dropout_auto_follows_the_density_of_the_training_data(cyclic_data, tmp_
     from shopsight.recommender import resolve_dropout, targets_per_item, train_sequence_model
 
     auto = _params(dropout="auto", transformer={"depth": 1, "heads": 2, "width": 32, "dropout": "auto"}, epochs=1, patience=1)
-    density = targets_per_item(cyclic_data)
+    density = targets_per_item(cyclic_data.train_targets, cyclic_data.vocab.size)
     assert density == pytest.approx((cyclic_data.train_targets != PAD).sum() / N_ITEMS)
     as_sparse = auto.model_copy(update={"sparse_targets_per_item": density + 1})
     sparse = resolve_dropout(as_sparse, density)
