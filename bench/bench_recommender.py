@@ -130,9 +130,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from shopsight.config import load_params
+    from shopsight.recommender import resolve_auto
 
     params = load_params(args.params)
-    p = params.recommender
+    p = resolve_auto(params.recommender, None)  # random data: the dense ("auto") sizes
     items = args.items or params.data.synthetic.n_items
     users = args.users or (2000 if args.quick else 10000)
     steps = 5 if args.quick else 30

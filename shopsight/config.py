@@ -295,12 +295,13 @@ def _check_dropout(value):
 
 
 DropoutOrAuto = Annotated[float | Literal["auto"], AfterValidator(_check_dropout)]
+SizeOrAuto = Annotated[int, Field(gt=0)] | Literal["auto"]
 
 
 class TransformerParams(_Section):
     depth: int = Field(2, ge=1, description="self-attention blocks")
     heads: int = Field(2, ge=1)
-    width: int = Field(128, gt=0, description="feed-forward width inside each block")
+    width: SizeOrAuto = Field("auto", description="feed-forward width inside each block; auto: twice embedding_dim")
     dropout: DropoutOrAuto = Field(
         "auto", description="embedding and block dropout; auto: 0.5 on sparse data, 0.1 on dense (recommender.sparse_targets_per_item)"
     )
@@ -320,7 +321,9 @@ class RecommenderParams(_Section):
         description="events that make up a sequence (consecutive repeats of one item collapse)",
     )
     max_len: int = Field(50, ge=2, description="most recent items a model sees")
-    embedding_dim: int = Field(64, gt=0)
+    embedding_dim: SizeOrAuto = Field(
+        "auto", description="item embeddings shared by input and output; auto: 128 on sparse data, 64 on dense (sparse_targets_per_item)"
+    )
     rnn_units: int = Field(64, gt=0, description="GRU/LSTM state size")
     transformer: TransformerParams = Field(default_factory=TransformerParams)
     cnn: CNNParams = Field(default_factory=CNNParams)
@@ -336,7 +339,7 @@ class RecommenderParams(_Section):
         "auto", description="GRU/LSTM embedding dropout; auto: 0.5 on sparse data, 0.2 on dense (sparse_targets_per_item)"
     )
     sparse_targets_per_item: float = Field(
-        100.0, gt=0, description="dropout auto: data with fewer training targets per catalogue item than this is sparse "
+        100.0, gt=0, description="the auto settings: data with fewer training targets per catalogue item than this is sparse "
         "(SASRec's choice: 0.5 on the sparse Amazon and Steam sets, 0.2 on MovieLens-1M)",
     )
     exclude_purchased: bool = Field(False, description="rank without the items the user already bought (evaluation and service default)")

@@ -273,21 +273,29 @@ def test_length_batches_cover_every_row_once_and_cut_only_padding():
     assert [w for _, w in length_batches(inputs, 64, np.random.default_rng(2))] != [w for _, w in batches]  # shuffled
 
 
-def test_dropout_auto_follows_the_density_of_the_training_data(cyclic_data, tmp_path):
-    from shopsight.recommender import resolve_dropout, targets_per_item, train_sequence_model
+def test_auto_settings_follow_the_density_of_the_training_data(cyclic_data, tmp_path):
+    from shopsight.recommender import resolve_auto, targets_per_item, train_sequence_model
 
-    auto = _params(dropout="auto", transformer={"depth": 1, "heads": 2, "width": 32, "dropout": "auto"}, epochs=1, patience=1)
+    auto = _params(dropout="auto", embedding_dim="auto", transformer={"depth": 1, "heads": 2, "width": "auto", "dropout": "auto"},
+                   epochs=1, patience=1)
     density = targets_per_item(cyclic_data.train_targets, cyclic_data.vocab.size)
     assert density == pytest.approx((cyclic_data.train_targets != PAD).sum() / N_ITEMS)
     as_sparse = auto.model_copy(update={"sparse_targets_per_item": density + 1})
-    sparse = resolve_dropout(as_sparse, density)
-    dense = resolve_dropout(auto.model_copy(update={"sparse_targets_per_item": density - 1}), density)
-    assert (sparse.dropout, sparse.transformer.dropout) == (0.5, 0.5)
-    assert (dense.dropout, dense.transformer.dropout) == (0.2, 0.1)
-    assert resolve_dropout(auto, None).dropout == 0.2  # density unknown: the dense setting
-    assert resolve_dropout(_params(dropout=0.3), 1.0).dropout == 0.3  # a number is kept
+    sparse = resolve_auto(as_sparse, density)
+    dense = resolve_auto(auto.model_copy(update={"sparse_targets_per_item": density - 1}), density)
+    assert (sparse.dropout, sparse.transformer.dropout, sparse.embedding_dim, sparse.transformer.width) == (0.5, 0.5, 128, 256)
+    assert (dense.dropout, dense.transformer.dropout, dense.embedding_dim, dense.transformer.width) == (0.2, 0.1, 64, 128)
+    unknown = resolve_auto(auto, None)  # density unknown: the dense settings
+    assert (unknown.dropout, unknown.embedding_dim) == (0.2, 64)
+    fixed = resolve_auto(_params(dropout=0.3, embedding_dim=16, transformer={"width": "auto"}), 1.0)  # numbers are kept
+    assert (fixed.dropout, fixed.embedding_dim, fixed.transformer.width) == (0.3, 16, 32)
     out = train_sequence_model("transformer", cyclic_data, as_sparse, tmp_path / "t", log=lambda *_: None)
-    assert out["dropout"] == 0.5 and json.loads((tmp_path / "t" / "config.json").read_text())["dropout"] == 0.5
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert (out["dropout"], out["embedding_dim"]) == (0.5, 128)
+    assert (config["dropout"], config["embedding_dim"], config["width"]) == (0.5, 128, 256)
     for bad in (1.0, -0.1, "high"):
         with pytest.raises(ValueError, match="dropout"):
             _params(dropout=bad)
+    for bad in (0, -8, "wide"):
+        with pytest.raises(ValueError, match="embedding_dim"):
+            _params(embedding_dim=bad)
