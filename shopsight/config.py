@@ -51,6 +51,10 @@ class FeatureParams(_Section):
     horizon_days: int = Field(14, gt=0, description="label window [T, T + horizon) (the test split's in calibration_holdout)")
     cutoff_step_days: int = Field(7, gt=0)
     n_train_cutoffs: int = Field(4, gt=0)
+    n_valid_cutoffs: int = Field(
+        1, gt=0, description="validation cutoffs, cutoff_step_days apart (the latest one horizon before test): candidates "
+        "are chosen on all of them pooled, so one unusual validation window cannot pick the champion"
+    )
     history_days: int | None = Field(None, gt=0, description="bound of the full-history (lifetime) features; null = all events")
     split: Literal["rolling", "calibration_holdout"] = Field(
         "rolling", description="rolling: every split's label window is horizon_days; calibration_holdout: train/valid "

@@ -287,7 +287,7 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
     cfg = params.demand
     series = daily_units(events_path)
     origins = split_origins(len(series.days), cfg)
-    v = origins["valid"][0]
+    v = origins["valid"][-1]
     train, valid = series.until(v), window_at(series, v, cfg.horizon_days)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a candidate dropped from params must not linger

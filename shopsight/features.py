@@ -86,10 +86,11 @@ def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[p
     else:
         test = end - h * DAY
     inner = split_horizons(params, h)["valid"]
-    valid = test - inner * DAY
-    last_train = valid - inner * DAY
-    train = [last_train - k * params.cutoff_step_days * DAY for k in range(params.n_train_cutoffs)][::-1]
-    return {"train": train, "valid": [valid], "test": [test]}
+    step = params.cutoff_step_days * DAY
+    valid = [test - inner * DAY - k * step for k in range(params.n_valid_cutoffs)][::-1]
+    last_train = valid[0] - inner * DAY
+    train = [last_train - k * step for k in range(params.n_train_cutoffs)][::-1]
+    return {"train": train, "valid": valid, "test": [test]}
 
 
 def splits_with_history(t_start: pd.Timestamp, t_end: pd.Timestamp, params: FeatureParams) -> dict[pd.Timestamp, str]:

@@ -259,7 +259,7 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
         return build_leave_one_out(events, params, events_path)
     t_end = events["timestamp"].max()
     cutoffs = plan_cutoffs(t_end, features)
-    valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
+    valid_cutoff, test_cutoff = cutoffs["valid"][-1], cutoffs["test"][0]
     collapsed = collapse_repeats(events)
     train = collapsed[collapsed["timestamp"] < valid_cutoff]
     if train.empty:

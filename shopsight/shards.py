@@ -248,7 +248,7 @@ def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Cl
             raise ValueError(f"{events_path}: no events of types {rec.event_types} (recommender.event_types in params.yaml)")
         t_end = max(ends)
         cutoffs = plan_cutoffs(t_end, features)
-        valid_cutoff, test_cutoff = cutoffs["valid"][0], cutoffs["test"][0]
+        valid_cutoff, test_cutoff = cutoffs["valid"][-1], cutoffs["test"][0]
         counts = client.gather(client.map(_train_item_counts, loaded, valid_cutoff=valid_cutoff))
         if sum(len(c) for c in counts) == 0:
             raise ValueError(

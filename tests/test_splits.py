@@ -54,6 +54,25 @@ def test_rolling_default_is_unchanged():
     assert split_horizons(fp) == {"train": 14, "valid": 14, "test": 14}
 
 
+def test_several_validation_cutoffs_pool_their_rows_and_push_training_back():
+    fp = FeatureParams(horizon_days=14, n_train_cutoffs=2, n_valid_cutoffs=3, windows_days=[7, 28])
+    plan = plan_cutoffs(pd.Timestamp("2026-04-01 10:00", tz="UTC"), fp)
+    assert plan["test"] == [pd.Timestamp("2026-03-18", tz="UTC")]
+    # the latest validation window ends at the test cutoff; the others step back by cutoff_step_days
+    assert plan["valid"] == [pd.Timestamp(d, tz="UTC") for d in ("2026-02-18", "2026-02-25", "2026-03-04")]
+    # no training label window reaches the earliest validation cutoff
+    assert plan["train"] == [pd.Timestamp(d, tz="UTC") for d in ("2026-01-28", "2026-02-04")]
+    assert max(plan["train"]) + 14 * DAY <= min(plan["valid"])
+    events = purchase_log_78_weeks(60)
+    fp = fp.model_copy(update={"data_end": (START + 30 * WEEK).to_pydatetime()})
+    data = build_propensity_dataset(events, fp)
+    valid = data[data["split"] == "valid"]
+    assert valid["cutoff"].nunique() == 3 and len(valid) > valid["user_id"].nunique()
+    for cutoff, rows in valid.groupby("cutoff"):
+        user = rows["user_id"].iloc[0]
+        assert rows["label"].iloc[0] == _labels(events, user, cutoff, 14)
+
+
 def test_explicit_test_cutoff_and_its_errors():
     fp = FeatureParams(horizon_days=14, test_cutoff="2026-03-01")
     plan = plan_cutoffs(pd.Timestamp("2026-04-01", tz="UTC"), fp)
