@@ -154,7 +154,7 @@ def fit_sequence_model_multiworker(inputs: np.ndarray, targets: np.ndarray, voca
     strategy = multi_worker_strategy()
     keras.utils.set_random_seed(p.seed)
     with strategy.scope():
-        # dropout auto resolved from the data's density, as train_sequence_model does
+        # the auto settings resolved from the data's density, as train_sequence_model does
         encoder = build_encoder(model_config(family, vocab_size, p, targets_per_item(targets, vocab_size)))
         optimizer = keras.optimizers.Adam(p.learning_rate)
         optimizer.build(encoder.trainable_variables)
