@@ -156,6 +156,9 @@ class SelectionParams(_Section):
     n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation rows for the standard error")
     k_se: float = Field(1.0, gt=0, description="how many standard errors a simpler candidate may trail the best by")
     seed: int = 0
+    refit: bool = Field(
+        True, description="after the choice, fit every candidate again on train + validation with what validation chose "
+        "(LightGBM rounds, MLP epochs): test scores and the served champion then use the latest labels before the test cutoff")
 
 
 class UserTaskParams(_Section):

@@ -17,9 +17,11 @@ def _class_weight(labels: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def fit_binary_mlp(
-    x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, cfg: MLPParams, name: str, distribute: str = "none"
+    x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray | None, y_valid: np.ndarray | None, cfg: MLPParams, name: str,
+    distribute: str = "none",
 ):
     """The MLP classifier with class weights, early stopping on validation ROC-AUC; returns (model, history frame).
+    Without validation data (a refit on train + validation) it trains exactly cfg.epochs epochs.
 
     `distribute` (training.distribute) picks the tf.distribute strategy the model is built and compiled in; the
     global batch is cfg.batch_size per replica.
@@ -33,15 +35,16 @@ def fit_binary_mlp(
     strategy = distribution_strategy(distribute)
     with strategy.scope():
         model = build_mlp_classifier(x_train, cfg.hidden_units, cfg.dropout, cfg.learning_rate, name=name)
+    held_out = x_valid is not None
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience, restore_best_weights=True)
     history = model.fit(
         x_train,
         y_train,
-        validation_data=(x_valid, y_valid),
+        validation_data=(x_valid, y_valid) if held_out else None,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size * strategy.num_replicas_in_sync,
         class_weight=_class_weight(y_train, cfg.class_weight),
-        callbacks=[stop],
+        callbacks=[stop] if held_out else [],
         verbose=2,
     )
     hist = pd.DataFrame(history.history)

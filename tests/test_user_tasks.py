@@ -117,6 +117,45 @@ def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_t
     assert metrics["targets"]["met"] is False and metrics["targets"]["note"].startswith("not met")
 
 
+def test_refit_on_train_and_valid_serves_the_latest_labels_with_the_rounds_validation_chose(tmp_path, monkeypatch):
+    """The label follows recency on the training cutoffs and frequency from validation on (a shift): a candidate
+    refitted on train + validation learns the new signal, one fitted on train only cannot; the choice, and the
+    validation scores it rests on, are the same either way."""
+    import lightgbm as lgb
+
+    from shopsight.candidates.gbdt import MODEL_FILE
+
+    monkeypatch.chdir(tmp_path)
+    task = _task(tmp_path)
+    _dataset(task.dataset, seed=2)
+    data = pd.read_parquet(task.dataset)
+    rng = np.random.default_rng(3)
+    late = data["split"].isin(["valid", "test"]).to_numpy()
+    signal = np.log1p(data.loc[late, "purchase_days_total"].to_numpy()) * 3
+    data.loc[late, "label"] = (rng.random(late.sum()) < 1 / (1 + np.exp(-(signal - signal.mean()) * 2))).astype("int64")
+    data.to_parquet(task.dataset, index=False)
+
+    runs = {}
+    for refit in (False, True):
+        params = _params(["recency", "logistic_regression", "lightgbm"], ["recency"], rule="best")
+        params.propensity.selection.refit = refit
+        train_user_task(task, params)
+        runs[refit] = (evaluate_user_task(task, params), pd.read_parquet(task.candidates_dir / "scores.parquet"),
+                       json.loads((task.candidates_dir / "selection.json").read_text()))
+    (before, scores_before, _), (after, scores_after, selection) = runs[False], runs[True]
+    valid = scores_after["split"] == "valid"
+    pd.testing.assert_frame_equal(scores_before[valid], scores_after[valid])
+    assert after["champion"] == before["champion"]
+    for name in ("logistic_regression", "lightgbm"):
+        assert after["test"][name]["roc_auc"] > before["test"][name]["roc_auc"] + 0.05, name
+    assert after["test"]["recency"]["roc_auc"] == before["test"]["recency"]["roc_auc"], "a rule has nothing to refit"
+    info = selection["candidates"]["lightgbm"]
+    n_train, n_valid = (int((data["split"] == s).sum()) for s in ("train", "valid"))
+    assert info["refit"]["rows"] == n_train + n_valid and info["refit"]["rounds"] == info["best_iteration"]
+    booster = lgb.Booster(model_file=str(task.candidates_dir / "lightgbm" / MODEL_FILE))
+    assert booster.num_trees() == info["best_iteration"]
+
+
 def test_calibration_is_kept_only_where_it_lowers_held_out_ece():
     rng = np.random.default_rng(0)
     users = pd.Series([f"u{i}" for i in range(6000)])

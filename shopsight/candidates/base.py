@@ -42,6 +42,12 @@ class Candidate(ABC):
     def fit(self, train: Any, valid: Any) -> dict[str, Any]:
         """Fit on `train` (early stopping or tuning may look at `valid`, never at test); return what to report."""
 
+    def refit(self, rows: Any) -> dict[str, Any]:
+        """Fit again on `rows` (the training and validation rows together: the latest labels before test) with what
+        validation chose (boosting rounds, epochs), without looking at held-out data. The default is `fit` with
+        `rows` on both sides: right for families whose fit never reads `valid` (rules, BTYD, linear, blends)."""
+        return self.fit(rows, rows)
+
     @abstractmethod
     def predict(self, data: Any) -> Any:
         """Scores (or forecasts) for `data`, in its row order."""

@@ -54,6 +54,15 @@ class LightGBMCandidate(Candidate):
                                  callbacks=[lgb.early_stopping(patience, verbose=False), lgb.log_evaluation(0)])
         return {"best_iteration": int(self.booster.best_iteration), "valid_auc_at_best": float(self.booster.best_score["valid"]["auc"])}
 
+    def refit(self, rows: UserRows) -> dict[str, Any]:
+        """The boosting rounds early stopping chose, on `rows` (train and validation), with no held-out set."""
+        import lightgbm as lgb
+
+        rounds = max(int(self.booster.best_iteration or self.booster.current_iteration()), 1)
+        data = lgb.Dataset(rows.x, label=rows.y, feature_name=_safe_names(rows.columns), free_raw_data=False)
+        self.booster = lgb.train(self._params(), data, num_boost_round=rounds)
+        return {"rounds": rounds}
+
     def predict(self, data: UserRows) -> np.ndarray:
         if len(data) == 0:
             return np.zeros(0)

@@ -39,6 +39,21 @@ class MLPCandidate(Candidate):
         self.baseline = train.x.mean(axis=0).astype("float32")  # the integrated-gradients reference input
         return {"epochs": int(len(self.history))}
 
+    def refit(self, rows: UserRows) -> dict[str, Any]:
+        """A new network trained on `rows` (train and validation) for the epochs early stopping chose; the validation
+        curve of the first fit stays the reported history."""
+        from shopsight.config import MLPParams
+        from shopsight.train import fit_binary_mlp
+
+        cfg = MLPParams(**{k: v for k, v in self.config.items() if k in MLPParams.model_fields})
+        epochs = int(np.nanargmax(self.history["val_auc"].to_numpy())) + 1 if "val_auc" in self.history else len(self.history)
+        cfg = cfg.model_copy(update={"epochs": max(epochs, 1)})
+        self.model, _ = fit_binary_mlp(rows.x, rows.y.astype("float32"), None, None, cfg, name=f"{self.name}_mlp",
+                                       distribute=self.config.get("distribute", "none"))
+        self.baseline = rows.x.mean(axis=0).astype("float32")
+        self._forward = self._attribute = None
+        return {"epochs": cfg.epochs}
+
     def _compiled(self):
         if self._forward is None:
             import tensorflow as tf

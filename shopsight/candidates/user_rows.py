@@ -38,6 +38,16 @@ class UserRows:
                            "(shopsight/lifetime.py) or a different candidate list in params.yaml") from None
         return np.expm1(self.x[:, j].astype("float64"))
 
+    @classmethod
+    def concat(cls, parts: list["UserRows"]) -> "UserRows":
+        """The rows of `parts` one after another (same columns)."""
+        def joined(attr: str):
+            values = [getattr(p, attr) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        return cls(np.concatenate([p.x for p in parts]), parts[0].columns, np.concatenate([p.horizon_days for p in parts]),
+                   joined("y"), joined("cutoff"))
+
     def take(self, mask: np.ndarray) -> "UserRows":
         return UserRows(self.x[mask], self.columns, self.horizon_days[mask],
                         None if self.y is None else self.y[mask], None if self.cutoff is None else self.cutoff[mask])

@@ -153,6 +153,8 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     champion = fitted[champion_name]
     p_valid = scores.loc[scores["split"] == "valid", champion_name].to_numpy()
     calibrator, calibration = checked_calibration(p_valid, rows["valid"].y, valid["user_id"], cfg.calibration.method, n_bins)
+    if cfg.selection.refit:
+        refit_on_train_and_valid(task, fitted, info, scores, UserRows.concat([rows["train"], rows["valid"]]), rows["test"])
 
     if task.model_dir.exists():  # the champion directory holds exactly one candidate
         import shutil
@@ -175,6 +177,23 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     _write_history(task, fitted.get("mlp"))
     return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
             "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
+
+
+def refit_on_train_and_valid(task: UserTask, fitted: dict[str, Any], info: dict[str, dict], scores: pd.DataFrame,
+                             both: UserRows, test: UserRows) -> None:
+    """Fit every candidate again on train + validation (`Candidate.refit`: the rounds/epochs validation chose, in
+    candidate order, so a blend combines refitted members), then rescore test and save it: every candidate is
+    reported on test as it would be served, with labels up to the test cutoff. The choice and the calibration stay
+    those made on validation by the first fits (validation scores are not rewritten: they would be in-sample)."""
+    from tqdm import tqdm
+
+    is_test = (scores["split"] == "test").to_numpy()
+    for name, model in tqdm(fitted.items(), desc=f"{task.name}: refit on train + valid", unit="model"):
+        t0 = time.perf_counter()
+        what = model.refit(both)
+        info[name]["refit"] = {"rows": int(len(both)), "seconds": round(time.perf_counter() - t0, 2), **what}
+        scores.loc[is_test, name] = model.predict(test)
+        save_candidate(model, task.candidates_dir / name)
 
 
 def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_scores: pd.DataFrame, cfg) -> dict[str, Any]:
