@@ -31,8 +31,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m flows.training
 
+# Two pytest-xdist workers: the tests on the shared tiny project in one, the other files spread over both
+# (tests/conftest.py groups them); TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"

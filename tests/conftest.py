@@ -75,6 +75,15 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test` runs two workers): every test on the shared tiny
+    project runs in one worker (its `dvc repro` is built once, and those tests write into it), every other file in
+    one worker (its module fixtures are set up once). Without xdist the marks do nothing."""
+    for item in items:
+        group = "tiny_project" if "tiny_project" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_temporary_prefect_servers():
     """Stop Prefect's temporary API servers while pytest's output capture is still open.
