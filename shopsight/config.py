@@ -359,6 +359,10 @@ class RecommenderParams(_Section):
         "time", description="time: the platform's cutoffs | leave_one_out: each user's last item test, second to last "
         "validation, the rest training; the user's earlier items are never recommended (the papers' protocol)",
     )
+    build_shards: SizeOrAuto = Field(
+        "auto", description="protocol time: build the sequences in this many user-hash shards one after another in one process "
+        "(the events of one shard in memory at a time, the same arrays); auto: one shard per 20M events",
+    )
     sampler: Literal["uniform", "unigram"] = Field(
         "uniform", description="negatives of loss=sampled: uniform over the catalogue (gSASRec / eSASRec) or unigram with logQ",
     )

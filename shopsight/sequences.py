@@ -392,13 +392,33 @@ def sequence_summary(data: SequenceData) -> dict:
     }
 
 
+EVENTS_PER_BUILD_SHARD = 20_000_000  # recommender.build_shards auto: ~3.8 GiB peak per shard (1.9 GiB measured at 10M)
+
+
+def build_shard_count(events_path: Path, setting: int | str) -> int:
+    """recommender.build_shards as a number: auto = one shard per EVENTS_PER_BUILD_SHARD rows of the events file
+    (its Parquet footer, nothing read)."""
+    if setting != "auto":
+        return max(1, int(setting))
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(events_path).metadata.num_rows if Path(events_path).exists() else 0
+    return max(1, -(-rows // EVENTS_PER_BUILD_SHARD))
+
+
 def run_sequences(params) -> dict:
     """events.parquet -> data/sequences/ (the CLI command and the DVC stage `sequences`); with
     orchestration.dask.partition, built by user-hash shards on Dask (shopsight.shards), the same arrays."""
+    n_shards = build_shard_count(paths.EVENTS, params.recommender.build_shards)
     if params.orchestration.dask.partition and params.recommender.protocol == "time":
         from shopsight.shards import build_sequences_on_dask
 
         data = build_sequences_on_dask(paths.EVENTS, params)
+    elif n_shards > 1 and params.recommender.protocol == "time":
+        from shopsight.shards import build_sequences_in_shards
+
+        print(f"sequences: {n_shards} user-hash shards, one after another (recommender.build_shards)", flush=True)
+        data = build_sequences_in_shards(paths.EVENTS, params, n_shards)
     else:
         data = build_sequences(paths.EVENTS, params.features, params.recommender)
     save_sequences(data)

@@ -234,33 +234,50 @@ def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Cl
     worker's memory across three passes: the last event time (a max), the training item counts (the vocabulary, a
     global reduce so every item gets the index one process gives it), then the shard's sequences and valid/test rows
     with that vocabulary. The combined arrays equal the single-process ones, row for row."""
-    from shopsight.features import plan_cutoffs
-    from shopsight.sequences import SequenceData, training_arrays
-
     features, rec = params.features, params.recommender
     if rec.protocol != "time":
         raise ValueError(f"recommender.protocol={rec.protocol!r}: sharded sequences support protocol `time`; "
                          "set orchestration.dask.partition: false for leave_one_out")
     with _client_for(params.orchestration.dask, client) as client, sharded_events(events_path, params.orchestration.dask, client) as shards:
         loaded = client.map(_load_sequence_shard, [str(p) for p in shards], event_types=list(rec.event_types))
-        ends = [t for t in client.gather(client.map(_shard_end, loaded)) if t is not None]
-        if not ends:
-            raise ValueError(f"{events_path}: no events of types {rec.event_types} (recommender.event_types in params.yaml)")
-        t_end = max(ends)
-        cutoffs = plan_cutoffs(t_end, features)
-        valid_cutoff, test_cutoff = cutoffs["valid"][-1], cutoffs["test"][0]
+        ends = client.gather(client.map(_shard_end, loaded))
+        t_end, valid_cutoff, test_cutoff = _cutoffs_or_error(ends, events_path, features, rec.event_types)
         counts = client.gather(client.map(_train_item_counts, loaded, valid_cutoff=valid_cutoff))
-        if sum(len(c) for c in counts) == 0:
-            raise ValueError(
-                f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
-                "for features.horizon_days in params.yaml"
-            )
-        vocab = _global_vocabulary(counts, next(c["count"].dtype for c in counts if len(c)))
+        vocab = _vocabulary_or_error(counts, events_path, valid_cutoff)
         vocab_future = client.scatter(vocab, broadcast=True)
         parts = client.gather(client.map(
             _sequence_part, loaded, vocab=vocab_future, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
             features=features, params=rec,
         ))
+    return _combine_sequence_parts(parts, vocab, rec, events_path)
+
+
+def _cutoffs_or_error(ends: list, events_path, features, event_types) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp]:
+    """(t_end, valid cutoff, test cutoff) from the shards' last event times."""
+    from shopsight.features import plan_cutoffs
+
+    ends = [t for t in ends if t is not None]
+    if not ends:
+        raise ValueError(f"{events_path}: no events of types {event_types} (recommender.event_types in params.yaml)")
+    t_end = max(ends)
+    cutoffs = plan_cutoffs(t_end, features)
+    return t_end, cutoffs["valid"][-1], cutoffs["test"][0]
+
+
+def _vocabulary_or_error(counts: list[pd.DataFrame], events_path, valid_cutoff) -> "ItemVocabulary":  # noqa: F821
+    if sum(len(c) for c in counts) == 0:
+        raise ValueError(
+            f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
+            "for features.horizon_days in params.yaml"
+        )
+    return _global_vocabulary(counts, next(c["count"].dtype for c in counts if len(c)))
+
+
+def _combine_sequence_parts(parts: list[dict], vocab, rec, events_path) -> "SequenceData":
+    """The shards' parts in the single-process order: training windows of every user's sequence (users sorted),
+    valid/test rows merged by user id, popularity summed."""
+    from shopsight.sequences import SequenceData, training_arrays
+
     users = np.concatenate([p["users"] for p in parts])
     sequences = [seq for p in parts for seq in p["sequences"]]
     sequences = [sequences[i] for i in np.argsort(users, kind="stable")]
@@ -271,6 +288,36 @@ def build_sequences_on_dask(events_path: str | Path, params: Params, client: "Cl
             raise ValueError(f"{events_path}: no user is active both before and after the {name} cutoff {split.cutoff.date()}")
     latest = np.sum([p["latest"] for p in parts], axis=0)
     return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, rec.max_len, "time")
+
+
+def build_sequences_in_shards(events_path: str | Path, params: Params, n_shards: int) -> "SequenceData":
+    """shopsight.sequences.build_sequences (protocol `time`) in this process, one user-hash shard at a time: the same
+    three passes as build_sequences_on_dask, but a shard's events are read again for each pass instead of being held,
+    so the peak holds one shard's events (about 1/n_shards of the log) plus the compact parts. The same arrays as
+    one pass over the whole log (recommender.build_shards)."""
+    import gc
+
+    features, rec = params.features, params.recommender
+    tmp = Path(tempfile.mkdtemp(prefix="shopsight-sequence-shards-"))
+    try:
+        shards = [str(p) for p in shard_events(events_path, tmp, n_shards)]
+
+        def each(fn, **kwargs) -> list:
+            out = []
+            for path in shards:
+                loaded = _load_sequence_shard(path, list(rec.event_types))
+                out.append(fn(loaded, **kwargs))
+                del loaded
+                gc.collect()
+            return out
+
+        t_end, valid_cutoff, test_cutoff = _cutoffs_or_error(each(_shard_end), events_path, features, rec.event_types)
+        vocab = _vocabulary_or_error(each(_train_item_counts, valid_cutoff=valid_cutoff), events_path, valid_cutoff)
+        parts = each(_sequence_part, vocab=vocab, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
+                     features=features, params=rec)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _combine_sequence_parts(parts, vocab, rec, events_path)
 
 
 # ------------------------------------------------------------------------------------------- audiences

@@ -75,13 +75,23 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's `--dist loadgroup` (`make test` runs two workers): every test on the shared tiny
     project runs in one worker (its `dvc repro` is built once, and those tests write into it), every other file in
-    one worker (its module fixtures are set up once). Without xdist the marks do nothing."""
+    one worker (its module fixtures are set up once). Without xdist the marks do nothing.
+
+    The loadgroup scheduler groups by a `@group` suffix of the node id, which pytest-xdist 3.8 writes to
+    `item._nodeid`; pytest 9 reads node ids from `item._id`, so without the lines below every test was its own
+    group (measured: the tiny project built on both workers). Harmless once xdist sets it itself."""
+    from _pytest.nodeid import coerce_node_id
+
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
     for item in items:
         group = "tiny_project" if "tiny_project" in item.fixturenames else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup and not item.nodeid.endswith(f"@{group}"):
+            item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session", autouse=True)

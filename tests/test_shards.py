@@ -89,7 +89,22 @@ def test_sequences_on_dask_are_identical(events_path, client):
 
     p = params(shards=3)  # more shards than workers: items with equal counts spread over every shard
     single = build_sequences(events_path, p.features, p.recommender)
-    sharded = build_sequences_on_dask(events_path, p, client)
+    assert_same_sequences(build_sequences_on_dask(events_path, p, client), single)
+
+
+def test_sequences_built_shard_after_shard_in_one_process_are_identical(events_path):
+    """recommender.build_shards: the shards one after another in this process (bounded memory), no Dask."""
+    from shopsight.sequences import EVENTS_PER_BUILD_SHARD, build_shard_count, build_sequences
+    from shopsight.shards import build_sequences_in_shards
+
+    p = params()
+    single = build_sequences(events_path, p.features, p.recommender)
+    assert_same_sequences(build_sequences_in_shards(events_path, p, 4), single)
+    rows = pd.read_parquet(events_path, columns=["user_id"]).shape[0]
+    assert rows < EVENTS_PER_BUILD_SHARD and build_shard_count(events_path, "auto") == 1 and build_shard_count(events_path, 4) == 4
+
+
+def assert_same_sequences(sharded, single) -> None:
     assert sharded.vocab.items == single.vocab.items  # every item has the same code
     counts = pd.Series(single.train_counts[1:])
     assert counts.duplicated().any()  # ties in training frequency exist, so the tie order was exercised
