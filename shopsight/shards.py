@@ -290,6 +290,26 @@ def _combine_sequence_parts(parts: list[dict], vocab, rec, events_path) -> "Sequ
     return SequenceData(vocab, inputs, targets, train_counts, transitions, valid, test, latest, rec.max_len, "time")
 
 
+def last_event_time(events_path: str | Path, event_types: list[str]) -> pd.Timestamp | None:
+    """The last time of an event of `event_types` in the events file, streamed in record batches (two columns, exact
+    to the nanosecond): what load_sequence_events(...)["timestamp"].max() gives, without loading or sorting."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = pa.array(list(event_types))
+    last = None
+    for batch in pq.ParquetFile(events_path).iter_batches(batch_size=SHARD_BATCH_ROWS, columns=["timestamp", "event_type"]):
+        kinds = batch.column("event_type")
+        if pa.types.is_dictionary(kinds.type):
+            kinds = kinds.cast(pa.string())
+        times = batch.column("timestamp").filter(pc.is_in(kinds, value_set=wanted))
+        value = pc.max(times.cast(pa.timestamp("ns", tz=times.type.tz))).value
+        if value is not None:
+            last = value if last is None else max(last, value)
+    return None if last is None else pd.Timestamp(last, unit="ns", tz="UTC")
+
+
 def build_sequences_in_shards(events_path: str | Path, params: Params, n_shards: int) -> "SequenceData":
     """shopsight.sequences.build_sequences (protocol `time`) in this process, one user-hash shard at a time: the same
     three passes as build_sequences_on_dask, but a shard's events are read again for each pass instead of being held,
@@ -311,7 +331,8 @@ def build_sequences_in_shards(events_path: str | Path, params: Params, n_shards:
                 gc.collect()
             return out
 
-        t_end, valid_cutoff, test_cutoff = _cutoffs_or_error(each(_shard_end), events_path, features, rec.event_types)
+        t_end, valid_cutoff, test_cutoff = _cutoffs_or_error([last_event_time(events_path, rec.event_types)], events_path,
+                                                             features, rec.event_types)
         vocab = _vocabulary_or_error(each(_train_item_counts, valid_cutoff=valid_cutoff), events_path, valid_cutoff)
         parts = each(_sequence_part, vocab=vocab, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
                      features=features, params=rec)

@@ -94,12 +94,14 @@ def test_sequences_on_dask_are_identical(events_path, client):
 
 def test_sequences_built_shard_after_shard_in_one_process_are_identical(events_path):
     """recommender.build_shards: the shards one after another in this process (bounded memory), no Dask."""
-    from shopsight.sequences import EVENTS_PER_BUILD_SHARD, build_shard_count, build_sequences
-    from shopsight.shards import build_sequences_in_shards
+    from shopsight.sequences import EVENTS_PER_BUILD_SHARD, build_shard_count, build_sequences, load_sequence_events
+    from shopsight.shards import build_sequences_in_shards, last_event_time
 
     p = params()
     single = build_sequences(events_path, p.features, p.recommender)
     assert_same_sequences(build_sequences_in_shards(events_path, p, 4), single)
+    for types in (p.recommender.event_types, ["purchase"]):  # streamed over two columns, exact to the nanosecond
+        assert last_event_time(events_path, types) == load_sequence_events(events_path, types)["timestamp"].max()
     rows = pd.read_parquet(events_path, columns=["user_id"]).shape[0]
     assert rows < EVENTS_PER_BUILD_SHARD and build_shard_count(events_path, "auto") == 1 and build_shard_count(events_path, 4) == 4
 
