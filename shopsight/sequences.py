@@ -122,18 +122,39 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
         columns=["user_id", "item_id", "event_type", "timestamp", "session_id"],
         filters=[("event_type", "in", list(event_types))],
     )
-    table = table.take(pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")]))
+    order = user_time_order(table)
     if table.schema.pandas_metadata is not None:  # a file written from pandas: its dtypes (e.g. "string") as pandas reads them
-        frame = table.to_pandas()
+        frame = table.take(order).to_pandas()
         frame["event_type"] = frame["event_type"].astype(str)
         return frame
-    columns = {name: shared_strings(table.column(name)) if name != "timestamp" else table.column(name).to_pandas()
-               for name in table.column_names}
+    # convert first, then reorder the numpy columns (pointer copies): cheaper than Arrow's take of the string bytes
+    columns = {name: shared_strings(table.column(name))[order] if name != "timestamp"
+               else table.column(name).to_pandas().take(order).reset_index(drop=True) for name in table.column_names}
     del table
     pa.default_memory_pool().release_unused()
     frame = pd.DataFrame(columns, copy=False)
     frame["event_type"] = frame["event_type"].astype(str)
     return frame
+
+
+def user_time_order(table) -> np.ndarray:
+    """The stable order by (user_id, timestamp) of an Arrow table's rows, as Arrow's sort_indices gives it (user ids
+    by their UTF-8 bytes, i.e. code points; nulls last; ties keep file order), but sorting integers: user ids are
+    ranked once per distinct value, then one numpy lexsort (stable) of (rank, time). 4-8x faster than sorting the
+    strings themselves (bench/bench_scale.py, sequences)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    users = pc.dictionary_encode(table.column("user_id")).combine_chunks()
+    values = np.asarray(users.dictionary.to_pylist(), dtype=object)
+    rank = np.empty(len(values) + 1, dtype=np.int64)
+    rank[np.argsort(values, kind="stable")] = np.arange(len(values))
+    rank[len(values)] = len(values)  # null ids sort last
+    codes = users.indices.fill_null(len(values)).to_numpy(zero_copy_only=False).astype(np.int64)
+    times = table.column("timestamp").combine_chunks()
+    unit = pa.timestamp(times.type.unit) if pa.types.is_timestamp(times.type) else None
+    stamps = (times.cast(unit) if unit is not None else times).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return np.lexsort((stamps, rank[codes]))
 
 
 def shared_strings(column) -> np.ndarray:
