@@ -175,3 +175,21 @@ def test_leave_one_out_needs_users_with_enough_items(tmp_path):
     make_events([("u1", "a", "purchase", "2026-01-01T00:00:00"), ("u1", "b", "purchase", "2026-01-02T00:00:00")]).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="leave-one-out valid"):
         build_sequences(path, FEATURES, RecommenderParams(protocol="leave_one_out", event_types=["purchase"]))
+
+
+def test_user_time_order_is_arrows_stable_sort_by_user_then_time():
+    """Ranked user ids + one numpy lexsort give Arrow's sort_indices order: UTF-8 (code point) order of the ids,
+    nulls last, equal (user, time) rows in file order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from shopsight.sequences import user_time_order
+
+    rng = np.random.default_rng(5)
+    ids = ["u10", "u2", "U3", "é1", "z", "", "u10x", None]
+    n = 5000
+    users = [ids[i] for i in rng.integers(0, len(ids), n)]
+    times = pd.Series(pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 50, n), unit="s"))  # many ties
+    table = pa.table({"user_id": pa.array(users, pa.string()), "timestamp": pa.array(times)})
+    expected = pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")]).to_numpy()
+    np.testing.assert_array_equal(user_time_order(table), expected)
