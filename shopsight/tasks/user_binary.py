@@ -143,7 +143,8 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         info[name] = {"family": type(model).family, "fit_seconds": round(time.perf_counter() - t0, 2), **fit_info}
         scores[name] = np.concatenate([p_valid, p_test])
         valid_metrics[name] = binary_metrics(rows["valid"].y, p_valid, n_bins)
-        save_candidate(model, out_cand / name)
+        if not cfg.selection.refit:  # otherwise saved once, refitted (refit_on_train_and_valid)
+            save_candidate(model, out_cand / name)
         fitted[name] = model
         print(f"{task.name}: {name} ({info[name]['family']}) validation ROC-AUC {valid_metrics[name]['roc_auc']:.4f} "
               f"in {info[name]['fit_seconds']:.1f}s", flush=True)
