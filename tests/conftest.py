@@ -115,13 +115,41 @@ def _stop_temporary_prefect_servers():
     logging.raiseExceptions = False
 
 
+def _reproduced_tiny_project(tmp_path_factory, config) -> tuple[Path, Path]:
+    """The tiny project reproduced once per test run, whatever the number of xdist workers: (working copy, pristine
+    copy). The first worker to ask builds it behind a file lock in the directory the workers share; the other waits.
+    The working copy belongs to the tests of the "tiny_project" group (one worker: they write into it); the pristine
+    copy is never written, so tests that only copy the reproduced project can run in the other worker meanwhile."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(config, "workerinput"):  # an xdist worker: the parent is shared by the workers of this run
+        root = root.parent
+    work, pristine, done = root / "tiny-project", root / "tiny-project-pristine", root / "tiny-project.done"
+    with FileLock(str(root / "tiny-project.lock")):
+        if not done.exists():
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(pristine, ignore_errors=True)
+            work.mkdir(parents=True)
+            copy_project(work)
+            write_params(work, TINY_PARAMS)
+            run([sys.executable, "-m", "dvc", "repro"], work)
+            shutil.copytree(work, pristine, symlinks=True, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks
+            done.touch()
+    return work, pristine
+
+
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
-    """A project copy with tiny params, `dvc repro` already run once (shared by the integration tests)."""
-    project = copy_project(tmp_path_factory.mktemp("project"))
-    write_params(project, TINY_PARAMS)
-    run([sys.executable, "-m", "dvc", "repro"], project)
-    return project
+def tiny_project(tmp_path_factory, request) -> Path:
+    """A project copy with tiny params, `dvc repro` already run once (shared by the integration tests, which write
+    into it: they all run in one xdist worker)."""
+    return _reproduced_tiny_project(tmp_path_factory, request.config)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_project_pristine(tmp_path_factory, request) -> Path:
+    """The reproduced tiny project as `dvc repro` left it, for tests that copy it and work on the copy: never write here."""
+    return _reproduced_tiny_project(tmp_path_factory, request.config)[1]
 
 
 def make_events(rows: list[tuple]) -> pd.DataFrame:

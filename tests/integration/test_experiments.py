@@ -26,14 +26,14 @@ PROPENSITY_STAGES = {"train_propensity", "evaluate_propensity", "headline"}
 
 
 @pytest.fixture(scope="module")
-def experiments(tiny_project, tmp_path_factory) -> dict:
+def experiments(tiny_project_pristine, tmp_path_factory) -> dict:
     """A copy of the reproduced tiny project with its results committed and two experiments run on it.
 
-    Copying the session's reproduced project (with its DVC cache) saves a second full `dvc repro`; the `dvc repro`
-    below is a no-op unless another test left the copy's workspace out of date.
+    Copying the run's reproduced project (with its DVC cache) as `dvc repro` left it saves a second full `dvc repro`;
+    the `dvc repro` below only checks that nothing is left to do.
     """
     project = tmp_path_factory.mktemp("experiments") / "project"
-    shutil.copytree(tiny_project, project, symlinks=True, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks, exp cache
+    shutil.copytree(tiny_project_pristine, project, symlinks=True, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: locks, exp cache
     run(DVC + ["repro"], project)
     assert run(["git", "check-ignore", "-q", "metrics/headline.json"], project, check=False).returncode == 1, "metrics/ is git-ignored"
     run(GIT + ["add", "params.yaml", "dvc.lock", "metrics"], project)

@@ -45,9 +45,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int) -> subpro
 
 
 @pytest.mark.timeout(2400)  # two flows on a machine whose cores are all kept busy
-def test_training_then_monitoring_flow_from_empty_homes_on_a_busy_machine(tiny_project, tmp_path):
+def test_training_then_monitoring_flow_from_empty_homes_on_a_busy_machine(tiny_project_pristine, tmp_path):
     project = tmp_path / "project"
-    shutil.copytree(tiny_project, project, ignore=shutil.ignore_patterns("bentoml-serve-*.log"))
+    shutil.copytree(tiny_project_pristine, project, ignore=shutil.ignore_patterns("bentoml-serve-*.log"))
     env = _fresh_user_env(tmp_path)
     assert not Path(env["PREFECT_HOME"]).exists()
     burners = _busy_cpus()
