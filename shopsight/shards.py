@@ -210,14 +210,13 @@ def _sequence_part(loaded, vocab, valid_cutoff, test_cutoff, t_end, features, pa
 
 def _merge_eval_splits(splits: list["EvalSplit"]) -> "EvalSplit":
     """One EvalSplit from the shards' (rows sorted by user id, popularity summed)."""
-    from shopsight.sequences import EvalSplit
+    from shopsight.sequences import EvalSplit, csr_rows
 
     user_ids = np.concatenate([s.user_ids for s in splits])
     order = np.argsort(user_ids, kind="stable")
-    lists = [s.purchased_indices[s.purchased_indptr[r] : s.purchased_indptr[r + 1]] for s in splits for r in range(len(s.user_ids))]
-    lists = [lists[i] for i in order]
-    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
-    indices = np.concatenate(lists).astype(np.int32) if lists else np.zeros(0, np.int32)
+    offsets = np.cumsum([0] + [int(s.purchased_indptr[-1]) for s in splits[:-1]])
+    joined_ptr = np.concatenate([[0]] + [s.purchased_indptr[1:] + o for s, o in zip(splits, offsets)]).astype(np.int64)
+    indptr, indices = csr_rows(joined_ptr, np.concatenate([s.purchased_indices for s in splits]), order)
     return EvalSplit(
         cutoff=splits[0].cutoff,
         user_ids=user_ids[order],
@@ -312,8 +311,8 @@ def last_event_time(events_path: str | Path, event_types: list[str]) -> pd.Times
 
 def build_sequences_in_shards(events_path: str | Path, params: Params, n_shards: int) -> "SequenceData":
     """shopsight.sequences.build_sequences (protocol `time`) in this process, one user-hash shard at a time: the same
-    three passes as build_sequences_on_dask, but a shard's events are read again for each pass instead of being held,
-    so the peak holds one shard's events (about 1/n_shards of the log) plus the compact parts. The same arrays as
+    three passes as build_sequences_on_dask, but a shard's events are read again for each pass instead of being held
+    (except the first pass's last shard, which the second pass starts with), so the peak holds one shard's events (about 1/n_shards of the log) plus the compact parts. The same arrays as
     one pass over the whole log (recommender.build_shards)."""
     import gc
 
@@ -322,20 +321,26 @@ def build_sequences_in_shards(events_path: str | Path, params: Params, n_shards:
     try:
         shards = [str(p) for p in shard_events(events_path, tmp, n_shards)]
 
-        def each(fn, **kwargs) -> list:
+        kept: dict[str, tuple] = {}
+
+        def each(fn, paths: list[str], keep_last: bool = False, **kwargs) -> list:
             out = []
-            for path in shards:
-                loaded = _load_sequence_shard(path, list(rec.event_types))
+            for path in paths:
+                loaded = kept.pop(path, None) or _load_sequence_shard(path, list(rec.event_types))
                 out.append(fn(loaded, **kwargs))
+                if keep_last and path == paths[-1]:
+                    kept[path] = loaded  # the second pass starts with it: one load fewer
                 del loaded
                 gc.collect()
             return out
 
         t_end, valid_cutoff, test_cutoff = _cutoffs_or_error([last_event_time(events_path, rec.event_types)], events_path,
                                                              features, rec.event_types)
-        vocab = _vocabulary_or_error(each(_train_item_counts, valid_cutoff=valid_cutoff), events_path, valid_cutoff)
-        parts = each(_sequence_part, vocab=vocab, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff, t_end=t_end,
-                     features=features, params=rec)
+        vocab = _vocabulary_or_error(each(_train_item_counts, shards, keep_last=True, valid_cutoff=valid_cutoff), events_path,
+                                     valid_cutoff)
+        # the parts in reverse (the kept shard first): _combine_sequence_parts orders users itself
+        parts = each(_sequence_part, shards[::-1], vocab=vocab, valid_cutoff=valid_cutoff, test_cutoff=test_cutoff,
+                     t_end=t_end, features=features, params=rec)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _combine_sequence_parts(parts, vocab, rec, events_path)
