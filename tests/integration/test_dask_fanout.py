@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
-def test_sweep_fans_out_over_two_dask_workers(tiny_project, monkeypatch):
+def test_sweep_fans_out_over_two_dask_workers(tiny_project_pristine, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     from flows.sweep import run_sweep
+
+    tiny_project = tmp_path / "project"  # a copy: the sweep writes into the project, and this test runs in any worker
+    shutil.copytree(tiny_project_pristine, tiny_project, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
 
     grid = {"propensity.mlp.learning_rate": [0.001, 0.01]}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
