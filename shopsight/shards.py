@@ -151,10 +151,9 @@ def _in_feature_order(parts: list[pd.DataFrame], cutoffs: list[pd.Timestamp], wi
 
 # ------------------------------------------------------------------------------------------- sequences
 def _load_sequence_shard(path: str, event_types: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from shopsight.sequences import collapse_repeats, load_sequence_events
+    from shopsight.sequences import load_sequence_events, time_protocol_frames
 
-    events = load_sequence_events(Path(path), event_types)
-    return events, collapse_repeats(events)
+    return time_protocol_frames(load_sequence_events(Path(path), event_types))
 
 
 def _shard_end(loaded: tuple[pd.DataFrame, pd.DataFrame]) -> pd.Timestamp | None:
@@ -165,8 +164,9 @@ def _shard_end(loaded: tuple[pd.DataFrame, pd.DataFrame]) -> pd.Timestamp | None
 def _train_item_counts(loaded: tuple[pd.DataFrame, pd.DataFrame], valid_cutoff: pd.Timestamp) -> pd.DataFrame:
     """A shard's training item counts in order of first appearance, with where each item first appears (user,
     position in the user's rows): enough to rebuild the whole log's first-appearance order."""
-    collapsed = loaded[1]
-    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    from shopsight.sequences import training_ids
+
+    train = training_ids(loaded[1], valid_cutoff)
     counts = train["item_id"].value_counts(sort=False)
     first = train.reset_index(drop=True).drop_duplicates("item_id")  # each item's first row, positions 0..len-1
     user_start = pd.Series(np.arange(len(train)), index=train["user_id"].to_numpy()).groupby(level=0).min()
@@ -194,10 +194,10 @@ def _global_vocabulary(parts: list[pd.DataFrame], dtype) -> "ItemVocabulary":  #
 
 def _sequence_part(loaded, vocab, valid_cutoff, test_cutoff, t_end, features, params) -> dict:
     """One shard's training sequences (users sorted), valid/test rows and popularity counts: sequences.py's code."""
-    from shopsight.sequences import _eval_split, _popularity, user_sequences
+    from shopsight.sequences import _eval_split, _popularity, training_ids, user_sequences
 
     events, collapsed = loaded
-    train = collapsed[collapsed["timestamp"] < valid_cutoff]
+    train = training_ids(collapsed, valid_cutoff)
     users, sequences = user_sequences(train, vocab)
     return {
         "users": np.asarray(users, dtype=object),
