@@ -361,8 +361,8 @@ class RecommenderParams(_Section):
     )
     build_shards: SizeOrAuto = Field(
         "auto", description="protocol time: build the sequences in this many user-hash shards one after another in one process "
-        "(the events of one shard in memory at a time, the same arrays); auto: as many as 40% of the machine's memory needs "
-        "(one pass up to ~52M events on 24 GiB)",
+        "(the events of one shard in memory at a time, the same arrays); auto: as many as 60% of the machine's memory needs "
+        "(one pass up to ~106M events on 24 GiB)",
     )
     sampler: Literal["uniform", "unigram"] = Field(
         "uniform", description="negatives of loss=sampled: uniform over the catalogue (gSASRec / eSASRec) or unigram with logQ",

@@ -131,9 +131,12 @@ class SequenceData:
 
 
 def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFrame:
-    """user_id, item_id, event_type, timestamp, session_id of the chosen event types, ordered by user then time.
+    """user_id, item_id, event_type, timestamp and session (the session id as an int64 code: equal codes for equal
+    ids, -1 where the id is missing) of the chosen event types, ordered by user then time.
 
-    The same frame as a pandas read and stable sort, in less memory (peak RSS of `shopsight sequences` at 3M events
+    Sessions are only compared with the previous row's (collapse_repeats), so they are never turned into Python
+    strings (one per session: the largest column of a clickstream). Otherwise the same frame as a pandas read and
+    stable sort, in less memory (peak RSS of `shopsight sequences` at 3M events
     1.04 -> 0.79 GiB, bench/bench_scale.py): Arrow sorts (stably) before the one conversion to pandas, the id
     columns are expanded from their dictionaries (rows share one Python string per distinct id), and Arrow's freed
     buffers go back to the system before the pandas work starts."""
@@ -150,6 +153,8 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
     if table.schema.pandas_metadata is not None:  # a file written from pandas: its dtypes (e.g. "string") as pandas reads them
         frame = table.take(order).to_pandas()
         frame["event_type"] = frame["event_type"].astype(str)
+        sessions = frame.pop("session_id")
+        frame["session"] = pd.factorize(sessions, use_na_sentinel=True)[0].astype(np.int64)
         return frame
     # convert first, then reorder the numpy columns (pointer copies): cheaper than Arrow's take of the string bytes.
     # One column at a time, each column's Arrow buffers released once converted: the table and the frame never both
@@ -157,8 +162,11 @@ def load_sequence_events(events_path: Path, event_types: list[str]) -> pd.DataFr
     columns = {}
     for name in list(table.column_names):
         column = table.column(name)
-        columns[name] = (shared_strings(column)[order] if name != "timestamp"
-                         else column.to_pandas().take(order).reset_index(drop=True))
+        if name == "session_id":
+            columns["session"] = dictionary_codes(column)[order]
+        else:
+            columns[name] = (shared_strings(column)[order] if name != "timestamp"
+                             else column.to_pandas().take(order).reset_index(drop=True))
         table = table.drop_columns([name])
         del column
         pa.default_memory_pool().release_unused()
@@ -188,6 +196,14 @@ def user_time_order(table) -> np.ndarray:
     return np.lexsort((stamps, rank[codes]))
 
 
+def dictionary_codes(column) -> np.ndarray:
+    """An Arrow string column as int64 codes: equal codes for equal values, -1 for null."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def shared_strings(column) -> np.ndarray:
     """An Arrow string column as an object array holding one Python string per distinct value (None for null)."""
     import pyarrow.compute as pc
@@ -203,10 +219,16 @@ def shared_strings(column) -> np.ndarray:
 
 
 def _repeats(events: pd.DataFrame) -> np.ndarray:
-    """True for an event on the same item as the user's previous event in the same session."""
+    """True for an event on the same item as the user's previous event in the same session (a missing session id
+    matches none). Sessions as load_sequence_events gives them (`session` codes) or as ids (`session_id`)."""
+    if "session" in events.columns:
+        codes = events["session"].to_numpy()
+        same_session = pd.Series(np.r_[False, (codes[1:] == codes[:-1]) & (codes[1:] >= 0)], index=events.index)
+    else:
+        same_session = events["session_id"].eq(events["session_id"].shift()).fillna(False)
     same = (
         events["user_id"].eq(events["user_id"].shift())
-        & events["session_id"].eq(events["session_id"].shift()).fillna(False)
+        & same_session
         & events["item_id"].eq(events["item_id"].shift())
     )
     return same.fillna(False).astype(bool).to_numpy()
@@ -218,8 +240,8 @@ def collapse_repeats(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_protocol_frames(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(events without their session ids, the collapsed events' user_id, item_id, timestamp): all the time protocol
-    reads after collapsing repeats. The session column (one string per session) and the collapsed copy's unread
+    """(events without their sessions, the collapsed events' user_id, item_id, timestamp): all the time protocol
+    reads after collapsing repeats. The session column and the collapsed copy's unread
     columns are not kept: 10M events, peak RSS of the sequences build 1.82 -> 1.45 GiB (with the column-by-column
     conversion of load_sequence_events)."""
     kept = ~_repeats(events)
@@ -516,13 +538,15 @@ def sequence_summary(data: SequenceData) -> dict:
     }
 
 
-BYTES_PER_EVENT = 190  # one-pass peak RSS per event of `shopsight sequences` (5.37 GiB at 30.6M, 1.92 GiB at 10.2M)
-MEMORY_SHARE = 0.4  # recommender.build_shards auto: a shard's build may take this share of the machine's memory
+BYTES_PER_EVENT = 145  # one-pass peak RSS per event of `shopsight sequences` (1.37 GiB at 10.2M; it was 190 before
+# sessions became codes and the copies went: 5.37 GiB at 30.6M, 1.92 GiB at 10.2M)
+MEMORY_SHARE = 0.6  # recommender.build_shards auto: a shard's build may take this share of the machine's memory (DVC
+# runs the stages one at a time; the scale target is 16 GiB of 24)
 
 
 def events_per_build_shard(total_memory: int | None = None) -> int:
     """The events one build shard may hold under auto: MEMORY_SHARE of the machine's memory (os.sysconf) at
-    BYTES_PER_EVENT (about 52M events on a 24 GiB machine, so 100M events build in 2 shards of ~9 GiB)."""
+    BYTES_PER_EVENT (about 106M events on a 24 GiB machine: 100M events build in one pass of ~13.5 GiB)."""
     import os
 
     if total_memory is None:

@@ -68,5 +68,10 @@ def test_sequence_events_equal_a_pandas_read_and_stable_sort(tmp_path):
         want["event_type"] = want["event_type"].astype(str)
         want = want.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
         got = load_sequence_events(path, types)
-        pd.testing.assert_frame_equal(got, want, check_exact=True)
-        assert got["session_id"].isna().any()
+        sessions = want.pop("session_id")
+        pd.testing.assert_frame_equal(got.drop(columns="session"), want, check_exact=True)
+        # sessions as codes: equal codes exactly for equal ids, -1 exactly where the id is missing
+        codes = got["session"].to_numpy()
+        assert np.array_equal(codes == -1, sessions.isna().to_numpy()) and (codes == -1).any()
+        pairs = pd.DataFrame({"code": codes, "id": sessions.astype(object)})[codes >= 0].drop_duplicates()
+        assert pairs["code"].is_unique and pairs["id"].is_unique

@@ -94,7 +94,8 @@ def test_sequences_on_dask_are_identical(events_path, client):
 
 def test_sequences_built_shard_after_shard_in_one_process_are_identical(events_path):
     """recommender.build_shards: the shards one after another in this process (bounded memory), no Dask."""
-    from shopsight.sequences import build_shard_count, build_sequences, events_per_build_shard, load_sequence_events
+    from shopsight.sequences import (BYTES_PER_EVENT, MEMORY_SHARE, build_sequences, build_shard_count, events_per_build_shard,
+                                     load_sequence_events)
     from shopsight.shards import build_sequences_in_shards, last_event_time
 
     p = params()
@@ -104,9 +105,9 @@ def test_sequences_built_shard_after_shard_in_one_process_are_identical(events_p
         assert last_event_time(events_path, types) == load_sequence_events(events_path, types)["timestamp"].max()
     rows = pd.read_parquet(events_path, columns=["user_id"]).shape[0]
     assert build_shard_count(events_path, "auto") == 1 and build_shard_count(events_path, 4) == 4
-    # auto: as many shards as the machine's memory needs (a tiny machine shards even this log; 24 GiB: ~52M events each)
-    assert build_shard_count(events_path, "auto", total_memory=int(rows * 190 / 0.4 / 3)) in (3, 4)
-    assert 45_000_000 < events_per_build_shard(24 * 2**30) < 60_000_000
+    # auto: as many shards as the machine's memory needs (a tiny machine shards even this log; 24 GiB: ~106M events each)
+    assert build_shard_count(events_path, "auto", total_memory=int(rows * BYTES_PER_EVENT / MEMORY_SHARE / 3)) in (3, 4)
+    assert 95_000_000 < events_per_build_shard(24 * 2**30) < 115_000_000
 
 
 def assert_same_sequences(sharded, single) -> None:
