@@ -64,3 +64,48 @@ def test_audiences_without_models_say_how_to_get_them(tmp_path, monkeypatch):
     make_events([("u", "i", "view", "2026-02-01T10:00:00")]).to_parquet(tmp_path / "events.parquet")
     with pytest.raises(AudienceError, match="dvc repro"):
         build_audiences(Params(), events_path=tmp_path / "events.parquet", from_artifacts=True)
+
+
+def test_chunks_read_the_events_once_and_score_every_user_as_one_chunk_does(tmp_path, monkeypatch):
+    """Many chunks (the events split once into per-chunk files by a hash of user_id) against one chunk (every user's
+    features in one frame): the same users, scores, audiences and reasons, and no temporary files left behind."""
+    import tempfile
+
+    from shopsight.audiences import build_audiences, features_in_chunks, score_active_users
+    from shopsight.features import event_time_span, feature_columns
+    from shopsight.simulator import SimulatorParams, generate_shop
+    from shopsight.tasks.user_binary import ChampionScorer
+
+    events_path = generate_shop(SimulatorParams(n_users=400, n_items=60, n_categories=5, days=70, seed=5), tmp_path / "sim",
+                                progress=False).events_path
+    cols = feature_columns([7, 28])
+    monkeypatch.chdir(tmp_path)
+    _store_model(tmp_path / "artifacts" / "propensity", cols, np.linspace(-0.3, 0.3, len(cols)))
+    _store_model(tmp_path / "artifacts" / "churn", cols, np.linspace(0.3, -0.3, len(cols)))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+    def params(chunk_users: int) -> Params:
+        return Params.model_validate({
+            "features": {"windows_days": [7, 28]},
+            "audiences": {"chunk_users": chunk_users, "propensity_top_percent": 20, "high_value_quantile": 0.5,
+                          "churn_min_probability": 0.3},
+        })
+
+    as_of = event_time_span(events_path)[1].ceil("D")
+    scorers = ChampionScorer(tmp_path / "artifacts" / "propensity"), ChampionScorer(tmp_path / "artifacts" / "churn")
+    one = score_active_users(events_path, as_of, params(10**6), *scorers)
+    many = score_active_users(events_path, as_of, params(25), *scorers)
+    assert len(one) > 100 and one["user_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(many, one, check_exact=False, rtol=1e-12, atol=0.0)
+    sizes = [len(f) for f in features_in_chunks(events_path, as_of, params(25))]
+    assert len(sizes) > 3 and sum(sizes) == len(one) and max(sizes) < len(one) / 2  # really chunked, every user once
+
+    a = build_audiences(params(10**6), events_path=events_path, out_dir=tmp_path / "one", from_artifacts=True)
+    b = build_audiences(params(25), events_path=events_path, out_dir=tmp_path / "many", from_artifacts=True)
+    for name in a:
+        x, y = pd.read_parquet(a[name]["parquet"]), pd.read_parquet(b[name]["parquet"])
+        assert len(x) > 3 and x["reasons"].notna().all(), name
+        pd.testing.assert_frame_equal(y, x, check_exact=False, rtol=1e-12, atol=0.0)
+    assert not list((tmp_path / "scratch").iterdir())  # the per-chunk files are removed
