@@ -44,6 +44,10 @@ class IngestParams(_Section):
     pseudonymise_salt_env: str | None = Field(
         None, description="name of an environment variable holding a salt; when set, user ids are salted-hashed"
     )
+    memory_gb: float | None = Field(
+        None, gt=0, description="DuckDB's memory for the dedup/sessionise/sort pass (it spills to disk beyond); null = a "
+        "quarter of the machine's memory, at least 1 and at most 8 GB"
+    )
 
 
 class FeatureParams(_Section):

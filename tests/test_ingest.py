@@ -88,3 +88,25 @@ def test_salted_pseudonymisation(tmp_path, monkeypatch):
     ingest(params)
     uid = load_events()["user_id"].iloc[0]
     assert "alice" not in uid and len(uid) == 16
+
+
+def test_ingest_out_of_duckdb_memory_is_a_clear_error_and_keeps_previous_events(tmp_path, monkeypatch):
+    """DuckDB's dedup and sort run under ingest.memory_gb: when that is too small for the file, the error names the
+    setting, the previous events stay, and no staging or partial file is left behind."""
+    from shopsight.ingest import IngestError, finalise_memory_gb
+
+    monkeypatch.chdir(tmp_path)
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "u1,a,view,2026-01-05T10:00:00Z,3.5\n")
+    ingest(_params(good))
+    before = (tmp_path / "data/events.parquet").read_bytes()
+    big = tmp_path / "big.csv"
+    big.write_text(HEADER + "".join(f"u{i % 997},item-{i},view,2026-01-{1 + i % 28:02d}T10:{i % 60:02d}:00Z,{i % 50}.5\n" for i in range(60_000)))
+    params = _params(big)
+    params.ingest.memory_gb = 0.0005  # half a megabyte
+    assert finalise_memory_gb(params) == 0.0005 and 1 <= finalise_memory_gb(_params(big)) <= 8
+    with pytest.raises(IngestError, match=r"ran out of its 0\.00 GB.*60,000 valid rows.*ingest\.memory_gb"):
+        ingest(params)
+    assert (tmp_path / "data/events.parquet").read_bytes() == before
+    left = sorted(str(p.relative_to(tmp_path / "data")) for p in (tmp_path / "data").rglob("*") if p.is_file())
+    assert left == ["events.parquet", "rejects.parquet", "truth/NO_GROUND_TRUTH.json"], left
