@@ -118,10 +118,11 @@ def events_per_user(params: dict) -> float:
     return result.n_events / PILOT_USERS
 
 
-def make_project(dest: Path, n_users: int, overlay: list[str], overrides: dict | None = None, reuse: bool = False) -> None:
+def make_project(dest: Path, n_users: int, overlay: list[str], overrides: dict | None = None, reuse: bool = False) -> bool:
     """A clone of the repository's HEAD (plus the working-tree files in `overlay`) with the scaled params
-    (`reuse`: keep an existing project's data, for a rerun of some stages)."""
-    if not (reuse and (dest / "params.yaml").exists()):
+    (`reuse`: keep an existing project's data, for a rerun of some stages). Returns whether an existing one was reused."""
+    reused = reuse and (dest / "params.yaml").exists()
+    if not reused:
         if dest.exists():
             shutil.rmtree(dest)
         subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
@@ -133,6 +134,7 @@ def make_project(dest: Path, n_users: int, overlay: list[str], overrides: dict |
     params["data"]["source"] = "synthetic"
     params["data"].setdefault("synthetic", {})["n_users"] = int(n_users)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return reused
 
 
 def run_stage(cmd: list[str], cwd: Path, log: Path, timeout: int) -> dict:
@@ -338,7 +340,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="scratch projects' parent (default: <out>/projects)")
     ap.add_argument("--stage-timeout", type=int, default=3600, help="seconds before a stage is killed")
     ap.add_argument("--stages", default=None, help="comma-separated subset of stages; an existing --keep project of that size is reused (its data)")
-    ap.add_argument("--keep", action="store_true", help="keep each scratch project (data, artifacts) after its size")
+    ap.add_argument("--keep", action="store_true", help="keep each scratch project (data, artifacts) after its size (a reused one is always kept)")
     ap.add_argument("--overlay", default="", help="comma-separated repository files copied from the working tree over the clone")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                     help="override a scratch param, e.g. --set recommender.models=[gru] (repeatable)")
@@ -382,7 +384,7 @@ def main() -> None:
         name = label(target)
         n_users = max(100, round(target / per_user))
         project = work / f"shop-{name}"
-        make_project(project, n_users, [p for p in args.overlay.split(",") if p], overrides, reuse=args.stages is not None)
+        reused = make_project(project, n_users, [p for p in args.overlay.split(",") if p], overrides, reuse=args.stages is not None)
         entry = results.setdefault(name, {"label": name, "n_events": target, "n_users": n_users, "stages": {}})
         entry["overrides"] = overrides
         print(f"\n== {name}: n_users={n_users:,} in {project}", flush=True)
@@ -421,7 +423,7 @@ def main() -> None:
             if res["rc"] != 0:
                 print("    " + res["log_tail"][-600:].replace("\n", "\n    "))
             write_outputs(args.out, results, command)
-        if not args.keep:
+        if not args.keep and not reused:  # a kept project that a rerun of some stages reused stays kept
             shutil.rmtree(project, ignore_errors=True)
     summary = write_outputs(args.out, results, command)
     print(f"\ncommand: {command}\n")
