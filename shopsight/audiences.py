@@ -102,7 +102,7 @@ def features_in_chunks(events_path: Path, as_of: pd.Timestamp, params: Params, u
                 f"COPY (SELECT *, hash(user_id) % {n_chunks} AS _chunk FROM ({selected})) TO '{(tmp / 'chunks').as_posix()}' "
                 "(FORMAT parquet, PARTITION_BY (_chunk))", args,
             )
-        con.close()
+        con.close()  # the split's buffers go before the chunks are computed (closing again below is a no-op)
         for k in tqdm(range(n_chunks), desc=desc, unit="chunk", disable=n_chunks == 0):
             if (tmp / "chunks" / f"_chunk={k}").is_dir():
                 yield compute_user_features(
