@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from shopsight import paths
 from shopsight.config import Params
 from shopsight.schema import CANONICAL_ARROW, EVENT_TYPES
-from shopsight.validation import validate_events
+from shopsight.sources.canonical import RawChunk
+from shopsight.validation import split_plain_rows, validate_events
 
 # The rejects file: every column of the source chunk as text, plus why and where from.
 REJECT_COLUMNS: tuple[str, ...] = (
@@ -56,8 +57,8 @@ class IngestReport:
     sessions_derived: bool = False
 
 
-def iter_source_chunks(params: Params) -> tuple[str, Iterator[pd.DataFrame]]:
-    """Yield raw chunks (canonical column names, unvalidated) from the configured source."""
+def iter_source_chunks(params: Params) -> tuple[str, Iterator[pd.DataFrame | RawChunk]]:
+    """Yield raw chunks (canonical column names, unvalidated, or RawChunks where the source gives them) from the configured source."""
     data = params.data
     if data.source == "synthetic":
         from shopsight.simulator import generate_shop
@@ -67,7 +68,7 @@ def iter_source_chunks(params: Params) -> tuple[str, Iterator[pd.DataFrame]]:
         return str(events_path), _iter_parquet(events_path, data.chunksize, delete_after=True)
     from shopsight.sources import read_source
 
-    return str(data.path), read_source(data.source, data.path, chunksize=data.chunksize, options=data.options)
+    return str(data.path), read_source(data.source, data.path, chunksize=data.chunksize, options=data.options, raw=True)
 
 
 def simulator_params_for_pipeline(params: Params):
@@ -159,30 +160,24 @@ def ingest(params: Params) -> IngestReport:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as writes:
             written = None
             for chunk in chunks:
-                report.rows_in += len(chunk)
-                valid, rejects = validate_events(
-                    chunk, source=source, min_timestamp=params.ingest.min_timestamp, max_timestamp=params.ingest.max_timestamp
-                )
+                checked = check_chunk(chunk, source=source, params=params)
+                report.rows_in += checked.rows_in
                 tables = []
-                if len(valid):
-                    table = pa.Table.from_pandas(valid, preserve_index=False)  # the categorical's dictionary decodes in the cast
-                    tables.append((valid_writer, table.cast(CANONICAL_ARROW)))
-                    staged += len(valid)
-                    sessions = table.column("session_id")
-                    staged_without_session += sessions.null_count + int(pc.sum(pc.equal(sessions, "")).as_py() or 0)
-                if len(rejects):
-                    tables.append((reject_writer, _rejects_table(rejects)))
-                    report.rejected += len(rejects)
-                    for reason, count in rejects["reason"].value_counts().items():
-                        for part in str(reason).split("; "):
-                            reasons[part] += int(count)
+                if checked.valid is not None:
+                    tables.append((valid_writer, checked.valid))
+                    staged += checked.valid.num_rows
+                    staged_without_session += checked.without_session
+                if checked.rejects is not None:
+                    tables.append((reject_writer, checked.rejects))
+                    report.rejected += checked.rejects.num_rows
+                    reasons.update(checked.reasons)
                 if written is not None:
                     written.result()
                 written = writes.submit(_write_tables, tables)
                 # Free this chunk's frames: pandas frames sit in reference cycles that the cyclic collector reaches too
                 # rarely on its own (measured: +80 MB per million rows without this). In flight at most: one chunk's
                 # tables being written, one chunk being checked, one being read.
-                del chunk, valid, rejects, tables
+                del chunk, checked, tables
                 gc.collect()
             if written is not None:
                 written.result()
@@ -204,6 +199,51 @@ def ingest(params: Params) -> IngestReport:
     paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
     paths.INGEST_REPORT.write_text(json.dumps(asdict(report), indent=2))
     return report
+
+
+@dataclass
+class CheckedChunk:
+    """One chunk checked against the contract: its valid rows (canonical Arrow), its rejects (REJECTS_ARROW), counts."""
+
+    rows_in: int
+    valid: pa.Table | None
+    rejects: pa.Table | None
+    reasons: Counter  # reject reason -> rows (a row with several reasons counts under each)
+
+    @property
+    def without_session(self) -> int:
+        """Valid rows with no session id (the finalising pass derives theirs)."""
+        if self.valid is None:
+            return 0
+        sessions = self.valid.column("session_id")
+        return sessions.null_count + int(pc.sum(pc.equal(sessions, "")).as_py() or 0)
+
+
+def check_chunk(chunk: pd.DataFrame | RawChunk, *, source: str, params: Params) -> CheckedChunk:
+    """Check one chunk of a source against the contract (shared by ingest and the Dask shards).
+
+    A RawChunk's plain rows are checked and converted in Arrow kernels (validation.split_plain_rows); the rest, or a
+    canonical chunk, go through the adapter's conversion and validate_events, which gives every failing row its reasons."""
+    bounds = {"min_timestamp": params.ingest.min_timestamp, "max_timestamp": params.ingest.max_timestamp}
+    tables: list[pa.Table] = []
+    rest: pd.DataFrame | None = chunk
+    if isinstance(chunk, RawChunk):
+        plain, is_plain = split_plain_rows(chunk, **bounds)
+        if plain.num_rows:
+            tables.append(plain)
+        rest = None if is_plain.all() else chunk.canonical(~is_plain)
+    rejects, reasons = None, Counter()
+    if rest is not None:
+        valid, rejected = validate_events(rest, source=source, **bounds)
+        if len(valid):
+            tables.append(pa.Table.from_pandas(valid, preserve_index=False).cast(CANONICAL_ARROW))  # the categorical decodes in the cast
+        if len(rejected):
+            rejects = _rejects_table(rejected)
+            for reason, count in rejected["reason"].value_counts().items():
+                for part in str(reason).split("; "):
+                    reasons[part] += int(count)
+    valid_table = None if not tables else tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return CheckedChunk(rows_in=len(chunk), valid=valid_table, rejects=rejects, reasons=reasons)
 
 
 def _rejects_table(rejects: pd.DataFrame) -> pa.Table:

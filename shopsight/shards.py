@@ -375,41 +375,32 @@ def _stage_file(file: str, index: int, params: Params, out_dir: str) -> dict:
     """One source file read and checked against the contract, as shopsight.ingest.ingest does chunk by chunk:
     valid rows to <out_dir>/valid-<index>.parquet, rejects to rejects-<index>.parquet, and the counts.
 
-    The loop mirrors ingest()'s own: once ingest.py exposes it as a function (chunks -> staged/rejects files and
-    counts), this calls that instead."""
+    Each chunk is checked by ingest's own check_chunk."""
     import gc
     from collections import Counter
 
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from shopsight.ingest import REJECTS_ARROW, _rejects_table
+    from shopsight.ingest import REJECTS_ARROW, check_chunk
     from shopsight.schema import CANONICAL_ARROW
     from shopsight.sources import read_source
-    from shopsight.validation import validate_events
 
     data, source = params.data, str(params.data.path)  # rejects name the configured source, as in one process
     valid_path, rejects_path = Path(out_dir) / f"valid-{index:05d}.parquet", Path(out_dir) / f"rejects-{index:05d}.parquet"
     counts = {"rows_in": 0, "rejected": 0, "staged": 0, "staged_without_session": 0, "reasons": Counter()}
     with pq.ParquetWriter(valid_path, CANONICAL_ARROW) as valid_writer, pq.ParquetWriter(rejects_path, REJECTS_ARROW) as reject_writer:
-        for chunk in read_source(data.source, file, chunksize=data.chunksize, options=data.options):
-            counts["rows_in"] += len(chunk)
-            valid, rejects = validate_events(chunk, source=source, min_timestamp=params.ingest.min_timestamp,
-                                             max_timestamp=params.ingest.max_timestamp)
-            if len(valid):
-                table = pa.Table.from_pandas(valid.astype({"event_type": "string"}), preserve_index=False).cast(CANONICAL_ARROW)
-                valid_writer.write_table(table)
-                counts["staged"] += len(valid)
-                sessions = table.column("session_id")
-                counts["staged_without_session"] += sessions.null_count + int(pc.sum(pc.equal(sessions, "")).as_py() or 0)
-            if len(rejects):
-                reject_writer.write_table(_rejects_table(rejects))
-                counts["rejected"] += len(rejects)
-                for reason, count in rejects["reason"].value_counts().items():
-                    for part in str(reason).split("; "):
-                        counts["reasons"][part] += int(count)
-            del chunk, valid, rejects
+        for chunk in read_source(data.source, file, chunksize=data.chunksize, options=data.options, raw=True):
+            checked = check_chunk(chunk, source=source, params=params)
+            counts["rows_in"] += checked.rows_in
+            if checked.valid is not None:
+                valid_writer.write_table(checked.valid)
+                counts["staged"] += checked.valid.num_rows
+                counts["staged_without_session"] += checked.without_session
+            if checked.rejects is not None:
+                reject_writer.write_table(checked.rejects)
+                counts["rejected"] += checked.rejects.num_rows
+                counts["reasons"].update(checked.reasons)
+            del chunk, checked
             gc.collect()  # one chunk's worth of memory per worker, as in ingest
     return {**counts, "valid": str(valid_path), "rejects": str(rejects_path)}
 

@@ -25,7 +25,8 @@ from pandera.engines import pandas_engine
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
-from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_COLUMNS
+from shopsight.schema import CANONICAL_ARROW, CANONICAL_COLUMNS, EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_COLUMNS
+from shopsight.sources.canonical import ISO_NAIVE, ISO_ZONED, RawChunk
 from shopsight.sources.canonical import TIMESTAMP_PROBLEM  # the adapter's reason a timestamp did not convert
 from shopsight.sources.reading import NUL_SENTINEL, TEXT  # NUL_SENTINEL: how the CSV reader shows a NUL byte
 
@@ -34,6 +35,11 @@ _INTEGER = r"\s*[+-]?\d+\s*"
 _PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"  # _NUMBER without spaces, in RE2's ASCII classes
 _INFINITY = r"\s*[+-]?(?:inf|infinity)\s*"
 _INT64_MAX = np.iinfo("int64").max
+# The plainest shapes (split_plain_rows): text that passes every check of its column and converts the same whichever path
+# reads it. An id of printable ASCII without spaces; a price of digits with an optional fraction; a quantity of digits.
+_PLAIN_ID = rf"^[!-~]{{1,{MAX_ID_LENGTH}}}$"
+_PLAIN_PRICE = r"^(?:\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})$"
+_PLAIN_QUANTITY = r"^\d{1,15}$"
 _EXACT_FLOAT_INT = 2**53  # beyond it a float cannot say which integer it meant
 
 
@@ -338,6 +344,138 @@ def validate_events(
     rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype=TEXT)
     rejects["source"] = source
     return valid.reset_index(drop=True), rejects.reset_index(drop=True)
+
+
+def _matches(values: pa_arrow.ChunkedArray, pattern: str) -> np.ndarray:
+    return pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _only_bytes(values: pa_arrow.ChunkedArray, allowed: tuple[int, int]) -> bool:
+    """Whether every byte of the column's text buffers lies in the range `allowed` (inclusive): then every value is
+    made of such bytes alone and no regex needs to look (a buffer may hold bytes beyond the values: a false alarm
+    only means the regex runs)."""
+    low, high = allowed
+    for chunk in values.chunks:
+        data = chunk.buffers()[2]
+        if data is not None and data.size:
+            values_bytes = np.frombuffer(data, dtype=np.uint8)
+            if values_bytes.min() < low or values_bytes.max() > high:
+                return False
+    return True
+
+
+_ID_BYTES = (0x21, 0x7E)  # printable ASCII, no space
+_DIGITS = (ord("0"), ord("9"))
+
+
+def _plain_text(values: pa_arrow.ChunkedArray, pattern: str, allowed: tuple[int, int], max_length: int) -> np.ndarray:
+    """Where the text matches `pattern`, which accepts exactly the values of 1..max_length bytes in `allowed`."""
+    if _only_bytes(values, allowed):
+        length = pc.binary_length(values).fill_null(0).to_numpy(zero_copy_only=False)
+        return (length >= 1) & (length <= max_length)
+    return _matches(values, pattern)
+
+
+_MAX_FAILED_CASTS = 64  # then the rest of a shape that has many unreadable rows goes the full way
+
+
+def _parse_where(values: pa_arrow.ChunkedArray, rows: np.ndarray, arrow_type: pa_arrow.DataType) -> np.ndarray:
+    """Arrow's cast of the rows `rows` of `values`, as numpy over all rows (only `rows` meaningful), and `rows` with the
+    rows that do not convert (e.g. February 30th) taken out, in place. A cast fails whole on one such row: the rows are
+    halved until each failing one is alone (at most _MAX_FAILED_CASTS failed casts, then the rest is taken out too)."""
+    out = np.zeros(len(rows), dtype=arrow_type.to_pandas_dtype() if not pa_arrow.types.is_timestamp(arrow_type) else "datetime64[ns]")
+    pending = [np.flatnonzero(rows)]
+    failures = 0
+    while pending:
+        positions = pending.pop()
+        try:
+            out[positions] = pc.cast(values.take(pa_arrow.array(positions)), arrow_type).to_numpy(zero_copy_only=False)
+        except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
+            failures += 1
+            if len(positions) == 1 or failures > _MAX_FAILED_CASTS:
+                rows[positions] = False
+            else:
+                pending += [positions[: len(positions) // 2], positions[len(positions) // 2 :]]
+    return out
+
+
+def split_plain_rows(chunk: RawChunk, *, min_timestamp: str = "1990-01-01", max_timestamp: str = "2100-01-01") -> tuple[pa_arrow.Table, np.ndarray]:
+    """(canonical Arrow rows, which rows) for the rows of a raw chunk that are valid in the plainest way.
+
+    A row is plain when its ids are printable ASCII without spaces (at most MAX_ID_LENGTH), its event is a key of
+    the event map, its timestamp ISO 8601 of the shapes Arrow's parser reads (ISO_ZONED, ISO_NAIVE as UTC) within
+    [min_timestamp, max_timestamp], its price missing or digits with an optional fraction, its quantity missing or
+    digits >= 1. Every check of the contract passes for such a row by construction, and its values are those the
+    full path (the adapter's `canonical`, then validate_events) gives, from the same Arrow kernels: that path's
+    fast paths read these shapes the same way. Every other row takes the full path, which may still accept it
+    and otherwise gives the reasons. tests/test_validation.py checks that the two agree row for row.
+    """
+    n = len(chunk)
+    ok = np.ones(n, dtype=bool)
+    ids = {}
+    for name, required in (("user_id", True), ("item_id", True), ("session_id", False), ("category", False)):
+        values = chunk.column(name)
+        ids[name] = values
+        if values is None:
+            ok &= not required
+            continue
+        plain = _plain_text(values, _PLAIN_ID, _ID_BYTES, MAX_ID_LENGTH)
+        ok &= plain if required else plain | values.is_null().to_numpy(zero_copy_only=False)
+    if chunk.event_constant is not None:
+        events = None
+    else:
+        mapping = {key: value for key, value in chunk.event_map.items() if isinstance(key, str)}
+        events = pc.index_in(chunk.column("event_type"), value_set=pa_arrow.array(list(mapping), pa_arrow.string()))
+        ok &= events.is_valid().to_numpy(zero_copy_only=False)
+        names = pa_arrow.array(list(mapping.values()), pa_arrow.string())
+    stamps = chunk.column("timestamp")
+    nanos = np.zeros(n, dtype="int64")
+    read = np.zeros(n, dtype=bool)
+    for pattern, arrow_type in ((ISO_ZONED, pa_arrow.timestamp("ns", tz="UTC")), (ISO_NAIVE, pa_arrow.timestamp("ns"))):
+        rows = ok & ~read
+        if not rows.any():
+            break
+        rows &= _matches(stamps, pattern)
+        parsed = _parse_where(stamps, rows, arrow_type)  # the rows that do not convert go the full way, which says why
+        nanos[rows] = parsed[rows].view("int64")
+        read |= rows
+    low, high = pd.Timestamp(min_timestamp, tz="UTC").value, pd.Timestamp(max_timestamp, tz="UTC").value
+    ok &= read & (nanos >= low) & (nanos <= high)
+    prices = np.full(n, np.nan)
+    if (price := chunk.column("price")) is not None:
+        number = _matches(price, _PLAIN_PRICE) & ok
+        prices[number] = _parse_where(price, number, pa_arrow.float64())[number]
+        ok &= number | price.is_null().to_numpy(zero_copy_only=False)
+    quantities = np.ones(n, dtype="int64")
+    if (quantity := chunk.column("quantity")) is not None:
+        number = _plain_text(quantity, _PLAIN_QUANTITY, _DIGITS, 15) & ok
+        quantities[number] = _parse_where(quantity, number, pa_arrow.int64())[number]
+        ok &= number | quantity.is_null().to_numpy(zero_copy_only=False)
+        ok &= quantities >= 1
+    keep = pa_arrow.array(ok)
+
+    def text(values: pa_arrow.ChunkedArray | None) -> pa_arrow.Array:
+        return pa_arrow.nulls(int(ok.sum()), pa_arrow.string()) if values is None else values.filter(keep).cast(pa_arrow.string())
+
+    if events is None:
+        event_type = pa_arrow.array(np.full(int(ok.sum()), chunk.event_constant, dtype=object), pa_arrow.string())
+    else:
+        event_type = names.take(events.filter(keep))
+    kept_prices = prices[ok]
+    table = pa_arrow.table(
+        {
+            "user_id": text(ids["user_id"]),
+            "item_id": text(ids["item_id"]),
+            "event_type": event_type,
+            "timestamp": pa_arrow.array(nanos[ok]).cast(pa_arrow.timestamp("ns", tz="UTC")),
+            "session_id": text(ids["session_id"]),
+            "category": text(ids["category"]),
+            "price": pa_arrow.array(kept_prices, mask=np.isnan(kept_prices)),
+            "quantity": pa_arrow.array(quantities[ok]),
+        },
+        schema=CANONICAL_ARROW,
+    )
+    return table, ok
 
 
 def _event_categorical(names: pd.Series) -> pd.Categorical:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 # Isolate every tool's home before any of them is imported (BentoML and Prefect read these at import).
 _HOMES = Path(tempfile.mkdtemp(prefix="shopsight-test-homes-"))
+atexit.register(shutil.rmtree, _HOMES, ignore_errors=True)  # each test process removes its own homes when it exits
 os.environ["BENTOML_HOME"] = str(_HOMES / "bentoml")
 os.environ["PREFECT_HOME"] = str(_HOMES / "prefect")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

@@ -167,3 +167,74 @@ def test_a_check_that_cannot_run_fails_loudly(monkeypatch):
     monkeypatch.setattr(validation, "contract_schema", lambda lo, hi: broken)
     with pytest.raises(ContractError, match="could not be checked"):
         validate_events(_raw(), source="f.csv")
+
+
+# Rows on both sides of every line split_plain_rows draws: each must get the same verdict, values and reasons whether
+# the plain path takes it or the full one (the adapter's conversion, then validate_events).
+_EDGE_ROWS = [
+    # user, item, event, timestamp, session, category, price, quantity
+    ("u1", "i1", "view", "2026-01-05 10:00:00", "s1", "c1", "16.13", "1"),
+    ("u2", "i2", "cart", "2026-01-05T10:00:00.123456789Z", "", "", "", ""),
+    ("u3", "i3", "buy", "2026-01-05T10:00:00+02:00", "s3", "c3", "5.", "007"),
+    ("u4", "i4", "purchase", "2026-01-05 10:00:00-0130", "s4", "c4", ".5", "2"),
+    ("u 5", "i5", "view", "2026-01-05 10:00:00", "s5", "c5", "1", "1"),
+    ("ü6", "i6", "view", "2026-01-05 10:00:00", "s6", "c6", "1", "1"),
+    (" u7", "i7", "view", "2026-01-05 10:00:00", "s7", "c7", "1", "1"),
+    ("u8", "x" * 256, "view", "2026-01-05 10:00:00", "s8", "c8", "1", "1"),
+    ("u9", "x" * 257, "view", "2026-01-05 10:00:00", "s9", "c9", "1", "1"),
+    ("u10", "i10", "View", "2026-01-05 10:00:00", "s10", "c10", "1", "1"),
+    ("u11", "i11", "teleport", "2026-01-05 10:00:00", "s11", "c11", "1", "1"),
+    ("u12", "i12", "view", "2026-02-30 10:00:00", "s12", "c12", "1", "1"),
+    ("u13", "i13", "view", "1970-01-01 00:00:00", "s13", "c13", "1", "1"),
+    ("u14", "i14", "view", "2026-01-05", "s14", "c14", "1", "1"),
+    ("u15", "i15", "view", " 2026-01-05 10:00:00", "  ", "c 15", "1", "1"),
+    ("u16", "i16", "view", "2026-01-05 10:00:00", "s16", "c16", "1.2.3", "1"),
+    ("u17", "i17", "view", "2026-01-05 10:00:00", "s17", "c17", "1/2", "1"),
+    ("u18", "i18", "view", "2026-01-05 10:00:00", "s18", "c18", "9" * 31, "1"),
+    ("u19", "i19", "view", "2026-01-05 10:00:00", "s19", "c19", "1" + "0" * 400, "1"),
+    ("u20", "i20", "view", "2026-01-05 10:00:00", "s20", "c20", "-3.5", "0"),
+    ("u21", "i21", "view", "2026-01-05 10:00:00", "s21", "c21", "1e3", "2.0"),
+    ("u22", "i22", "view", "2026-01-05 10:00:00", "s22", "c22", "12,50", "2.5"),
+    ("u23", "i23", "view", "2026-01-05 10:00:00", "s23", "c23", " 4 ", "9007199254740993"),
+    ("", "i24", "view", "2026-01-05 10:00:00", "s24", "c24", "1", "1"),
+    ("u25", "i25", "", "", "s25", "c25", "1", "1"),
+    ("u26", "i26", "view", "yesterday", "s26", "c26", "inf", "+3"),
+]
+
+
+@pytest.mark.parametrize("chunksize", [1_000_000, 7])
+def test_plain_rows_get_what_the_full_path_gives(tmp_path, chunksize):
+    """A generic CSV of edge rows (plus many plain ones) through the ingest's check_chunk with RawChunks equals the
+    adapter's canonical chunks through validate_events: the same valid rows and values, the same rejects and reasons."""
+    import pyarrow as pa
+
+    from shopsight.config import load_params
+    from shopsight.ingest import check_chunk
+    from shopsight.sources import read_source
+    from shopsight.validation import split_plain_rows
+
+    rows = _EDGE_ROWS * 3 + [(f"g{i}", f"i{i % 50}", "view", f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", f"s{i}", "c1", f"{i}.25", str(1 + i % 3)) for i in range(200)]
+    path = tmp_path / "events.csv"
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "session_id", "category", "price", "quantity"])
+    frame.to_csv(path, index=False)
+    options = {"event_map": {"buy": "purchase"}}
+    params = load_params("params.yaml")
+
+    def through(raw: bool):
+        valid, rejects, plain = [], [], 0
+        for chunk in read_source("generic", path, chunksize=chunksize, options=options, raw=raw):
+            if raw:
+                plain += int(split_plain_rows(chunk)[1].sum())
+            checked = check_chunk(chunk, source=str(path), params=params)
+            valid += [checked.valid] if checked.valid is not None else []
+            rejects += [checked.rejects] if checked.rejects is not None else []
+        valid = pa.concat_tables(valid).to_pandas().sort_values(["user_id", "timestamp", "item_id"]).reset_index(drop=True)
+        return valid, pa.concat_tables(rejects).to_pandas(), plain
+
+    full_valid, full_rejects, _ = through(raw=False)
+    plain_valid, plain_rejects, plain = through(raw=True)
+    assert plain == 200 + 3 * 5  # the plain path took the plain rows and the plain edge rows (u1-u4, u8)
+    assert len(full_valid) < len(rows) and len(full_rejects) > 0  # both paths had work
+    pd.testing.assert_frame_equal(plain_valid, full_valid)
+    pd.testing.assert_frame_equal(plain_rejects, full_rejects)
+    assert full_valid.loc[full_valid["user_id"] == "u3", "event_type"].tolist() == ["purchase"] * 3  # event_map applied

@@ -80,17 +80,21 @@ def read_source(
     *,
     chunksize: int = 1_000_000,
     options: dict | None = None,
+    raw: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Stream the file(s) at `path` (a path, a list of paths or a glob) as canonical chunks.
 
     Missing files, unknown options and missing required columns raise SourceError at once,
     before the first chunk; a file that turns out unreadable half-way raises it while iterating.
-    Each chunk has at most `chunksize` rows and never spans two files.
+    Each chunk has at most `chunksize` rows and never spans two files. With `raw`, an adapter that can
+    (`RAW_CHUNKS`) may yield shopsight.sources.canonical.RawChunk objects instead, for the ingest's fast path.
     """
     _check_kind(kind)
     if not isinstance(chunksize, int) or chunksize < 1:
         raise SourceError(f"chunksize must be a positive integer, got {chunksize!r}. Fix: set data.chunksize in params.yaml.")
     adapter = importlib.import_module(f"shopsight.sources.{kind}")  # lazy: import only the format in use
+    if raw and getattr(adapter, "RAW_CHUNKS", False):
+        return adapter.read_events(path, chunksize=chunksize, options=dict(options or {}), raw=True)
     return adapter.read_events(path, chunksize=chunksize, options=dict(options or {}))
 
 

@@ -8,8 +8,10 @@ rather than "unparseable".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,42 @@ _SECONDS_LIKE = (1e8, 1e10)  # unix seconds of 1973..2286, i.e. the first 115 da
 _MAX_NS = np.iinfo("int64").max - 1  # NaT is int64 min; keep clear of both ends
 RANGE_TEXT = f"{pd.Timestamp.min.date()}..{pd.Timestamp.max.date()}"
 _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """A chunk of a text source as read (the file's column labels, every field text, `raw_line`), with its
+    mapping to the canonical columns, for shopsight.validation.split_plain_rows: the rows whose every field is
+    of the plainest shape are checked and converted there in Arrow kernels; the others (or all, for a reader that
+    wants frames) go through the adapter's own conversion, `canonical(rows)`, and then the full checks."""
+
+    raw: pd.DataFrame
+    columns: Mapping[str, Any]  # canonical name -> the raw frame's label (None: the source has no such column)
+    event_map: Mapping[str, str]  # raw event text -> canonical event (unused with event_constant)
+    event_constant: str | None
+    convert: Callable[[pd.DataFrame], pd.DataFrame]  # raw rows -> a canonical chunk (unvalidated)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def column(self, name: str) -> pa.ChunkedArray | None:
+        """The raw text of canonical column `name` (no copy), None when the source has none."""
+        label = self.columns.get(name)
+        return None if label is None else pa.chunked_array(self.raw[label].array.__arrow_array__())
+
+    def canonical(self, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """The adapter's canonical chunk of all rows, or of those where the boolean mask `rows` is set."""
+        if rows is None:
+            return self.convert(self.raw)
+        keep = pa.array(rows)
+        subset = {}
+        for label in self.raw.columns:  # Arrow's filter per column: pandas' masked take is ~10x slower on Arrow text
+            values = self.raw[label]
+            if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+                subset[label] = pd.arrays.ArrowStringArray(pa.chunked_array(values.array.__arrow_array__()).filter(keep))
+            else:
+                subset[label] = values.to_numpy()[rows]
+        return self.convert(pd.DataFrame(subset, columns=self.raw.columns))
 
 
 def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
@@ -131,8 +169,8 @@ def _localize(parsed: pd.Series, timezone: str, problem: pd.Series) -> pd.Series
 
 # ISO 8601 text of the usual shapes (date and time to the second or finer, with an offset or without): Arrow's
 # parser reads these ~10x faster than pandas and to the same instant; any other text is left to pandas.
-_ISO_ZONED = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})$"
-_ISO_NAIVE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?$"
+ISO_ZONED = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})$"
+ISO_NAIVE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?$"
 _NAT = np.iinfo("int64").min
 
 
@@ -144,7 +182,7 @@ def _iso8601_utc_fast(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     nanos = np.full(len(text), _NAT, dtype="int64")
     read = np.zeros(len(text), dtype=bool)
     remaining = np.arange(len(text))  # positions not read yet: each shape is looked for among these only
-    for pattern, arrow_type in ((_ISO_ZONED, pa.timestamp("ns", tz="UTC")), (_ISO_NAIVE, pa.timestamp("ns"))):
+    for pattern, arrow_type in ((ISO_ZONED, pa.timestamp("ns", tz="UTC")), (ISO_NAIVE, pa.timestamp("ns"))):
         if not len(remaining):
             break
         subset = values if len(remaining) == len(text) else values.take(pa.array(remaining))

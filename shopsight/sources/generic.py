@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 from shopsight.schema import CANONICAL_COLUMNS, EVENT_TYPES, REQUIRED_COLUMNS
 from shopsight.sources import SourceError
 from shopsight.sources.canonical import (
+    RawChunk,
     canonical_chunk,
     datetimes_to_utc,
     epoch_to_utc,
@@ -54,6 +56,7 @@ from shopsight.sources.reading import (
 )
 
 KIND = "generic"
+RAW_CHUNKS = True  # read_events(raw=True) yields RawChunks (see shopsight.sources.read_source)
 OPTIONS = ("columns", "event_map", "event_type_constant", "timestamp_format", "timezone", "csv", "format")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # read_csv arguments the chunked reader owns (line numbers, dtypes and NA handling depend on them).
@@ -62,8 +65,11 @@ RESERVED_CSV_KWARGS = ("chunksize", "iterator", "dtype", "usecols", "nrows", "ke
 EPOCH_FORMATS = {"unix_s": "s", "unix_ms": "ms"}
 
 
-def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any]) -> Iterator[pd.DataFrame]:
-    """Stream CSV/Parquet file(s) as canonical chunks, following the column mapping in `options`."""
+def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any], raw: bool = False) -> Iterator[pd.DataFrame | RawChunk]:
+    """Stream CSV/Parquet file(s) as canonical chunks, following the column mapping in `options`.
+
+    With `raw`, a CSV whose timestamps are ISO 8601 in UTC (no timestamp_format, no timezone) comes as RawChunks:
+    the ingest checks and converts its plain rows in Arrow kernels and only the others through pandas."""
     check_options(KIND, options, OPTIONS)
     mapping = _column_mapping(options.get("columns") or {})
     constant = options.get("event_type_constant")
@@ -100,7 +106,7 @@ def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, A
         if fmt == "parquet":
             check_parquet_types(file, pq.ParquetFile(file).schema_arrow, [c for c in cols.values() if c is not None], kind=KIND)
         plans.append((file, fmt, header, header_lines, cols))
-    return _generate(plans, chunksize, csv_kwargs, event_map, options)
+    return _generate(plans, chunksize, csv_kwargs, event_map, options, raw=raw)
 
 
 def _column_mapping(columns: dict) -> dict[str, Any]:
@@ -174,7 +180,9 @@ def _resolve(file: Path, header: list, mapping: dict[str, Any]) -> dict[str, Any
     return resolved
 
 
-def _generate(plans: list, chunksize: int, csv_kwargs: dict, event_map: dict, options: dict) -> Iterator[pd.DataFrame]:
+def _generate(plans: list, chunksize: int, csv_kwargs: dict, event_map: dict, options: dict, *, raw: bool) -> Iterator[pd.DataFrame | RawChunk]:
+    # split_plain_rows reads ISO 8601 in UTC: with another format or zone every row takes the adapter's own conversion
+    plain_times = options.get("timestamp_format") is None and options.get("timezone", "UTC") == "UTC"
     for file, fmt, header, header_lines, cols in plans:
         used = list(dict.fromkeys(label for label in cols.values() if label is not None))
         if fmt == "parquet":
@@ -183,8 +191,14 @@ def _generate(plans: list, chunksize: int, csv_kwargs: dict, event_map: dict, op
             kwargs = {k: v for k, v in csv_kwargs.items() if k not in ("header", "names", "skiprows")}
             kwargs.setdefault("encoding", DEFAULT_ENCODING)
             chunks = iter_csv_chunks(file, columns=header, header_lines=header_lines, chunksize=chunksize, usecols=used, **kwargs)
-        for raw in chunks:
-            yield _to_canonical(raw, cols, event_map, options, file)
+        for frame in chunks:
+            if raw and plain_times and fmt == "csv":
+                if cols["timestamp"] is not None:
+                    _refuse_epoch_numbers(frame[cols["timestamp"]], options, file)  # decided on the whole chunk, as below
+                yield RawChunk(raw=frame, columns=cols, event_map=event_map, event_constant=options.get("event_type_constant"),
+                               convert=partial(_to_canonical, cols=cols, event_map=event_map, options=options, file=file, numbers_checked=True))
+            else:
+                yield _to_canonical(frame, cols, event_map, options, file)
 
 
 def _iter_parquet_chunks(file: Path, columns: list[str], chunksize: int) -> Iterator[pd.DataFrame]:
@@ -199,7 +213,7 @@ def _iter_parquet_chunks(file: Path, columns: list[str], chunksize: int) -> Iter
         raise SourceError(f"{file}: unreadable near row {first_row} ({exc}). Fix: repair or re-export the file.") from None
 
 
-def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, options: dict, file: Path) -> pd.DataFrame:
+def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, options: dict, file: Path, numbers_checked: bool = False) -> pd.DataFrame:
     def get(name: str) -> pd.Series | None:
         return None if cols[name] is None else raw[cols[name]]
 
@@ -213,7 +227,7 @@ def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, opti
         user_id=to_id(get("user_id")),
         item_id=to_id(get("item_id")),
         event_type=event_type,
-        timestamp=_timestamps(get("timestamp"), options, file),
+        timestamp=_timestamps(get("timestamp"), options, file, numbers_checked=numbers_checked),
         session_id=None if get("session_id") is None else to_id(get("session_id")),
         category=None if get("category") is None else to_id(get("category")),
         price=get("price"),
@@ -221,21 +235,27 @@ def _to_canonical(raw: pd.DataFrame, cols: dict[str, Any], event_map: dict, opti
     )
 
 
-def _timestamps(raw: pd.Series, options: dict, file: Path) -> tuple[pd.Series, pd.Series]:
+def _timestamps(raw: pd.Series, options: dict, file: Path, numbers_checked: bool = False) -> tuple[pd.Series, pd.Series]:
+    """`numbers_checked`: these are some rows of a chunk whose whole column _refuse_epoch_numbers passed."""
     fmt = options.get("timestamp_format")
     timezone = options.get("timezone", "UTC")
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         return datetimes_to_utc(raw, timezone=timezone)
     if fmt in EPOCH_FORMATS:
         return epoch_to_utc(raw, EPOCH_FORMATS[fmt])
-    looks_numeric = pd.api.types.is_numeric_dtype(raw.dtype) or (fmt is None and _all_numbers(raw))
+    if not numbers_checked:
+        _refuse_epoch_numbers(raw, options, file)
+    return parse_timestamps(raw, fmt, timezone=timezone)
+
+
+def _refuse_epoch_numbers(raw: pd.Series, options: dict, file: Path) -> None:
+    looks_numeric = pd.api.types.is_numeric_dtype(raw.dtype) or (options.get("timestamp_format") is None and _all_numbers(raw))
     if looks_numeric:
         # Guessing seconds vs milliseconds would silently shift every event; ask instead.
         raise SourceError(
             f"{file}: timestamp column {raw.name!r} holds numbers, not dates. "
             f"Fix: set data.options.timestamp_format to unix_s or unix_ms in params.yaml."
         )
-    return parse_timestamps(raw, fmt, timezone=timezone)
 
 
 _NUMERIC_STAMP = r"\s*-?\d+(\.\d*)?\s*"
@@ -247,12 +267,13 @@ def _all_numbers(raw: pd.Series) -> bool:
     Arrow's RE2 answers for the whole column at once; its ASCII classes match a subset of what Python's
     Unicode ones do, so a value RE2 rejects is looked at again in Python (the first that Python rejects too
     settles it: typically the first one)."""
-    present = raw.dropna()
-    if len(present) == 0:
+    first = raw.first_valid_index()
+    if first is None:
         return False
     pattern = re.compile(_NUMERIC_STAMP)
-    if not pattern.fullmatch(str(present.iloc[0])):
+    if not pattern.fullmatch(str(raw[first])):
         return False  # a column of dates: its first value settles it
+    present = raw.dropna()
     text = present if isinstance(present.dtype, pd.StringDtype) else present.astype(str)
     matched = pc.match_substring_regex(pa.array(text.astype(TEXT).array), f"^(?:{_NUMERIC_STAMP})$")
     missed = ~matched.to_numpy(zero_copy_only=False)

@@ -458,7 +458,8 @@ def _iter_arrow_csv_chunks(
     names = list(columns)
     wanted = names if usecols is None else list(usecols)
     reader = None
-    handle = open_binary(path)
+    # Arrow reads a plain file itself (not through a Python file object: the GIL on every block read)
+    handle = pa.OSFile(str(path), "rb") if _compression(path) is None else open_binary(path)
     try:
         try:
             reader = pacsv.open_csv(
@@ -519,7 +520,7 @@ def _has_irregular_bytes(batch) -> bool:
         if data is None:
             continue
         values = np.frombuffer(data, dtype=np.uint8)
-        if any((values == byte).any() for byte in _ARROW_IRREGULAR):
+        if values.size and values.min() <= max(_ARROW_IRREGULAR) and any((values == byte).any() for byte in _ARROW_IRREGULAR):
             return True
     return False
 
