@@ -20,8 +20,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.engines import pandas_engine
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
@@ -59,6 +57,8 @@ def check_required_columns(frame: pd.DataFrame, source: str) -> None:
 
 
 def _check(fn, reason: str) -> pa.Check:
+    import pandera.pandas as pa  # imported when the full path first runs (~0.25 s a plain file never pays)
+
     # The check's name is the reason written to the rejects file; nulls are checked too.
     return pa.Check(fn, name=reason, ignore_na=False)
 
@@ -101,6 +101,8 @@ def _id_checks(column: str, *, required: bool) -> list[pa.Check]:
 @lru_cache(maxsize=8)
 def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchema:
     """The event contract of DESIGN.md as a pandera schema over parsed columns (see `_parse`)."""
+    import pandera.pandas as pa
+
     lo, hi = pd.Timestamp(min_timestamp, tz="UTC"), pd.Timestamp(max_timestamp, tz="UTC")
     text = TEXT
     return pa.DataFrameSchema(
@@ -289,6 +291,8 @@ def failed_checks(parsed: pd.DataFrame, schema: pa.DataFrameSchema, source: str)
     outcome of each check is needed. A wrong dtype or a check that does not give one boolean per
     row is a bug, and fails loudly rather than letting rows through.
     """
+    from pandera.engines import pandas_engine
+
     for name, column in schema.columns.items():
         values = parsed[name]
         if not column.dtype.check(pandas_engine.Engine.dtype(values.dtype)):
@@ -384,6 +388,13 @@ def _parse_where(values: pa_arrow.ChunkedArray, rows: np.ndarray, arrow_type: pa
     rows that do not convert (e.g. February 30th) taken out, in place. A cast fails whole on one such row: the rows are
     halved until each failing one is alone (at most _MAX_FAILED_CASTS failed casts, then the rest is taken out too)."""
     out = np.zeros(len(rows), dtype=arrow_type.to_pandas_dtype() if not pa_arrow.types.is_timestamp(arrow_type) else "datetime64[ns]")
+    if not rows.any():
+        return out
+    try:  # the usual case: every row converts (a filter, cheaper than a take)
+        out[rows] = pc.cast(values if rows.all() else values.filter(pa_arrow.array(rows)), arrow_type).to_numpy(zero_copy_only=False)
+        return out
+    except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
+        pass
     pending = [np.flatnonzero(rows)]
     failures = 0
     while pending:
