@@ -11,6 +11,8 @@ Speed: the pandera schema (`contract_schema`) stays the contract, one check per 
 runs each check's vectorised function on whole columns (Arrow kernels on Arrow strings). The common
 shapes take fast paths that give the same verdicts: plain numbers are read by Arrow's parser, a column
 with no control byte passes that check without a regex; only the other rows go through pandas/Python.
+Ingest goes further for a CSV read as RawChunks: `split_plain_rows` takes the rows of the plainest shapes
+straight from the file's text to canonical Arrow columns (no pandas), and only the rest come here.
 """
 
 from __future__ import annotations
@@ -354,6 +356,15 @@ def _matches(values: pa_arrow.ChunkedArray, pattern: str) -> np.ndarray:
     return pc.match_substring_regex(values, pattern).fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def _matches_where(values: pa_arrow.ChunkedArray, rows: np.ndarray, pattern: str) -> np.ndarray:
+    """_matches, looking only at the rows `rows` (the others False): a regex costs more than the filter when few are left."""
+    if rows.all():
+        return _matches(values, pattern)
+    out = np.zeros(len(rows), dtype=bool)
+    out[rows] = _matches(values.filter(pa_arrow.array(rows)), pattern)
+    return out
+
+
 def _only_bytes(values: pa_arrow.ChunkedArray, allowed: tuple[int, int]) -> bool:
     """Whether every byte of the column's text buffers lies in the range `allowed` (inclusive): then every value is
     made of such bytes alone and no regex needs to look (a buffer may hold bytes beyond the values: a false alarm
@@ -417,9 +428,10 @@ def split_plain_rows(chunk: RawChunk, *, min_timestamp: str = "1990-01-01", max_
     the event map, its timestamp ISO 8601 of the shapes Arrow's parser reads (ISO_ZONED, ISO_NAIVE as UTC) within
     [min_timestamp, max_timestamp], its price missing or digits with an optional fraction, its quantity missing or
     digits >= 1. Every check of the contract passes for such a row by construction, and its values are those the
-    full path (the adapter's `canonical`, then validate_events) gives, from the same Arrow kernels: that path's
-    fast paths read these shapes the same way. Every other row takes the full path, which may still accept it
-    and otherwise gives the reasons. tests/test_validation.py checks that the two agree row for row.
+    full path (the adapter's `canonical`, then validate_events) gives: that path's own fast paths read these shapes
+    with the same Arrow casts (and where one unreadable row, such as a February 30th, sends a whole shape of a chunk
+    to pandas there, pandas reads these shapes to the same instant). Every other row takes the full path, which may
+    still accept it and otherwise gives the reasons. tests/test_validation.py checks that the two agree row for row.
     """
     n = len(chunk)
     ok = np.ones(n, dtype=bool)
@@ -446,7 +458,7 @@ def split_plain_rows(chunk: RawChunk, *, min_timestamp: str = "1990-01-01", max_
         rows = ok & ~read
         if not rows.any():
             break
-        rows &= _matches(stamps, pattern)
+        rows &= _matches_where(stamps, rows, pattern)
         parsed = _parse_where(stamps, rows, arrow_type)  # the rows that do not convert go the full way, which says why
         nanos[rows] = parsed[rows].view("int64")
         read |= rows
