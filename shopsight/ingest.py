@@ -138,8 +138,9 @@ def ingest(params: Params) -> IngestReport:
     """Run ingest end to end: events.parquet, rejects.parquet and the ingest report JSON.
 
     Every row read is accounted for: rows_in = rows_out + rejected + duplicates_removed. Rejects are
-    written as they are found (memory does not grow with their number). Memory is bounded: three chunks
-    (data.chunksize rows) at a time (one read and one written on a second core while one is checked), then
+    written as they are found (memory does not grow with their number). Memory is bounded: four chunks
+    (data.chunksize rows) at a time (one read and one written on a second core while one is checked, and the
+    valid rows of the latest, staged when the next comes or else handed to DuckDB from memory), then
     DuckDB's pass under finalise_memory_gb() (spilling beyond). A source that yields no valid event (all
     rejected, or a header and no data) raises IngestError naming the top reasons and the rejects file, and leaves
     the previous events in place.
@@ -166,6 +167,7 @@ def _ingest(params: Params) -> IngestReport:
     tmp_rejects = paths.REJECTS.with_suffix(".parquet.tmp")
     valid_writer = pq.ParquetWriter(paths.STAGING_EVENTS, CANONICAL_ARROW)
     reject_writer = pq.ParquetWriter(tmp_rejects, REJECTS_ARROW)
+    held: pa.Table | None = None
     try:
         # the previous chunk's Parquet writes (which release the GIL) overlap this chunk's checks
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as writes:
@@ -173,9 +175,10 @@ def _ingest(params: Params) -> IngestReport:
             for chunk in chunks:
                 checked = check_chunk(chunk, source=source, params=params)
                 report.rows_in += checked.rows_in
-                tables = []
+                # a chunk's valid rows are staged when the next chunk comes: the last chunk's go to DuckDB from memory
+                tables = [] if held is None else [(valid_writer, held)]
+                held = checked.valid
                 if checked.valid is not None:
-                    tables.append((valid_writer, checked.valid))
                     staged += checked.valid.num_rows
                     staged_without_session += checked.without_session
                 if checked.rejects is not None:
@@ -187,7 +190,7 @@ def _ingest(params: Params) -> IngestReport:
                 written = writes.submit(_write_tables, tables)
                 # Free this chunk's frames: pandas frames sit in reference cycles that the cyclic collector reaches too
                 # rarely on its own (measured: +80 MB per million rows without this). In flight at most: one chunk's
-                # tables being written, one chunk being checked, one being read.
+                # tables being written, one chunk's valid rows held, one chunk being checked, one being read.
                 del chunk, checked, tables
                 gc.collect()
             if written is not None:
@@ -205,7 +208,8 @@ def _ingest(params: Params) -> IngestReport:
         paths.STAGING_EVENTS.unlink(missing_ok=True)
         raise IngestError(_nothing_valid_message(params, report))
     pa.default_memory_pool().release_unused()  # the reader's buffers go back before DuckDB takes its share
-    _finalise(params, report, staged=staged, staged_without_session=staged_without_session)
+    _finalise(params, report, staged=staged, staged_without_session=staged_without_session, tail=held)
+    del held
     _publish_truth(params)
     paths.INGEST_REPORT.parent.mkdir(parents=True, exist_ok=True)
     paths.INGEST_REPORT.write_text(json.dumps(asdict(report), indent=2))
@@ -296,11 +300,12 @@ def finalise_memory_gb(params: Params) -> float:
     return min(max(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 / 4, low), high)
 
 
-def _finalise(params: Params, report: IngestReport, *, staged: int, staged_without_session: int) -> None:
+def _finalise(params: Params, report: IngestReport, *, staged: int, staged_without_session: int, tail: pa.Table | None = None) -> None:
     """Deduplicate, sessionise where the source has no sessions, pseudonymise, sort: out-of-core in DuckDB.
 
-    `staged` rows were written to the staging file, `staged_without_session` of them with no session id
-    (when none lacks one, the sessionising window functions, a sort per user, are not run)."""
+    `staged` valid rows: those written to the staging file and `tail` (the last chunk's, read from memory: not
+    written and read again), `staged_without_session` of them with no session id (when none lacks one, the
+    sessionising window functions, a sort per user, are not run)."""
     gap = int(params.ingest.session_gap_minutes)
     salt_env = params.ingest.pseudonymise_salt_env
     salt = os.environ.get(salt_env, "") if salt_env else ""
@@ -314,20 +319,23 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     memory_gb = finalise_memory_gb(params)
     con.execute(f"SET memory_limit='{memory_gb:.2f}GB'")
     con.execute(f"SET temp_directory='{spill}'")
-    staging = str(paths.STAGING_EVENTS)
+    staged_rows = f"read_parquet('{paths.STAGING_EVENTS}')"
+    if tail is not None:
+        con.register("tail", tail)
+        staged_rows = f"(SELECT * FROM {staged_rows} UNION ALL SELECT * FROM tail)"
     tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
     if staged_without_session == 0:
         query = f"""
         COPY (
           SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity
-          FROM (SELECT {distinct} * FROM read_parquet('{staging}')) ORDER BY timestamp, user_id
+          FROM (SELECT {distinct} * FROM {staged_rows}) ORDER BY timestamp, user_id
         ) TO '{tmp_events}' (FORMAT PARQUET)
     """
     else:
         query = f"""
         COPY (
-          WITH d AS (SELECT {distinct} * FROM read_parquet('{staging}')),
+          WITH d AS (SELECT {distinct} * FROM {staged_rows}),
           g AS (
             SELECT *, CASE WHEN lag(timestamp) OVER w IS NULL
                             OR lag(timestamp) OVER w < timestamp - INTERVAL {gap} MINUTE THEN 1 ELSE 0 END AS new_session
