@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from shopsight import paths
 from shopsight.config import Params
-from shopsight.schema import CANONICAL_ARROW, EVENT_TYPES
+from shopsight.schema import CANONICAL_ARROW, CANONICAL_COLUMNS, EVENT_TYPES
 from shopsight.sources.canonical import RawChunk
+from shopsight.sources.reading import TEXT
 from shopsight.validation import split_plain_rows, validate_events
 
 # The rejects file: every column of the source chunk as text, plus why and where from.
@@ -88,15 +89,22 @@ def simulator_params_for_pipeline(params: Params):
     return sim.model_copy(update=update)
 
 
-def _iter_parquet(path: Path, chunksize: int, delete_after: bool = False) -> Iterator[pd.DataFrame]:
+def _iter_parquet(path: Path, chunksize: int, delete_after: bool = False) -> Iterator[RawChunk]:
+    """The simulator's canonical Parquet file as RawChunks (text as Arrow-backed strings): its plain rows are checked
+    in Arrow kernels, any other goes to validate_events as it is."""
     offset = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize):
-        frame = batch.to_pandas()
+        frame = batch.to_pandas(types_mapper=lambda t: TEXT if t in (pa.string(), pa.large_string()) else None)
         frame["raw_line"] = range(offset + 1, offset + len(frame) + 1)
         offset += len(frame)
-        yield frame
+        columns = {name: name if name in frame.columns else None for name in CANONICAL_COLUMNS}
+        yield RawChunk(raw=frame, columns=columns, event_map={name: name for name in EVENT_TYPES}, event_constant=None, convert=_as_is)
     if delete_after:
         path.unlink()  # the canonical copy is data/events.parquet; the simulator's raw copy is not kept twice
+
+
+def _as_is(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
 
 
 def _publish_truth(params: Params) -> None:

@@ -421,13 +421,40 @@ def _parse_where(values: pa_arrow.ChunkedArray, rows: np.ndarray, arrow_type: pa
     return out
 
 
+def _is_text(values: pa_arrow.ChunkedArray | None) -> bool:
+    return values is not None and (pa_arrow.types.is_string(values.type) or pa_arrow.types.is_large_string(values.type))
+
+
+def _plain_timestamps(stamps: pa_arrow.ChunkedArray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC nanoseconds, which rows were read) among `candidates`: ISO 8601 text of the shapes Arrow reads (naive =
+    UTC), or Parquet datetimes (naive = UTC) that nanoseconds hold. Other rows are left to the full path."""
+    n = len(candidates)
+    nanos = np.zeros(n, dtype="int64")
+    read = np.zeros(n, dtype=bool)
+    if pa_arrow.types.is_timestamp(stamps.type):
+        present = candidates & stamps.is_valid().to_numpy(zero_copy_only=False)
+        nanos[present] = _parse_where(stamps, present, pa_arrow.timestamp("ns", tz=stamps.type.tz))[present].view("int64")
+        return nanos, present
+    if not _is_text(stamps):
+        return nanos, read
+    for pattern, arrow_type in ((ISO_ZONED, pa_arrow.timestamp("ns", tz="UTC")), (ISO_NAIVE, pa_arrow.timestamp("ns"))):
+        rows = candidates & ~read
+        if not rows.any():
+            break
+        rows &= _matches_where(stamps, rows, pattern)
+        parsed = _parse_where(stamps, rows, arrow_type)  # the rows that do not convert go the full way, which says why
+        nanos[rows] = parsed[rows].view("int64")
+        read |= rows
+    return nanos, read
+
+
 def split_plain_rows(chunk: RawChunk, *, min_timestamp: str = "1990-01-01", max_timestamp: str = "2100-01-01") -> tuple[pa_arrow.Table, np.ndarray]:
     """(canonical Arrow rows, which rows) for the rows of a raw chunk that are valid in the plainest way.
 
     A row is plain when its ids are printable ASCII without spaces (at most MAX_ID_LENGTH), its event is a key of
-    the event map, its timestamp ISO 8601 of the shapes Arrow's parser reads (ISO_ZONED, ISO_NAIVE as UTC) within
-    [min_timestamp, max_timestamp], its price missing or digits with an optional fraction, its quantity missing or
-    digits >= 1. Every check of the contract passes for such a row by construction, and its values are those the
+    the event map, its timestamp ISO 8601 of the shapes Arrow's parser reads (ISO_ZONED, ISO_NAIVE as UTC) or a
+    Parquet datetime, within [min_timestamp, max_timestamp], its price missing or digits with an optional fraction
+    (or a finite number >= 0), its quantity missing or digits (or an integer) >= 1. Every check of the contract passes for such a row by construction, and its values are those the
     full path (the adapter's `canonical`, then validate_events) gives: that path's own fast paths read these shapes
     with the same Arrow casts (and where one unreadable row, such as a February 30th, sends a whole shape of a chunk
     to pandas there, pandas reads these shapes to the same instant). Every other row takes the full path, which may
@@ -441,40 +468,54 @@ def split_plain_rows(chunk: RawChunk, *, min_timestamp: str = "1990-01-01", max_
         ids[name] = values
         if values is None:
             ok &= not required
-            continue
-        plain = _plain_text(values, _PLAIN_ID, _ID_BYTES, MAX_ID_LENGTH)
-        ok &= plain if required else plain | values.is_null().to_numpy(zero_copy_only=False)
+        elif not _is_text(values):  # e.g. numeric ids of a Parquet file: the adapter's to_id decides
+            ok &= not required and values.null_count == n
+            ids[name] = None
+        else:
+            plain = _plain_text(values, _PLAIN_ID, _ID_BYTES, MAX_ID_LENGTH)
+            ok &= plain if required else plain | values.is_null().to_numpy(zero_copy_only=False)
     if chunk.event_constant is not None:
         events = None
     else:
         mapping = {key: value for key, value in chunk.event_map.items() if isinstance(key, str)}
-        events = pc.index_in(chunk.column("event_type"), value_set=pa_arrow.array(list(mapping), pa_arrow.string()))
-        ok &= events.is_valid().to_numpy(zero_copy_only=False)
+        raw_events = chunk.column("event_type")
+        if _is_text(raw_events):
+            events = pc.index_in(raw_events, value_set=pa_arrow.array(list(mapping), pa_arrow.string()))
+            ok &= events.is_valid().to_numpy(zero_copy_only=False)
+        else:
+            events = pa_arrow.nulls(n, pa_arrow.int32())
+            ok[:] = False
         names = pa_arrow.array(list(mapping.values()), pa_arrow.string())
-    stamps = chunk.column("timestamp")
-    nanos = np.zeros(n, dtype="int64")
-    read = np.zeros(n, dtype=bool)
-    for pattern, arrow_type in ((ISO_ZONED, pa_arrow.timestamp("ns", tz="UTC")), (ISO_NAIVE, pa_arrow.timestamp("ns"))):
-        rows = ok & ~read
-        if not rows.any():
-            break
-        rows &= _matches_where(stamps, rows, pattern)
-        parsed = _parse_where(stamps, rows, arrow_type)  # the rows that do not convert go the full way, which says why
-        nanos[rows] = parsed[rows].view("int64")
-        read |= rows
+    nanos, read = _plain_timestamps(chunk.column("timestamp"), ok)
     low, high = pd.Timestamp(min_timestamp, tz="UTC").value, pd.Timestamp(max_timestamp, tz="UTC").value
     ok &= read & (nanos >= low) & (nanos <= high)
     prices = np.full(n, np.nan)
-    if (price := chunk.column("price")) is not None:
+    price = chunk.column("price")
+    if price is not None and _is_text(price):
         number = _matches(price, _PLAIN_PRICE) & ok
         prices[number] = _parse_where(price, number, pa_arrow.float64())[number]
         ok &= number | price.is_null().to_numpy(zero_copy_only=False)
+    elif price is not None and (pa_arrow.types.is_floating(price.type) or pa_arrow.types.is_integer(price.type)):
+        prices = pc.cast(price, pa_arrow.float64()).to_numpy(zero_copy_only=False)  # null (and NaN): missing, as in pandas
+        with np.errstate(invalid="ignore"):
+            ok &= np.isnan(prices) | (np.isfinite(prices) & (prices >= 0))
+    elif price is not None:
+        ok[:] = False
     quantities = np.ones(n, dtype="int64")
-    if (quantity := chunk.column("quantity")) is not None:
+    quantity = chunk.column("quantity")
+    if quantity is not None and _is_text(quantity):
         number = _plain_text(quantity, _PLAIN_QUANTITY, _DIGITS, 15) & ok
         quantities[number] = _parse_where(quantity, number, pa_arrow.int64())[number]
         ok &= number | quantity.is_null().to_numpy(zero_copy_only=False)
-        ok &= quantities >= 1
+    elif quantity is not None and pa_arrow.types.is_integer(quantity.type):
+        present = quantity.is_valid().to_numpy(zero_copy_only=False)
+        read = present.copy()
+        whole = _parse_where(quantity, read, pa_arrow.int64())  # an unsigned value beyond int64 drops out of `read`
+        ok &= ~present | (read & (whole >= 1))
+        quantities = np.where(read, whole, 1)
+    elif quantity is not None:
+        ok[:] = False
+    ok &= quantities >= 1
     keep = pa_arrow.array(ok)
 
     def text(values: pa_arrow.ChunkedArray | None) -> pa_arrow.Array:

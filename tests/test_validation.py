@@ -202,10 +202,9 @@ _EDGE_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("chunksize", [1_000_000, 7])
-def test_plain_rows_get_what_the_full_path_gives(tmp_path, chunksize):
-    """A generic CSV of edge rows (plus many plain ones) through the ingest's check_chunk with RawChunks equals the
-    adapter's canonical chunks through validate_events: the same valid rows and values, the same rejects and reasons."""
+def _through_both_paths(path, chunksize, options):
+    """(valid rows sorted, rejects, plain rows) of the file through check_chunk with frames (the full path for every
+    row) and with RawChunks (the plain path first): the first two for each path."""
     import pyarrow as pa
 
     from shopsight.config import load_params
@@ -213,14 +212,9 @@ def test_plain_rows_get_what_the_full_path_gives(tmp_path, chunksize):
     from shopsight.sources import read_source
     from shopsight.validation import split_plain_rows
 
-    rows = _EDGE_ROWS * 3 + [(f"g{i}", f"i{i % 50}", "view", f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", f"s{i}", "c1", f"{i}.25", str(1 + i % 3)) for i in range(200)]
-    path = tmp_path / "events.csv"
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "session_id", "category", "price", "quantity"])
-    frame.to_csv(path, index=False)
-    options = {"event_map": {"buy": "purchase"}}
     params = load_params("params.yaml")
-
-    def through(raw: bool):
+    out = []
+    for raw in (False, True):
         valid, rejects, plain = [], [], 0
         for chunk in read_source("generic", path, chunksize=chunksize, options=options, raw=raw):
             if raw:
@@ -229,10 +223,45 @@ def test_plain_rows_get_what_the_full_path_gives(tmp_path, chunksize):
             valid += [checked.valid] if checked.valid is not None else []
             rejects += [checked.rejects] if checked.rejects is not None else []
         valid = pa.concat_tables(valid).to_pandas().sort_values(["user_id", "timestamp", "item_id"]).reset_index(drop=True)
-        return valid, pa.concat_tables(rejects).to_pandas(), plain
+        out.append((valid, pa.concat_tables(rejects).to_pandas(), plain))
+    return out
 
-    full_valid, full_rejects, _ = through(raw=False)
-    plain_valid, plain_rejects, plain = through(raw=True)
+
+@pytest.mark.parametrize("zone", ["UTC", None])
+def test_plain_rows_of_a_typed_parquet_file_get_what_the_full_path_gives(tmp_path, zone):
+    """Parquet with typed times (zoned or naive), prices and quantities: the plain path's rows and values equal the full
+    path's, NaN and null prices are missing prices, negative and infinite ones and quantities below 1 are rejected."""
+    n = 60
+    times = pd.Series(pd.date_range("2026-01-05", periods=n, freq="37min", tz="UTC"))
+    times[3], times[4] = pd.NaT, pd.Timestamp("1971-01-01", tz="UTC")
+    frame = pd.DataFrame({
+        "user_id": [f"u{i % 9}" if i != 5 else "u 5" for i in range(n)],
+        "item_id": [f"i{i}" for i in range(n)],
+        "event_type": ["view", "cart", "purchase", "teleport"] * (n // 4),
+        "timestamp": times if zone else times.dt.tz_localize(None),
+        "session_id": [f"s{i}" if i % 7 else None for i in range(n)],
+        "category": ["c1"] * n,
+        "price": [1.5, np.nan, np.inf, -3.5, None, 0.0] * (n // 6),
+        "quantity": pd.array([1, 0, 2, None, 3, 9] * (n // 6), dtype="Int64"),
+    })
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    (full_valid, full_rejects, _), (plain_valid, plain_rejects, plain) = _through_both_paths(path, 1_000_000, {})
+    assert 0 < plain < n and len(full_rejects) > 0
+    pd.testing.assert_frame_equal(plain_valid, full_valid)
+    pd.testing.assert_frame_equal(plain_rejects, full_rejects)
+    assert full_valid["price"].isna().any() and (full_valid["quantity"] >= 1).all()
+
+
+@pytest.mark.parametrize("chunksize", [1_000_000, 7])
+def test_plain_rows_get_what_the_full_path_gives(tmp_path, chunksize):
+    """A generic CSV of edge rows (plus many plain ones) through the ingest's check_chunk with RawChunks equals the
+    adapter's canonical chunks through validate_events: the same valid rows and values, the same rejects and reasons."""
+    rows = _EDGE_ROWS * 3 + [(f"g{i}", f"i{i % 50}", "view", f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z", f"s{i}", "c1", f"{i}.25", str(1 + i % 3)) for i in range(200)]
+    path = tmp_path / "events.csv"
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp", "session_id", "category", "price", "quantity"])
+    frame.to_csv(path, index=False)
+    (full_valid, full_rejects, _), (plain_valid, plain_rejects, plain) = _through_both_paths(path, chunksize, {"event_map": {"buy": "purchase"}})
     assert plain == 200 + 3 * 5  # the plain path took the plain rows and the plain edge rows (u1-u4, u8)
     assert len(full_valid) < len(rows) and len(full_rejects) > 0  # both paths had work
     pd.testing.assert_frame_equal(plain_valid, full_valid)

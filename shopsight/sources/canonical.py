@@ -36,10 +36,11 @@ _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 
 @dataclass(frozen=True)
 class RawChunk:
-    """A chunk of a text source as read (the file's column labels, every field text, `raw_line`), with its
-    mapping to the canonical columns, for shopsight.validation.split_plain_rows: the rows whose every field is
-    of the plainest shape are checked and converted there in Arrow kernels; the others (or all, for a reader that
-    wants frames) go through the adapter's own conversion, `canonical(rows)`, and then the full checks."""
+    """A chunk of a source as read (the file's column labels, `raw_line`; fields as text, or typed where a Parquet
+    file types them), with its mapping to the canonical columns, for shopsight.validation.split_plain_rows: the
+    rows whose every field is of the plainest shape are checked and converted there in Arrow kernels; the others
+    (or all, for a reader that wants frames) go through the adapter's own conversion, `canonical(rows)`, and then
+    the full checks. A source yields one only where text times are ISO 8601 and naive times UTC."""
 
     raw: pd.DataFrame
     columns: Mapping[str, Any]  # canonical name -> the raw frame's label (None: the source has no such column)
@@ -51,9 +52,15 @@ class RawChunk:
         return len(self.raw)
 
     def column(self, name: str) -> pa.ChunkedArray | None:
-        """The raw text of canonical column `name` (no copy), None when the source has none."""
+        """Canonical column `name` as read (Arrow text without a copy; typed columns of a Parquet file as Arrow),
+        None when the source has none."""
         label = self.columns.get(name)
-        return None if label is None else pa.chunked_array(self.raw[label].array.__arrow_array__())
+        if label is None:
+            return None
+        values = self.raw[label]
+        if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+            return pa.chunked_array(values.array.__arrow_array__())
+        return pa.chunked_array([pa.array(values, from_pandas=True)])
 
     def canonical(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         """The adapter's canonical chunk of all rows, or of those where the boolean mask `rows` is set."""
@@ -66,7 +73,7 @@ class RawChunk:
             if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
                 subset[label] = pd.arrays.ArrowStringArray(pa.chunked_array(values.array.__arrow_array__()).filter(keep))
             else:
-                subset[label] = values.to_numpy()[rows]
+                subset[label] = values.array[rows]
         return self.convert(pd.DataFrame(subset, columns=self.raw.columns))
 
 

@@ -68,8 +68,9 @@ EPOCH_FORMATS = {"unix_s": "s", "unix_ms": "ms"}
 def read_events(path: str | Path | list, *, chunksize: int, options: dict[str, Any], raw: bool = False) -> Iterator[pd.DataFrame | RawChunk]:
     """Stream CSV/Parquet file(s) as canonical chunks, following the column mapping in `options`.
 
-    With `raw`, a CSV whose timestamps are ISO 8601 in UTC (no timestamp_format, no timezone) comes as RawChunks:
-    the ingest checks and converts its plain rows in Arrow kernels and only the others through pandas."""
+    With `raw`, files whose times are ISO 8601 text or Parquet datetimes, naive ones in UTC (no timestamp_format, no
+    timezone), come as RawChunks: the ingest checks and converts their plain rows in Arrow kernels and only the
+    others through pandas."""
     check_options(KIND, options, OPTIONS)
     mapping = _column_mapping(options.get("columns") or {})
     constant = options.get("event_type_constant")
@@ -181,8 +182,9 @@ def _resolve(file: Path, header: list, mapping: dict[str, Any]) -> dict[str, Any
 
 
 def _generate(plans: list, chunksize: int, csv_kwargs: dict, event_map: dict, options: dict, *, raw: bool) -> Iterator[pd.DataFrame | RawChunk]:
-    # split_plain_rows reads ISO 8601 in UTC: with another format or zone every row takes the adapter's own conversion
-    plain_times = options.get("timestamp_format") is None and options.get("timezone", "UTC") == "UTC"
+    # split_plain_rows reads text times as ISO 8601 and naive ones as UTC: with another format or zone every row takes
+    # the adapter's own conversion
+    iso_in_utc = options.get("timestamp_format") is None and options.get("timezone", "UTC") == "UTC"
     for file, fmt, header, header_lines, cols in plans:
         used = list(dict.fromkeys(label for label in cols.values() if label is not None))
         if fmt == "parquet":
@@ -192,9 +194,10 @@ def _generate(plans: list, chunksize: int, csv_kwargs: dict, event_map: dict, op
             kwargs.setdefault("encoding", DEFAULT_ENCODING)
             chunks = iter_csv_chunks(file, columns=header, header_lines=header_lines, chunksize=chunksize, usecols=used, **kwargs)
         for frame in chunks:
-            if raw and plain_times and fmt == "csv":
-                if cols["timestamp"] is not None:
-                    _refuse_epoch_numbers(frame[cols["timestamp"]], options, file)  # decided on the whole chunk, as below
+            if raw and iso_in_utc:
+                stamps = frame[cols["timestamp"]]
+                if not pd.api.types.is_datetime64_any_dtype(stamps.dtype):
+                    _refuse_epoch_numbers(stamps, options, file)  # decided on the whole chunk, as _timestamps does
                 yield RawChunk(raw=frame, columns=cols, event_map=event_map, event_constant=options.get("event_type_constant"),
                                convert=partial(_to_canonical, cols=cols, event_map=event_map, options=options, file=file, numbers_checked=True))
             else:
