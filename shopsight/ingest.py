@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -35,6 +36,11 @@ TOP_REASONS = 3  # how many reject reasons a failed ingest names
 # says: a quarter of the machine, within these bounds. Fixed whatever the file's size, but not too small: under a
 # 1 GB limit DuckDB 2.0's DISTINCT + ORDER BY of 102M staged events failed ("failed to pin block") after 97 s.
 FINALISE_MEMORY_GB = (1.0, 8.0)
+# DuckDB's memory per staged row in the DISTINCT + ORDER BY (with headroom): more rows than its memory holds are
+# finalised one time range at a time (_finalise_by_time), where sessions need not be derived.
+FINALISE_BYTES_PER_ROW = 400
+FINALISE_BATCH_ROWS = 1 << 20
+FINALISE_MAX_PASSES = 64
 
 
 class IngestError(ValueError):
@@ -333,7 +339,10 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
         staged_rows = f"(SELECT * FROM {staged_rows} UNION ALL SELECT * FROM tail)"
     tmp_events = paths.EVENTS.with_suffix(".parquet.tmp")
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
-    if staged_without_session == 0:
+    passes = min(math.ceil(staged * FINALISE_BYTES_PER_ROW / (memory_gb * 2**30)), FINALISE_MAX_PASSES)
+    if staged_without_session == 0 and passes > 1:
+        query = None  # one pass per time range (below): each one's dedup and sort fit in memory
+    elif staged_without_session == 0:
         query = f"""
         COPY (
           SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity
@@ -357,12 +366,16 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
         ) TO '{tmp_events}' (FORMAT PARQUET)
     """
     try:
-        con.execute(query, [salt] if salt else [])
+        if query is None:
+            _finalise_by_time(con, staged_rows, tmp_events, passes=passes, distinct=distinct, user_expr=user_expr, salt=salt)
+        else:
+            con.execute(query, [salt] if salt else [])
     except duckdb.OutOfMemoryException as exc:
         con.close()
         for leftover in (tmp_events, paths.STAGING_EVENTS):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(_time_ranges_dir(), ignore_errors=True)
         raise IngestError(
             f"{report.source}: DuckDB ran out of its {memory_gb:.2f} GB while deduplicating and sorting {staged:,} valid rows "
             f"({str(exc).splitlines()[0]}). Nothing was replaced: the previous {paths.EVENTS} is kept. Fix: raise "
@@ -380,6 +393,44 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     report.end = stats[4].isoformat() if stats[4] is not None else None
     paths.STAGING_EVENTS.unlink(missing_ok=True)
     shutil.rmtree(spill, ignore_errors=True)
+
+
+def _time_ranges_dir() -> Path:
+    return paths.STAGING_EVENTS.parent / "time_ranges"
+
+
+def _finalise_by_time(con: duckdb.DuckDBPyConnection, staged_rows: str, tmp_events: Path, *, passes: int, distinct: str,
+                      user_expr: str, salt: str) -> None:
+    """The staged rows deduplicated and sorted by (timestamp, user_id) into `tmp_events`, one time range at a time.
+
+    Exact duplicates share their timestamp, so they fall in one range: each range's DISTINCT and ORDER BY run on its
+    own rows, in memory, and the ranges written one after the other are in order overall. One DuckDB pass splits the
+    rows at approximate time quantiles (`passes` ranges of about equal size). Beyond its memory DuckDB's one-pass
+    DISTINCT + ORDER BY spills both to disk: at 100M events the ingest grew with an exponent of 1.28 from 30M
+    (CPU 1.30), its finalising pass ~3x the 30M one per row."""
+    folder = _time_ranges_dir()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    quantiles = [round(q / passes, 6) for q in range(1, passes)]
+    bounds = con.execute(f"SELECT approx_quantile(timestamp::TIMESTAMPTZ, {quantiles}::FLOAT[]) FROM {staged_rows}").fetchone()[0]
+    bounds = sorted(set(b for b in bounds if b is not None))
+    case = " ".join(f"WHEN timestamp < TIMESTAMPTZ_NS '{bound.isoformat()}' THEN {i}" for i, bound in enumerate(bounds))
+    bucket = f"CASE {case} ELSE {len(bounds)} END" if bounds else "0"
+    con.execute(f"COPY (SELECT *, {bucket} AS _range FROM {staged_rows}) TO '{folder}' (FORMAT PARQUET, PARTITION_BY (_range))")
+    try:
+        with pq.ParquetWriter(tmp_events, CANONICAL_ARROW) as writer:
+            for part in sorted((int(d.name.split("=", 1)[1]), d) for d in folder.iterdir() if d.name.startswith("_range=")):
+                rows = con.sql(
+                    f"SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity "
+                    f"FROM (SELECT {distinct} * FROM read_parquet('{part[1]}/*.parquet', hive_partitioning = false)) "
+                    "ORDER BY timestamp, user_id",
+                    params=[salt] if salt else None,
+                )
+                for batch in rows.to_arrow_reader(FINALISE_BATCH_ROWS):
+                    writer.write_batch(batch.cast(CANONICAL_ARROW))
+                shutil.rmtree(part[1])  # its rows are written: the disk it took goes back
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_events(path: str | Path = paths.EVENTS) -> pd.DataFrame:

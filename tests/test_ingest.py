@@ -110,3 +110,30 @@ def test_ingest_out_of_duckdb_memory_is_a_clear_error_and_keeps_previous_events(
     assert (tmp_path / "data/events.parquet").read_bytes() == before
     left = sorted(str(p.relative_to(tmp_path / "data")) for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert left == ["events.parquet", "rejects.parquet", "truth/NO_GROUND_TRUTH.json"], left
+
+
+def test_finalising_in_time_ranges_gives_the_one_pass_events(tmp_path, monkeypatch):
+    """More staged rows than DuckDB's memory holds are deduplicated and sorted one time range at a time: the events
+    (pseudonymised, duplicates across the whole file removed, in time order) and the counts equal the one-pass run's."""
+    import shopsight.ingest as ingest_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOPSIGHT_TEST_SALT", "pepper")
+    csv = tmp_path / "clicks.csv"
+    rows = [f"u{i % 37},item-{i % 101},view,2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{i % 7:02d}Z,{i % 50}.5,s{i % 37}-{i % 28}\n" for i in range(3_000)]
+    csv.write_text("uid,sku,action,ts,price,session\n" + "".join(rows + rows[::3]))  # every third row twice, far apart in the file
+    params = _params(csv, columns={"user_id": "uid", "item_id": "sku", "event_type": "action", "timestamp": "ts", "session_id": "session"})
+    params.ingest.pseudonymise_salt_env = "SHOPSIGHT_TEST_SALT"
+    one = ingest(params)
+    one_pass = pd.read_parquet("data/events.parquet")
+    split = []
+    original = ingest_module._finalise_by_time
+    monkeypatch.setattr(ingest_module, "_finalise_by_time", lambda *a, **k: split.append(k["passes"]) or original(*a, **k))
+    monkeypatch.setattr(ingest_module, "FINALISE_BYTES_PER_ROW", 2**30)  # a GiB a row: as many passes as allowed
+    ranged = ingest(params)
+    assert split == [ingest_module.FINALISE_MAX_PASSES]
+    by_time = pd.read_parquet("data/events.parquet")
+    assert (ranged.rows_out, ranged.duplicates_removed, ranged.users) == (one.rows_out, one.duplicates_removed, one.users) == (3_000, 1_000, 37)
+    pd.testing.assert_frame_equal(by_time, one_pass)
+    assert by_time["timestamp"].is_monotonic_increasing and not by_time["user_id"].str.startswith("u").any()
+    assert not (tmp_path / "data/staging/time_ranges").exists()
