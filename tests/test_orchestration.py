@@ -267,21 +267,38 @@ def test_distribution_strategy_rejects_unknown_names():
         distribution_strategy("ring")
 
 
+_DISTRIBUTE_SCRIPT = """
+import json
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+from shopsight.config import MLPParams
+from shopsight.train import fit_binary_mlp
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(1200, 6)).astype("float32")
+y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.3, size=1200) > 0).astype("float32")
+cfg = MLPParams(hidden_units=[8], epochs=6, patience=3, batch_size=64, learning_rate=0.01, seed=1)
+fits = {d: fit_binary_mlp(x[:800], y[:800], x[800:1000], y[800:1000], cfg, name="m", distribute=d) for d in ("none", "mirrored")}
+model, hist = fits["mirrored"]
+print(json.dumps({
+    "mirrored": isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy),
+    "val_auc": [list(map(float, hist["val_auc"])), list(map(float, fits["none"][1]["val_auc"]))],
+    "test_auc": float(roc_auc_score(y[1000:], model(x[1000:], training=False).numpy().ravel())),
+}))
+"""
+
+
 def test_training_distribute_builds_the_model_in_the_strategy():
     """`training.distribute: mirrored` on this CPU host: one replica, so the same seed gives the same training as the
-    default strategy; the model lives in the strategy and learns (held-out rows)."""
-    import tensorflow as tf
-    from sklearn.metrics import roc_auc_score
+    default strategy; the model lives in the strategy and learns (held-out rows). Run in a fresh process, as a stage
+    runs: a test worker that has run Prefect flows keeps their threads, beside which TensorFlow's strategy once
+    crashed the whole worker (segmentation fault in Keras' epoch iterator, CI 2026-12-01)."""
+    import subprocess
 
-    from shopsight.config import MLPParams
-    from shopsight.train import fit_binary_mlp
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1200, 6)).astype("float32")
-    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.3, size=1200) > 0).astype("float32")
-    cfg = MLPParams(hidden_units=[8], epochs=6, patience=3, batch_size=64, learning_rate=0.01, seed=1)
-    fits = {d: fit_binary_mlp(x[:800], y[:800], x[800:1000], y[800:1000], cfg, name="m", distribute=d) for d in ("none", "mirrored")}
-    model, hist = fits["mirrored"]
-    assert isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
-    assert np.allclose(hist["val_auc"], fits["none"][1]["val_auc"], atol=1e-6)
-    assert roc_auc_score(y[1000:], model(x[1000:], training=False).numpy().ravel()) > 0.9
+    done = subprocess.run([sys.executable, "-c", _DISTRIBUTE_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["mirrored"]
+    assert np.allclose(result["val_auc"][0], result["val_auc"][1], atol=1e-6)
+    assert result["test_auc"] > 0.9
