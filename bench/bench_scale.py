@@ -120,12 +120,16 @@ def events_per_user(params: dict) -> float:
 
 def make_project(dest: Path, n_users: int, overlay: list[str], overrides: dict | None = None, reuse: bool = False) -> bool:
     """A clone of the repository's HEAD (plus the working-tree files in `overlay`) with the scaled params
-    (`reuse`: keep an existing project's data, for a rerun of some stages). Returns whether an existing one was reused."""
+    (`reuse`: keep an existing project's data, its tracked files brought to HEAD, for a rerun of some stages).
+    Returns whether an existing one was reused."""
     reused = reuse and (dest / "params.yaml").exists()
     if not reused:
         if dest.exists():
             shutil.rmtree(dest)
         subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    else:  # the data stays, the code becomes HEAD's (a kept project would otherwise run the code it was made with)
+        subprocess.run(["git", "-C", str(dest), "fetch", "-q", str(REPO), "HEAD"], check=True)
+        subprocess.run(["git", "-C", str(dest), "checkout", "-q", "FETCH_HEAD", "--", "."], check=True)
     for rel in overlay:  # e.g. a fix under test, measured before it is committed
         shutil.copy2(REPO / rel, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
@@ -339,7 +343,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-scale"))
     ap.add_argument("--work", type=Path, default=None, help="scratch projects' parent (default: <out>/projects)")
     ap.add_argument("--stage-timeout", type=int, default=3600, help="seconds before a stage is killed")
-    ap.add_argument("--stages", default=None, help="comma-separated subset of stages; an existing --keep project of that size is reused (its data)")
+    ap.add_argument("--stages", default=None, help="comma-separated subset of stages; an existing --keep project of that size is reused (its data; its code becomes HEAD's)")
     ap.add_argument("--keep", action="store_true", help="keep each scratch project (data, artifacts) after its size (a reused one is always kept)")
     ap.add_argument("--overlay", default="", help="comma-separated repository files copied from the working tree over the clone")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
