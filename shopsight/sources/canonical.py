@@ -58,9 +58,8 @@ class RawChunk:
         if label is None:
             return None
         values = self.raw[label]
-        if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-            return pa.chunked_array(values.array.__arrow_array__())
-        return pa.chunked_array([pa.array(values, from_pandas=True)])
+        text = _arrow_text(values)
+        return text if text is not None else pa.chunked_array([pa.array(values, from_pandas=True)])
 
     def canonical(self, rows: np.ndarray | None = None) -> pd.DataFrame:
         """The adapter's canonical chunk of all rows, or of those where the boolean mask `rows` is set."""
@@ -70,11 +69,16 @@ class RawChunk:
         subset = {}
         for label in self.raw.columns:  # Arrow's filter per column: pandas' masked take is ~10x slower on Arrow text
             values = self.raw[label]
-            if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-                subset[label] = pd.arrays.ArrowStringArray(pa.chunked_array(values.array.__arrow_array__()).filter(keep))
-            else:
-                subset[label] = values.array[rows]
+            text = _arrow_text(values)
+            subset[label] = pd.arrays.ArrowStringArray(text.filter(keep)) if text is not None else values.array[rows]
         return self.convert(pd.DataFrame(subset, columns=self.raw.columns))
+
+
+def _arrow_text(values: pd.Series) -> pa.ChunkedArray | None:
+    """An Arrow-backed text column's Arrow array (no copy), None for any other column."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        return pa.chunked_array(values.array.__arrow_array__())
+    return None
 
 
 def map_event_types(raw: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
