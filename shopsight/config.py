@@ -59,6 +59,11 @@ class FeatureParams(_Section):
         1, gt=0, description="validation cutoffs, cutoff_step_days apart (the latest one horizon before test): candidates "
         "are chosen on all of them pooled, so one unusual validation window cannot pick the champion"
     )
+    n_test_cutoffs: int = Field(
+        1, gt=0, description="test cutoffs, cutoff_step_days apart (a rolling-origin test: the last one ends at the last "
+        "whole day, or the first is test_cutoff), pooled in the test report of propensity and churn; validation lies "
+        "before the first. More when one test window has too few positives to tell candidates apart"
+    )
     history_days: int | None = Field(None, gt=0, description="bound of the full-history (lifetime) features; null = all events")
     split: Literal["rolling", "calibration_holdout"] = Field(
         "rolling", description="rolling: every split's label window is horizon_days; calibration_holdout: train/valid "
@@ -85,6 +90,11 @@ class FeatureParams(_Section):
             raise ValueError(
                 "features.train_horizon_days is required with features.split=calibration_holdout: the train/valid label "
                 "window inside the calibration period (e.g. 91 for 'weeks 1-39 / 40-78' with horizon_days 273)"
+            )
+        if self.split == "calibration_holdout" and self.n_test_cutoffs > 1:
+            raise ValueError(
+                f"features.n_test_cutoffs={self.n_test_cutoffs} needs features.split=rolling: calibration_holdout has one "
+                "test window, the holdout after the calibration period; set n_test_cutoffs: 1"
             )
         return self
 

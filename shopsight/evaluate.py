@@ -33,8 +33,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, 
     return classification_metrics(y, p, n_bins)
 
 
-def oracle_scores(truth_file: str, column: str, cutoff: pd.Timestamp, horizon_key: str, horizon_days: int) -> tuple[pd.Series | None, str]:
-    """The simulator's true probability per user at `cutoff` (from data/truth), or None and why not.
+def oracle_scores(truth_file: str, column: str, cutoffs: list[pd.Timestamp], horizon_key: str, horizon_days: int) -> tuple[pd.Series | None, str]:
+    """The simulator's true probability per (cutoff, user_id) at the test `cutoffs` (from data/truth), or None and why not.
 
     The truth must have been generated for the same horizon (`horizon_key` in data/truth/simulation.json).
     """
@@ -47,11 +47,15 @@ def oracle_scores(truth_file: str, column: str, cutoff: pd.Timestamp, horizon_ke
         if truth_h is not None and int(truth_h) != int(horizon_days):
             return None, (f"oracle skipped: the truth was generated for {horizon_key}={truth_h}, the task uses {horizon_days}; "
                           "rerun ingest (`dvc repro ingest`) so the simulator's horizon matches")
+    cutoffs = [pd.Timestamp(c) for c in cutoffs]
     truth = pd.read_parquet(path, columns=["cutoff", "user_id", column])
-    truth = truth[truth["cutoff"] == pd.Timestamp(cutoff)]
-    if truth.empty:
-        return None, f"oracle skipped: {path} has no rows at the test cutoff {cutoff}"
-    return truth.set_index(truth["user_id"].astype("string"))[column], f"oracle: {path} at {cutoff}"
+    truth = truth[truth["cutoff"].isin(cutoffs)]
+    missing = sorted(set(cutoffs) - set(truth["cutoff"]))
+    if missing:
+        return None, f"oracle skipped: {path} has no rows at the test cutoff(s) {', '.join(map(str, missing))}"
+    index = pd.MultiIndex.from_arrays([truth["cutoff"], truth["user_id"].astype("string")], names=["cutoff", "user_id"])
+    where = ", ".join(map(str, cutoffs))
+    return pd.Series(truth[column].to_numpy(), index=index, name=column), f"oracle: {path} at {where}"
 
 
 def score_binary_task(

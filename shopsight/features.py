@@ -68,29 +68,33 @@ def plan_cutoffs(t_end: pd.Timestamp, params: FeatureParams) -> dict[str, list[p
 
     `t_end` is the last observed instant (the last event's time; `features.data_end` replaces it). Cutoffs are
     midnights in `features.timezone`. test = `features.test_cutoff`, or else the last cutoff whose label window
-    [test, test + horizon_days) ends by the last whole observed day. split=rolling: valid = test - horizon_days and
-    train cutoffs step back by cutoff_step_days from valid - horizon_days. split=calibration_holdout (the BTYD
-    protocol: the test cutoff ends the calibration period): the same with train_horizon_days for train and valid,
-    whose label windows lie inside the calibration period.
+    [test, test + horizon_days) ends by the last whole observed day; with `n_test_cutoffs` > 1 (rolling only) the test
+    cutoffs step by cutoff_step_days, from test_cutoff onwards or back from the last that fits (a rolling-origin
+    test, pooled in the report). split=rolling: valid = the first test cutoff - horizon_days and train cutoffs step
+    back by cutoff_step_days from valid - horizon_days, so no label window of train or valid reaches a test cutoff.
+    split=calibration_holdout (the BTYD protocol: the test cutoff ends the calibration period): the same with
+    train_horizon_days for train and valid, whose label windows lie inside the calibration period.
     """
     h = params.horizon_days
     end = last_whole_day_end(t_end, params)
+    step = params.cutoff_step_days * DAY
     if params.test_cutoff is not None:
-        test = local_midnight(params.test_cutoff, params)
-        if test + h * DAY > end:
+        test = [local_midnight(params.test_cutoff, params) + k * step for k in range(params.n_test_cutoffs)]
+        if test[-1] + h * DAY > end:
+            which = "its label window" if len(test) == 1 else f"the label window of its last test cutoff (n_test_cutoffs={len(test)})"
             raise ValueError(
-                f"features.test_cutoff={params.test_cutoff}: its label window [{test}, {test + h * DAY}) of horizon_days={h} "
+                f"features.test_cutoff={params.test_cutoff}: {which} [{test[-1]}, {test[-1] + h * DAY}) of horizon_days={h} "
                 f"ends after the last whole observed day (observation ends {observation_end(t_end, params)}, whole days until "
-                f"{end}); set an earlier features.test_cutoff or a shorter horizon (features.horizon_days / churn.horizon_days)"
+                f"{end}); set an earlier features.test_cutoff, fewer features.n_test_cutoffs or a shorter horizon "
+                "(features.horizon_days / churn.horizon_days)"
             )
     else:
-        test = end - h * DAY
+        test = [end - h * DAY - k * step for k in range(params.n_test_cutoffs)][::-1]
     inner = split_horizons(params, h)["valid"]
-    step = params.cutoff_step_days * DAY
-    valid = [test - inner * DAY - k * step for k in range(params.n_valid_cutoffs)][::-1]
+    valid = [test[0] - inner * DAY - k * step for k in range(params.n_valid_cutoffs)][::-1]
     last_train = valid[0] - inner * DAY
     train = [last_train - k * step for k in range(params.n_train_cutoffs)][::-1]
-    return {"train": train, "valid": valid, "test": [test]}
+    return {"train": train, "valid": valid, "test": test}
 
 
 def splits_with_history(t_start: pd.Timestamp, t_end: pd.Timestamp, params: FeatureParams) -> dict[pd.Timestamp, str]:

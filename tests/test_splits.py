@@ -73,6 +73,43 @@ def test_several_validation_cutoffs_pool_their_rows_and_push_training_back():
         assert rows["label"].iloc[0] == _labels(events, user, cutoff, 14)
 
 
+def test_several_test_cutoffs_roll_the_origin_and_keep_validation_before_the_first():
+    """features.n_test_cutoffs: a rolling-origin test pooled in the report; nothing of train or valid labels a day at
+    or after the first test cutoff, and each test row is labelled by its own window."""
+    fp = FeatureParams(horizon_days=14, n_train_cutoffs=2, n_test_cutoffs=3, windows_days=[7, 28])
+    plan = plan_cutoffs(pd.Timestamp("2026-04-01 10:00", tz="UTC"), fp)
+    # the last test window ends at the last whole day, the earlier ones step back by cutoff_step_days
+    assert plan["test"] == [pd.Timestamp(d, tz="UTC") for d in ("2026-03-04", "2026-03-11", "2026-03-18")]
+    assert plan["valid"] == [pd.Timestamp("2026-02-18", tz="UTC")]
+    assert plan["train"] == [pd.Timestamp(d, tz="UTC") for d in ("2026-01-28", "2026-02-04")]
+    # an explicit test_cutoff is the first test cutoff; the last window must fit in the data
+    explicit = fp.model_copy(update={"test_cutoff": pd.Timestamp("2026-02-25").date()})
+    assert plan_cutoffs(pd.Timestamp("2026-04-01 10:00", tz="UTC"), explicit)["test"] == [
+        pd.Timestamp(d, tz="UTC") for d in ("2026-02-25", "2026-03-04", "2026-03-11")]
+    with pytest.raises(ValueError, match=r"last test cutoff \(n_test_cutoffs=3\).* fewer features.n_test_cutoffs"):
+        plan_cutoffs(pd.Timestamp("2026-04-01 10:00", tz="UTC"), explicit.model_copy(update={"test_cutoff": pd.Timestamp("2026-03-05").date()}))
+    with pytest.raises(ValidationError, match="n_test_cutoffs=2 needs features.split=rolling"):
+        FeatureParams(split="calibration_holdout", train_horizon_days=7, n_test_cutoffs=2)
+
+    events = purchase_log_78_weeks(80)
+    end = START + 30 * WEEK
+    fp = fp.model_copy(update={"data_end": end.to_pydatetime()})
+    data = build_propensity_dataset(events, fp)
+    test = data[data["split"] == "test"]
+    first_test = test["cutoff"].min()
+    assert test["cutoff"].nunique() == 3 and (test.groupby("cutoff").size() > 10).all()
+    inner = data[data["split"] != "test"]
+    assert (inner["cutoff"] + inner["horizon_days"] * DAY <= first_test).all()
+    for _, row in test.groupby("cutoff").head(15).iterrows():
+        assert row["label"] == _labels(events, row["user_id"], row["cutoff"], 14)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        events.to_parquet(path)
+        params = Params.model_validate({"features": fp.model_dump(), "churn": {"horizon_days": 14}})
+        churn = build_churn_dataset(path, params)
+    assert sorted(churn.loc[churn["split"] == "test", "cutoff"].unique()) == sorted(test["cutoff"].unique())
+
+
 def test_explicit_test_cutoff_and_its_errors():
     fp = FeatureParams(horizon_days=14, test_cutoff="2026-03-01")
     plan = plan_cutoffs(pd.Timestamp("2026-04-01", tz="UTC"), fp)

@@ -17,13 +17,14 @@ from shopsight.tasks.user_binary import ChampionScorer, UserTask, checked_calibr
 WINDOWS = [7, 28]
 
 
-def _dataset(path, signal_column: str = "recency_days", flip_test: bool = False, seed: int = 0) -> None:
+def _dataset(path, signal_column: str = "recency_days", flip_test: bool = False, seed: int = 0,
+             splits: tuple[str, ...] = ("train", "train", "valid", "test")) -> None:
     """train (2 cutoffs), valid, test rows; the label follows `signal_column` (fewer days, more buying). With
     `flip_test` the test label follows purchase_days_total instead: a candidate can then win test and lose validation."""
     rng = np.random.default_rng(seed)
     columns = feature_columns(WINDOWS)
     frames = []
-    for k, split in enumerate(["train", "train", "valid", "test"]):
+    for k, split in enumerate(splits):
         n = 900
         frame = pd.DataFrame(rng.gamma(1.5, 3.0, size=(n, len(columns))), columns=columns)
         frame["purchase_days_total"] = rng.poisson(3, n) + 1.0
@@ -102,6 +103,29 @@ def test_every_candidate_is_fitted_and_reported_and_the_champion_is_served_as_tr
     assert metrics["test"][f"{stored['champion']}_calibrated"]["roc_auc"] == pytest.approx(metrics["test"][stored["champion"]]["roc_auc"], abs=1e-9)
     reasons = scorer.explain(model_input(test.head(3), scorer.columns), 2)
     assert len(reasons) == 3 and all(len(r) <= 2 for r in reasons)
+
+
+def test_several_test_cutoffs_are_pooled_and_the_oracle_is_matched_per_cutoff(tmp_path, monkeypatch):
+    """features.n_test_cutoffs: the test report pools every test cutoff's rows; the simulator's truth is matched by
+    (cutoff, user), not by user alone (the same users appear at every cutoff with other labels)."""
+    monkeypatch.chdir(tmp_path)
+    task = _task(tmp_path)
+    _dataset(task.dataset, splits=("train", "train", "valid", "test", "test"))
+    data = pd.read_parquet(task.dataset)
+    test = data[data["split"] == "test"]
+    truth = test[["cutoff", "user_id"]].assign(p=test["label"].to_numpy() * 0.8 + 0.1)  # the oracle knows each row's label
+    (tmp_path / "data" / "truth").mkdir(parents=True)
+    truth.sample(frac=1.0, random_state=0).to_parquet(tmp_path / "data" / "truth" / "none.parquet", index=False)
+    params = _params(["frequency", "recency"], ["frequency"], rule="best")
+    train_user_task(task, params)
+    metrics = evaluate_user_task(task, params)
+    assert metrics["n_test"] == len(test) == 1800
+    assert metrics["test_cutoffs"] == [str(c) for c in sorted(test["cutoff"].unique())] and len(metrics["test_cutoffs"]) == 2
+    assert metrics["test"]["oracle"]["roc_auc"] == pytest.approx(1.0)
+    from sklearn.metrics import roc_auc_score
+
+    pooled = roc_auc_score(test["label"], -np.log1p(test["recency_days"]))
+    assert metrics["test"]["recency"]["roc_auc"] == pytest.approx(pooled, abs=1e-9)
 
 
 def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_test(tmp_path, monkeypatch):

@@ -245,10 +245,11 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     test_scores = {name: test[name].to_numpy("float64") for name in cfg.candidates if name in test}
     served = f"{champion}_calibrated"
     test_scores[served] = calibrator.apply(test_scores[champion])
-    cutoff = test["cutoff"].iloc[0]
+    cutoffs = sorted(test["cutoff"].unique())
     file, column, key = task.truth
-    truth, note = oracle_scores(file, column, cutoff, key, task.horizon(params))
-    oracle = truth.reindex(test["user_id"].astype("string")).to_numpy("float64") if truth is not None else None
+    truth, note = oracle_scores(file, column, cutoffs, key, task.horizon(params))
+    rows = pd.MultiIndex.from_arrays([test["cutoff"], test["user_id"].astype("string")])
+    oracle = truth.reindex(rows).to_numpy("float64") if truth is not None else None
     test_metrics, tables = score_binary_task(y, test_scores, oracle, cfg.calibration.n_bins)
     references = [r for r in cfg.references if r in test_metrics]
     targets = champion_vs_references(test_metrics, champion, references, "roc_auc", margin=cfg.target_margin)
@@ -278,7 +279,8 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "candidates": selection["candidates"],
         "n_test": int(len(y)),
         "test_positive_rate": float(y.mean()),
-        "test_cutoff": str(cutoff),
+        "test_cutoff": str(cutoffs[0]),
+        "test_cutoffs": [str(c) for c in cutoffs],  # pooled in every test metric (features.n_test_cutoffs)
         "horizon_days": task.horizon(params),
         "served_horizon_days": json.loads((task.model_dir / TASK_FILE).read_text())["horizon_days"],
         "label": task.label,
