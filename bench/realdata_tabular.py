@@ -81,12 +81,14 @@ def _params(realdata_file: Path, update: dict):
 
 def bootstrap_gap(scores, champion: str, reference: str, n: int = 300, seed: int = 0) -> tuple[float, float]:
     """95% interval of ROC-AUC(champion) - ROC-AUC(reference) over test users resampled with replacement (a user's
-    rows at several test cutoffs are drawn together: they are not independent)."""
+    rows at several test cutoffs are drawn together: they are not independent; the AUC counts pairs within a cutoff)."""
     import pandas as pd
-    from sklearn.metrics import roc_auc_score
+
+    from shopsight.calibration import within_group_roc_auc
 
     test = scores[scores["split"] == "test"].reset_index(drop=True)
     y, a, b = test["label"].to_numpy(), test[champion].to_numpy(), test[reference].to_numpy()
+    cut = test["cutoff"].to_numpy()
     codes, users = pd.factorize(test["user_id"])
     order = np.argsort(codes, kind="stable")
     starts = np.searchsorted(codes[order], np.arange(len(users) + 1))
@@ -96,7 +98,7 @@ def bootstrap_gap(scores, champion: str, reference: str, n: int = 300, seed: int
         drawn = rng.integers(0, len(users), len(users))
         idx = np.concatenate([order[starts[u]:starts[u + 1]] for u in drawn])
         if len(np.unique(y[idx])) == 2:
-            gaps.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+            gaps.append(within_group_roc_auc(y[idx], a[idx], cut[idx]) - within_group_roc_auc(y[idx], b[idx], cut[idx]))
     return float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5))
 
 

@@ -102,20 +102,51 @@ def lift_at_top(y: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> floa
     return float(y[top].mean() / base)
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, Brier score, ECE and lift in the top decile of one set of probabilities."""
+def within_group_roc_auc(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """ROC-AUC over the (positive, negative) pairs of the same group (cutoff): the per-group AUCs weighted by their
+    pairs, positives x negatives. With one group it is the usual ROC-AUC. Rows of several cutoffs pooled into one AUC
+    reward a score that tells the cutoffs apart when their label rates differ (a count that grows with the history
+    ranks a late cutoff's users apart from an early one's), which says nothing about ranking users at one cutoff."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    p = np.asarray(p, dtype="float64")
+    if groups is None:
+        return float(roc_auc_score(y, p))
+    codes, uniques = pd.factorize(np.asarray(groups))
+    if len(uniques) <= 1:
+        return float(roc_auc_score(y, p))
+    total, weight = 0.0, 0.0
+    for g in range(len(uniques)):
+        rows = codes == g
+        pos = int(y[rows].sum())
+        pairs = pos * (int(rows.sum()) - pos)
+        if pairs:
+            total += pairs * roc_auc_score(y[rows], p[rows])
+            weight += pairs
+    return total / weight if weight else float("nan")
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10, groups: np.ndarray | None = None) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier score, ECE and lift in the top decile of one set of probabilities.
+
+    With `groups` (each row's cutoff) of more than one value, `roc_auc` is `within_group_roc_auc` and `roc_auc_pooled`
+    the AUC of all rows as one set; the other metrics are over all rows."""
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     y = np.asarray(y)
     p = np.clip(np.asarray(p, dtype="float64"), EPS, 1 - EPS)
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
+    out = {
+        "roc_auc": within_group_roc_auc(y, p, groups),
         "pr_auc": float(average_precision_score(y, p)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p, n_bins),
         "lift_top_decile": lift_at_top(y, p, 0.1),
     }
+    if groups is not None and len(pd.unique(np.asarray(groups))) > 1:
+        out["roc_auc_pooled"] = float(roc_auc_score(y, p))
+    return out
 
 
 def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:

@@ -170,6 +170,11 @@ class SelectionParams(_Section):
     n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation rows for the standard error")
     k_se: float = Field(1.0, gt=0, description="how many standard errors a simpler candidate may trail the best by")
     seed: int = 0
+    early_stopping: Literal["train_users", "valid"] = Field(
+        "train_users", description="where LightGBM and the MLP stop early: train_users = a share of the training users "
+        "held out (the validation rows that choose the champion stay unseen by every candidate) | valid = the validation "
+        "rows (their validation score is then optimistic against the candidates that never saw them)")
+    early_stopping_share: float = Field(0.2, gt=0, lt=1, description="share of training users held out for early stopping")
     refit: bool = Field(
         True, description="after the choice, fit every candidate again on train + validation with what validation chose "
         "(LightGBM rounds, MLP epochs): test scores and the served champion then use the latest labels before the test cutoff")

@@ -26,11 +26,12 @@ def strict_json(obj):
     return obj
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, Brier, ECE and lift@top-decile (see shopsight.calibration)."""
+def binary_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10, groups: np.ndarray | None = None) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier, ECE and lift@top-decile (see shopsight.calibration); with `groups` (the rows'
+    cutoffs) ROC-AUC counts the pairs within a cutoff only."""
     from shopsight.calibration import classification_metrics
 
-    return classification_metrics(y, p, n_bins)
+    return classification_metrics(y, p, n_bins, groups)
 
 
 def oracle_scores(truth_file: str, column: str, cutoffs: list[pd.Timestamp], horizon_key: str, horizon_days: int) -> tuple[pd.Series | None, str]:
@@ -59,17 +60,19 @@ def oracle_scores(truth_file: str, column: str, cutoffs: list[pd.Timestamp], hor
 
 
 def score_binary_task(
-    y: np.ndarray, scores: dict[str, np.ndarray], oracle: np.ndarray | None, n_bins: int
+    y: np.ndarray, scores: dict[str, np.ndarray], oracle: np.ndarray | None, n_bins: int, groups: np.ndarray | None = None
 ) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
-    """Metrics and reliability tables of every scorer; the oracle is scored on the rows where it is known."""
+    """Metrics and reliability tables of every scorer (`groups`: the rows' cutoffs, see binary_metrics); the oracle is
+    scored on the rows where it is known."""
     from shopsight.calibration import reliability_table
 
-    metrics = {name: binary_metrics(y, p, n_bins) for name, p in scores.items()}
+    metrics = {name: binary_metrics(y, p, n_bins, groups) for name, p in scores.items()}
     tables = {name: reliability_table(y, p, n_bins) for name, p in scores.items()}
     if oracle is not None:
         known = ~np.isnan(oracle)
         if known.any() and len(np.unique(y[known])) == 2:
-            metrics["oracle"] = binary_metrics(y[known], oracle[known], n_bins) | {"n": int(known.sum())}
+            known_groups = None if groups is None else np.asarray(groups)[known]
+            metrics["oracle"] = binary_metrics(y[known], oracle[known], n_bins, known_groups) | {"n": int(known.sum())}
             tables["oracle"] = reliability_table(y[known], oracle[known], n_bins)
     return metrics, tables
 

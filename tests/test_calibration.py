@@ -9,6 +9,7 @@ from shopsight.calibration import (
     fit_calibrator,
     lift_at_top,
     reliability_table,
+    within_group_roc_auc,
 )
 
 
@@ -71,3 +72,23 @@ def test_classification_metrics_keys_and_class_weights():
     w = class_weights(np.array([0, 0, 0, 1]), "balanced")
     assert w[1] * 1 == pytest.approx(w[0] * 3)  # each class carries the same total weight
     assert class_weights(np.array([0, 1]), "none") is None
+
+
+def test_roc_auc_within_cutoffs_counts_only_pairs_of_the_same_cutoff():
+    """Two cutoffs with different label rates and a score that only tells the cutoffs apart: pooled, it looks
+    good; within each cutoff it ranks nothing (0.5). The weighting is by pairs: the AUC over same-cutoff pairs."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], [600, 400])
+    y = np.concatenate([rng.random(600) < 0.4, rng.random(400) < 0.05]).astype(int)
+    tells_cutoff = np.where(groups == 0, 0.9, 0.1)
+    assert roc_auc_score(y, tells_cutoff) > 0.7
+    assert within_group_roc_auc(y, tells_cutoff, groups) == pytest.approx(0.5)
+    score = rng.random(1000) + y * 0.5 + (groups == 0) * 2
+    pairs = [(score[i] > score[j]) + 0.5 * (score[i] == score[j])
+             for g in (0, 1) for i in np.flatnonzero((groups == g) & (y == 1)) for j in np.flatnonzero((groups == g) & (y == 0))]
+    assert within_group_roc_auc(y, score, groups) == pytest.approx(np.mean(pairs))
+    assert within_group_roc_auc(y, score, np.zeros(1000)) == pytest.approx(roc_auc_score(y, score))
+    m = classification_metrics(y, np.clip(score / 4, 0, 1), groups=groups)
+    assert m["roc_auc"] == pytest.approx(np.mean(pairs)) and m["roc_auc_pooled"] == pytest.approx(roc_auc_score(y, score))

@@ -124,8 +124,11 @@ def test_several_test_cutoffs_are_pooled_and_the_oracle_is_matched_per_cutoff(tm
     assert metrics["test"]["oracle"]["roc_auc"] == pytest.approx(1.0)
     from sklearn.metrics import roc_auc_score
 
-    pooled = roc_auc_score(test["label"], -np.log1p(test["recency_days"]))
-    assert metrics["test"]["recency"]["roc_auc"] == pytest.approx(pooled, abs=1e-9)
+    score = -np.log1p(test["recency_days"])
+    within = sum(roc_auc_score(t["label"], score[t.index]) * t["label"].sum() * (1 - t["label"]).sum() for _, t in test.groupby("cutoff"))
+    within /= sum(t["label"].sum() * (1 - t["label"]).sum() for _, t in test.groupby("cutoff"))
+    assert metrics["test"]["recency"]["roc_auc"] == pytest.approx(within, abs=1e-9)  # pairs within a cutoff
+    assert metrics["test"]["recency"]["roc_auc_pooled"] == pytest.approx(roc_auc_score(test["label"], score), abs=1e-9)
 
 
 def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_test(tmp_path, monkeypatch):

@@ -33,6 +33,9 @@ class Candidate(ABC):
 
     kind: ClassVar[str]
     family: ClassVar[str]  # keras | lightgbm | linear | btyd | rule | statsforecast | cooccurrence | ...
+    # whether `fit` stops early (or tunes) on its second argument: a user-level task then passes held-out training
+    # users there (selection.early_stopping), so the validation rows that choose the champion were never looked at
+    early_stopping: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
         self.name = name
@@ -146,9 +149,11 @@ def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower
 
 
 def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: str,
-                        metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+                        metric: Callable[..., float], n_boot: int = 200, seed: int = 0,
+                        groups: np.ndarray | None = None) -> dict[str, float]:
     """Standard error of metric(best) - metric(candidate) on the same rows, by a paired bootstrap over rows (each
-    resample scores every candidate on the same rows; resamples with a single class are skipped). The one-SE rule
+    resample scores every candidate on the same rows; resamples with a single class are skipped). With `groups`
+    (the rows' cutoffs) the metric is called as metric(y, p, groups) on the resampled rows. The one-SE rule
     (Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest candidate within one SE."""
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
@@ -158,9 +163,10 @@ def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: s
         idx = rng.integers(0, len(y), len(y))
         if len(np.unique(y[idx])) < 2:
             continue
-        ref = metric(y[idx], np.asarray(scores[best])[idx])
+        extra = () if groups is None else (np.asarray(groups)[idx],)
+        ref = metric(y[idx], np.asarray(scores[best])[idx], *extra)
         for n in names:
-            diffs[n].append(ref - metric(y[idx], np.asarray(scores[n])[idx]))
+            diffs[n].append(ref - metric(y[idx], np.asarray(scores[n])[idx], *extra))
     out = {best: 0.0}
     out.update({n: float(np.std(d, ddof=1)) if len(d) > 1 else math.inf for n, d in diffs.items()})
     return out

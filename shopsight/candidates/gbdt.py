@@ -34,6 +34,7 @@ class LightGBMCandidate(Candidate):
 
     kind = "user_binary"
     family = "lightgbm"
+    early_stopping = True
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, config)
@@ -52,7 +53,7 @@ class LightGBMCandidate(Candidate):
         patience = int(self.config.get("early_stopping_rounds", 100))
         self.booster = lgb.train(self._params(), dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
                                  callbacks=[lgb.early_stopping(patience, verbose=False), lgb.log_evaluation(0)])
-        return {"best_iteration": int(self.booster.best_iteration), "valid_auc_at_best": float(self.booster.best_score["valid"]["auc"])}
+        return {"best_iteration": int(self.booster.best_iteration), "stop_auc_at_best": float(self.booster.best_score["valid"]["auc"])}
 
     def refit(self, rows: UserRows) -> dict[str, Any]:
         """The boosting rounds early stopping chose, on `rows` (train and validation), with no held-out set."""

@@ -21,6 +21,7 @@ class MLPCandidate(Candidate):
 
     kind = "user_binary"
     family = "keras"
+    early_stopping = True
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, config)

@@ -131,6 +131,7 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     out_cand.mkdir(parents=True, exist_ok=True)
     scores = pd.concat([valid[["cutoff", "user_id", "split", "label"]], test[["cutoff", "user_id", "split", "label"]]], ignore_index=True)
     fitted, info, valid_metrics = {}, {}, {}
+    stopping = early_stopping_rows(train, rows["train"], rows["valid"], cfg.selection)
     for name in tqdm(cfg.candidates, desc=f"{task.name}: candidates", unit="model"):
         family_name, config = candidate_config(task, params, name)
         model = get_model("user_binary", family_name, config)
@@ -138,11 +139,11 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         if family_name == "blend":  # the blend combines candidates fitted above
             model.members = {m: fitted[m] for m in config["members"] if m in fitted}
         t0 = time.perf_counter()
-        fit_info = model.fit(rows["train"], rows["valid"])
+        fit_info = model.fit(*stopping["rows"]) if type(model).early_stopping else model.fit(rows["train"], rows["valid"])
         p_valid, p_test = model.predict(rows["valid"]), model.predict(rows["test"])
         info[name] = {"family": type(model).family, "fit_seconds": round(time.perf_counter() - t0, 2), **fit_info}
         scores[name] = np.concatenate([p_valid, p_test])
-        valid_metrics[name] = binary_metrics(rows["valid"].y, p_valid, n_bins)
+        valid_metrics[name] = binary_metrics(rows["valid"].y, p_valid, n_bins, groups=rows["valid"].cutoff)
         if not cfg.selection.refit:  # otherwise saved once, refitted (refit_on_train_and_valid)
             save_candidate(model, out_cand / name)
         fitted[name] = model
@@ -173,11 +174,30 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     scores.to_parquet(out_cand / SCORES_FILE, index=False)
     selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
                  "champion_family": type(champion).family, "rule": rule, "candidates": info, "valid": valid_metrics, "calibration": calibration,
-                 "rows": {s: int(len(r)) for s, r in rows.items()}}
+                 "rows": {s: int(len(r)) for s, r in rows.items()}, "early_stopping": stopping["info"]}
     (out_cand / SELECTION_FILE).write_text(json.dumps(strict_json(selection), indent=2))
     _write_history(task, fitted.get("mlp"))
     return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
             "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
+
+
+def early_stopping_rows(train: pd.DataFrame, train_rows: UserRows, valid_rows: UserRows, selection) -> dict[str, Any]:
+    """(fit rows, stop rows) for the candidates that stop early, and what was done. selection.early_stopping
+    train_users: the training rows of a share of the users (a stable hash of user_id, all their cutoffs) are held out
+    to stop on, so no candidate looks at the validation rows that choose the champion (a candidate stopped on them
+    scores ~0.02-0.03 ROC-AUC higher there than it does on users it never saw, measured on the Taobao head); valid:
+    the validation rows, as before. Falls back to valid when the held-out users have a single class."""
+    if selection.early_stopping == "valid":
+        return {"rows": (train_rows, valid_rows), "info": {"on": "valid", "rows": int(len(valid_rows))}}
+    bucket = pd.util.hash_pandas_object(train["user_id"].astype("string"), index=False).to_numpy() % 10_000
+    held = bucket < selection.early_stopping_share * 10_000
+    stop, fit = train_rows.take(held), train_rows.take(~held)
+    if len(np.unique(stop.y)) < 2 or len(np.unique(fit.y)) < 2:
+        return {"rows": (train_rows, valid_rows), "info": {"on": "valid", "rows": int(len(valid_rows)), "note": (
+            f"the {int(held.sum())} training rows of the held-out users (selection.early_stopping_share="
+            f"{selection.early_stopping_share}) or the rest have one class: stopped on validation instead")}}
+    return {"rows": (fit, stop), "info": {"on": "train_users", "share": selection.early_stopping_share,
+                                          "rows": int(held.sum()), "users": int(train.loc[held, "user_id"].nunique())}}
 
 
 def refit_on_train_and_valid(task: UserTask, fitted: dict[str, Any], info: dict[str, dict], scores: pd.DataFrame,
@@ -200,7 +220,7 @@ def refit_on_train_and_valid(task: UserTask, fitted: dict[str, Any], info: dict[
 def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_scores: pd.DataFrame, cfg) -> dict[str, Any]:
     """The champion under `selection.rule`: the best validation ROC-AUC, or (one_se) the first candidate, simplest
     first, within k paired-bootstrap standard errors of it. Returns the champion and what the choice rested on."""
-    from sklearn.metrics import roc_auc_score
+    from shopsight.calibration import within_group_roc_auc
 
     sel = cfg.selection
     best = select_champion(valid_metrics, "roc_auc", order=cfg.candidates)
@@ -209,7 +229,9 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
         return out
     y = valid_scores["label"].to_numpy()
     names = [n for n in cfg.candidates if n in valid_scores]
-    se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, roc_auc_score, sel.n_boot, sel.seed)
+    groups = valid_scores["cutoff"].to_numpy() if "cutoff" in valid_scores else None
+    se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
+                             sel.seed, groups=groups)
     champion = select_champion(valid_metrics, "roc_auc", order=cfg.candidates, tolerance={n: sel.k_se * v for n, v in se.items()})
     out.update(champion=champion, k_se=sel.k_se, n_boot=sel.n_boot,
                se_of_gap_to_best={n: (round(v, 5) if math.isfinite(v) else None) for n, v in se.items()},
@@ -250,7 +272,7 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     truth, note = oracle_scores(file, column, cutoffs, key, task.horizon(params))
     rows = pd.MultiIndex.from_arrays([test["cutoff"], test["user_id"].astype("string")])
     oracle = truth.reindex(rows).to_numpy("float64") if truth is not None else None
-    test_metrics, tables = score_binary_task(y, test_scores, oracle, cfg.calibration.n_bins)
+    test_metrics, tables = score_binary_task(y, test_scores, oracle, cfg.calibration.n_bins, groups=test["cutoff"].to_numpy())
     references = [r for r in cfg.references if r in test_metrics]
     targets = champion_vs_references(test_metrics, champion, references, "roc_auc", margin=cfg.target_margin)
     if "oracle" in test_metrics:
