@@ -131,6 +131,45 @@ def test_several_test_cutoffs_are_pooled_and_the_oracle_is_matched_per_cutoff(tm
     assert metrics["test"]["recency"]["roc_auc_pooled"] == pytest.approx(roc_auc_score(test["label"], score), abs=1e-9)
 
 
+def test_early_stopping_looks_at_held_out_training_users_never_at_validation(tmp_path, monkeypatch):
+    """selection.early_stopping: train_users hands LightGBM (and the MLP) a share of the training users to stop on:
+    every row it sees comes from train, the held-out users are whole users, and the validation rows that choose the
+    champion are none of them; `valid` restores stopping on validation."""
+    from shopsight.candidates.gbdt import LightGBMCandidate
+
+    seen = []
+    original = LightGBMCandidate.fit
+
+    def spy(self, fit_rows, stop_rows):
+        seen.append((fit_rows, stop_rows))
+        return original(self, fit_rows, stop_rows)
+
+    monkeypatch.setattr(LightGBMCandidate, "fit", spy)
+    monkeypatch.chdir(tmp_path)
+    task = _task(tmp_path)
+    _dataset(task.dataset)
+    data = pd.read_parquet(task.dataset)
+    train = data[data["split"] == "train"]
+    params = _params(["frequency", "lightgbm"], ["frequency"], rule="best")
+    train_user_task(task, params)
+    fit_rows, stop_rows = seen[0]
+    assert len(fit_rows) + len(stop_rows) == len(train) and 0.1 < len(stop_rows) / len(train) < 0.3
+    assert set(np.unique(stop_rows.cutoff)) <= set(train["cutoff"].astype("int64"))
+    held = {tuple(r) for r in stop_rows.x.round(5)}
+    assert not held & {tuple(r) for r in fit_rows.x.round(5)}
+    selection = json.loads((task.candidates_dir / "selection.json").read_text())
+    assert selection["early_stopping"]["on"] == "train_users" and selection["early_stopping"]["rows"] == len(stop_rows)
+    # whole users: a held-out user's rows at both training cutoffs are held out together
+    assert selection["early_stopping"]["users"] * 2 == len(stop_rows)
+
+    seen.clear()
+    on_valid = params.model_copy(deep=True)
+    on_valid.propensity.selection.early_stopping = "valid"
+    train_user_task(task, on_valid)
+    fit_rows, stop_rows = seen[0]
+    assert len(fit_rows) == len(train) and len(stop_rows) == int((data["split"] == "valid").sum())
+
+
 def test_the_champion_is_chosen_on_validation_even_when_another_candidate_wins_test(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     task = _task(tmp_path)

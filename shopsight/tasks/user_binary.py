@@ -325,11 +325,14 @@ def _write_history_png(task: UserTask) -> None:
     import matplotlib.pyplot as plt
 
     hist = pd.read_csv(task.plots / "history.csv")
+    selection = task.candidates_dir / SELECTION_FILE
+    stopped_on = json.loads(selection.read_text()).get("early_stopping", {}).get("on") if selection.exists() else None
+    held_out = "held-out training users (early stopping)" if stopped_on == "train_users" else "validation"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     if len(hist):
         for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "auc", "ROC-AUC")):
             ax.plot(hist["epoch"], hist[key], label="train")
-            ax.plot(hist["epoch"], hist[f"val_{key}"], label="validation")
+            ax.plot(hist["epoch"], hist[f"val_{key}"], label=held_out)
             ax.set(xlabel="epoch", ylabel=label, title=f"MLP {label}")
             ax.legend()
     else:
