@@ -11,6 +11,11 @@ a bootstrap 95% interval over the test users (small sets such as the Taobao head
   from a shorter window inside the calibration period (features.train_horizon_days).
 - Taobao head (9 days): horizon 1 day, day boundaries in China time (the file ends at midnight there); the champion
   is chosen on three one-day validation windows pooled (features.n_valid_cutoffs).
+- Taobao head, last three days: the same, tested on three one-day windows (features.n_test_cutoffs: a rolling-origin
+  test; the last day alone has 14 churners).
+
+Where rows of several cutoffs are scored together, ROC-AUC counts the pairs within a cutoff (shopsight.calibration.
+within_group_roc_auc), and the bootstrap draws users with all their rows.
 
     nice -n 10 .venv/bin/python bench/realdata_tabular.py [--realdata ../shared/realdata] [--workdir /tmp/x] [--only taobao_head]
 """
