@@ -43,7 +43,8 @@ class Candidate(ABC):
 
     @abstractmethod
     def fit(self, train: Any, valid: Any) -> dict[str, Any]:
-        """Fit on `train` (early stopping or tuning may look at `valid`, never at test); return what to report."""
+        """Fit on `train` (early stopping or tuning may look at `valid`, never at test; for a class with
+        `early_stopping`, a user-level task passes held-out training users as `valid`); return what to report."""
 
     def refit(self, rows: Any) -> dict[str, Any]:
         """Fit again on `rows` (the training and validation rows together: the latest labels before test) with what
