@@ -132,11 +132,13 @@ def duckdb_copy(csv: Path, out: Path, cwd: Path, dedup_and_sort: bool = False) -
     return seconds, rss
 
 
-def shopsight_ingest(csv: Path, project: Path, chunksize: int | None) -> tuple[float, float, dict]:
+def shopsight_ingest(csv: Path, project: Path, chunksize: int | None, memory_gb: float | None = None) -> tuple[float, float, dict]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update({"source": "generic", "path": str(csv), "options": {}})
     if chunksize:
         params["data"]["chunksize"] = chunksize
+    if memory_gb:
+        params["ingest"]["memory_gb"] = memory_gb
     if project.exists():
         shutil.rmtree(project)
     project.mkdir(parents=True)
@@ -153,6 +155,7 @@ def main() -> None:
     ap.add_argument("--rows", default="1M,3M", help="CSV sizes, e.g. 1M,3M,10M")
     ap.add_argument("--reject-share", type=float, default=0.2, help="share of broken rows in the rejects variant (0: none)")
     ap.add_argument("--chunksize", type=int, default=None, help="data.chunksize for the ingest (default: params.yaml's)")
+    ap.add_argument("--memory-gb", type=float, default=None, help="ingest.memory_gb (DuckDB's finalising memory; default: params.yaml's)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the fastest counts (the machine may be shared)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the CSVs (and the simulator cache) in this folder")
     args = ap.parse_args()
@@ -173,7 +176,7 @@ def main() -> None:
                     write_csv(base, rows, csv, share)
                 megabytes = csv.stat().st_size / 2**20
                 duck = [duckdb_copy(csv, work / "copy.parquet", work) for _ in range(args.repeat)]
-                runs = [shopsight_ingest(csv, work / "project", args.chunksize) for _ in range(args.repeat)]
+                runs = [shopsight_ingest(csv, work / "project", args.chunksize, args.memory_gb) for _ in range(args.repeat)]
                 floor = [duckdb_copy(csv, work / "copy.parquet", work, dedup_and_sort=True) for _ in range(args.repeat)]
                 duck_s, duck_rss = min(d[0] for d in duck), max(d[1] for d in duck)
                 ingest_s, ingest_rss, report = min(r[0] for r in runs), max(r[1] for r in runs), runs[0][2]
