@@ -150,7 +150,7 @@ class ExplainParams(_Section):
 
 
 class BGNBDFitParams(_Section):
-    time_unit_days: float = Field(7.0, gt=0, description="BG/NBD time unit (weeks, as in the paper)")
+    time_unit_days: float = Field(7.0, gt=0, description="BG/NBD (Pareto/NBD) time unit (weeks, as in the papers)")
     penalizer: float = Field(0.001, ge=0, description="L2 penalty on the parameters (lifetimes convention); keeps the fit off the a -> 0 boundary")
 
 
@@ -186,7 +186,7 @@ class UserTaskParams(_Section):
     candidates: list[str] = Field(
         min_length=1,
         description="candidate names, simplest first (a tie on validation goes to the earlier): a rule name from `rules`, "
-        "bgnbd, logistic_regression, lightgbm, mlp",
+        "bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend",
     )
     references: list[str] = Field(default_factory=list, description="simple references the champion must beat on test (targets)")
     target_margin: float = Field(0.01, ge=0, description="ROC-AUC the champion must beat the best reference by for the target to be met")
@@ -196,16 +196,17 @@ class UserTaskParams(_Section):
     logistic: LogisticParams = Field(default_factory=LogisticParams)
     lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over shopsight/candidates/gbdt.py DEFAULTS")
     bgnbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams)
+    paretonbd: BGNBDFitParams = Field(default_factory=BGNBDFitParams, description="Pareto/NBD: the same settings as bgnbd")
     calibration: CalibrationParams = Field(default_factory=CalibrationParams)
     explain: ExplainParams = Field(default_factory=ExplainParams)
     selection: SelectionParams = Field(default_factory=SelectionParams)
 
     @model_validator(mode="after")
     def _known_candidates(self) -> "UserTaskParams":
-        known = {"bgnbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules}
+        known = {"bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules}
         unknown = [c for c in [*self.candidates, *self.references] if c not in known]
         if unknown:
-            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, logistic_regression, lightgbm, mlp, blend")
+            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend")
         if "blend" in self.candidates:
             before = self.candidates[: self.candidates.index("blend")]
             if len(self.blend) < 2 or any(m not in before for m in self.blend):
@@ -221,8 +222,8 @@ def _default_propensity_rules() -> dict[str, RuleParams]:
 
 
 class PropensityParams(UserTaskParams):
-    candidates: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
-    references: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd"])
+    candidates: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
+    references: list[str] = Field(default_factory=lambda: ["frequency", "recency", "bgnbd", "paretonbd"])
     blend: list[str] = Field(default_factory=lambda: ["logistic_regression", "lightgbm", "mlp"])
     rules: dict[str, RuleParams] = Field(default_factory=_default_propensity_rules)
 
@@ -235,8 +236,8 @@ class ChurnParams(UserTaskParams):
     """Churn warning: users active in the look-back window who have no activity in [T, T + horizon)."""
 
     horizon_days: int = Field(14, gt=0, description="inactivity window after the cutoff that counts as churn")
-    candidates: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
-    references: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd"])
+    candidates: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend"], min_length=1)
+    references: list[str] = Field(default_factory=lambda: ["recency", "frequency", "bgnbd", "paretonbd"])
     blend: list[str] = Field(default_factory=lambda: ["logistic_regression", "lightgbm", "mlp"])
     rules: dict[str, RuleParams] = Field(default_factory=_default_churn_rules)
 

@@ -46,8 +46,8 @@ class TaskHeadline:
 
 
 TASKS: tuple[TaskHeadline, ...] = (
-    TaskHeadline("propensity", paths.PROPENSITY_METRICS, "roc_auc", ("frequency", "recency", "bgnbd"), model_field=("champion",)),
-    TaskHeadline("churn", paths.CHURN_METRICS, "roc_auc", ("recency", "frequency", "bgnbd"), model_field=("champion",)),
+    TaskHeadline("propensity", paths.PROPENSITY_METRICS, "roc_auc", ("frequency", "recency", "bgnbd", "paretonbd"), model_field=("champion",)),
+    TaskHeadline("churn", paths.CHURN_METRICS, "roc_auc", ("recency", "frequency", "bgnbd", "paretonbd"), model_field=("champion",)),
     TaskHeadline("recommender", paths.RECOMMENDER_METRICS, "ndcg_at_10", ("popularity", "cooccurrence"), model_field=("best_model",)),
     TaskHeadline("demand", paths.DEMAND_METRICS, "wape", ("seasonal_naive", "moving_average", "sf_seasonal_naive", "croston", "adida",
                                                           "imapa", "auto_ets"), lower_is_better=True,

@@ -10,11 +10,16 @@ from sklearn.metrics import roc_auc_score
 
 from shopsight.btyd import (
     BGNBDParams,
+    ParetoNBDParams,
     bgnbd_log_likelihood,
     expected_purchases,
     fit_bgnbd,
+    fit_paretonbd,
     p_alive,
     p_no_purchase_within,
+    paretonbd_log_likelihood,
+    paretonbd_p_alive,
+    paretonbd_p_no_purchase_within,
     rfm_summary,
 )
 
@@ -140,6 +145,93 @@ def test_simulation_recovery_ranking_and_calibration():
 
     expected = expected_purchases(fit, horizon, x, t_x, T)
     assert expected.mean() == pytest.approx(holdout.mean(), rel=0.1)
+
+
+# Fader & Hardie (2005), "A Note on Implementing the Pareto/NBD Model in MATLAB": the CDNOW calibration data
+PARETO_PUBLISHED = ParetoNBDParams(r=0.553, alpha=10.578, s=0.606, beta=11.669)
+
+
+def test_paretonbd_cdnow_fit_reproduces_published_estimates(cdnow):
+    fit = fit_paretonbd(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    for name in ("r", "alpha", "s", "beta"):
+        assert getattr(fit, name) == pytest.approx(getattr(PARETO_PUBLISHED, name), rel=2e-3), name
+    assert paretonbd_log_likelihood(fit, cdnow["frequency"], cdnow["recency"], cdnow["T"]).sum() == pytest.approx(-9594.98, abs=0.02)
+
+
+def test_paretonbd_likelihood_equals_the_integral_over_the_death_time():
+    """The closed form (2F1) against its definition: alive through T, or died at tau in (t_x, T], integrated
+    numerically over tau with the gamma mixtures taken in closed form."""
+    from scipy.integrate import quad
+    from scipy.special import gammaln
+
+    p = ParetoNBDParams(r=0.8, alpha=6.0, s=1.3, beta=4.0)  # alpha > beta
+    q = ParetoNBDParams(r=0.4, alpha=3.0, s=0.5, beta=9.0)  # alpha < beta
+    for params in (p, q):
+        for x, t_x, T in ((0, 0.0, 10.0), (1, 2.5, 10.0), (6, 9.0, 30.0), (40, 20.0, 52.0), (3, 7.0, 7.0)):
+            r, alpha, s, beta = params.r, params.alpha, params.s, params.beta
+            scale = np.exp(gammaln(r + x) - gammaln(r) + r * np.log(alpha))
+            alive = (beta / (beta + T)) ** s / (alpha + T) ** (r + x)
+            died, _ = quad(lambda tau: s * beta**s / (beta + tau) ** (s + 1) / (alpha + tau) ** (r + x), t_x, T, epsabs=0, epsrel=1e-12)
+            expected = np.log(scale * (alive + died))
+            assert float(paretonbd_log_likelihood(params, x, t_x, T)) == pytest.approx(expected, rel=1e-9, abs=1e-9), (params, x)
+
+
+def _simulate_paretonbd(params: ParetoNBDParams, T: np.ndarray, horizon: float, rng: np.random.Generator):
+    """Pareto/NBD customers acquired at 0: (x, t_x) up to T, holdout purchases in (T, T+horizon], alive at T."""
+    n = T.size
+    lam = rng.gamma(params.r, 1.0 / params.alpha, n)
+    death = rng.exponential(1.0 / rng.gamma(params.s, 1.0 / params.beta, n))
+    end = np.minimum(T + horizon, death)
+    t, x, t_x, holdout = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    active = np.ones(n, bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        t[idx] += rng.exponential(1.0 / lam[idx])
+        over = t[idx] > end[idx]
+        active[idx[over]] = False
+        idx = idx[~over]
+        cal = t[idx] <= T[idx]
+        x[idx[cal]] += 1
+        t_x[idx[cal]] = t[idx[cal]]
+        holdout[idx[~cal]] += 1
+    return x, t_x, holdout, death > T
+
+
+def test_paretonbd_simulation_recovery_ranking_and_calibration():
+    true = ParetoNBDParams(r=0.75, alpha=4.0, s=0.6, beta=8.0)
+    rng = np.random.default_rng(11)
+    T = rng.uniform(26.0, 52.0, 6000)
+    horizon = 13.0
+    x, t_x, holdout, alive = _simulate_paretonbd(true, T, horizon, rng)
+
+    fit = fit_paretonbd(x, t_x, T)
+    assert fit.r == pytest.approx(true.r, rel=0.2)
+    assert fit.alpha == pytest.approx(true.alpha, rel=0.25)
+    assert fit.s / fit.beta == pytest.approx(true.s / true.beta, rel=0.35)  # the mean death rate; s and beta trade off
+
+    p_live = paretonbd_p_alive(fit, x, t_x, T)
+    assert roc_auc_score(alive, p_live) > 0.7
+    assert np.all((p_live > 0) & (p_live <= 1))
+    none = paretonbd_p_no_purchase_within(fit, horizon, x, t_x, T)
+    observed = holdout == 0
+    assert abs(none.mean() - observed.mean()) < 0.02
+    bins = pd.qcut(none, 10, labels=False, duplicates="drop")
+    by_bin = pd.DataFrame({"pred": none, "obs": observed, "bin": bins}).groupby("bin").mean()
+    assert (by_bin["pred"] - by_bin["obs"]).abs().max() < 0.1
+    # with the true parameters the probability is exact: the mean matches within sampling error
+    exact = paretonbd_p_no_purchase_within(true, horizon, x, t_x, T)
+    assert abs(exact.mean() - observed.mean()) < 3 * np.sqrt(0.25 / x.size) + 0.005
+
+
+def test_paretonbd_limits():
+    p = PARETO_PUBLISHED
+    # no horizon, no purchase; a customer who just bought (t_x = T) is alive for sure
+    assert np.allclose(paretonbd_p_no_purchase_within(p, 0.0, [0, 3], [0.0, 5.0], [10.0, 20.0]), 1.0)
+    assert np.allclose(paretonbd_p_alive(p, [2, 5], [10.0, 20.0], [10.0, 20.0]), 1.0)
+    # a long silence lowers P(alive); heavy buyers stay finite
+    assert float(paretonbd_p_alive(p, 5, 2.0, 50.0)) < float(paretonbd_p_alive(p, 5, 45.0, 50.0))
+    heavy = paretonbd_p_no_purchase_within(p, 13.0, [300.0, 300.0], [51.9, 10.0], [52.0, 52.0])  # ~5 purchases a week
+    assert np.all(np.isfinite(heavy)) and heavy[0] < 0.01 and heavy[1] > 0.99
 
 
 def _events(rows: list[tuple[str, str, str]]) -> pd.DataFrame:

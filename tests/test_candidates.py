@@ -44,6 +44,7 @@ def _auc(y, p) -> float:
 CONFIGS = {
     "rule": {"column": "recency_days", "sign": -1},
     "bgnbd": {"events": "purchase", "score": "buy", "time_unit_days": 7.0, "penalizer": 0.001},
+    "paretonbd": {"events": "purchase", "score": "buy", "time_unit_days": 7.0, "penalizer": 0.001},
     "logistic_regression": {"C": 1.0, "max_iter": 500},
     "lightgbm": {"num_boost_round": 80, "early_stopping_rounds": 20},
     "mlp": {"hidden_units": [8], "epochs": 6, "batch_size": 128, "learning_rate": 0.01, "patience": 2},
@@ -83,9 +84,10 @@ def test_a_rule_ranks_by_its_feature_in_its_direction():
         get_model("user_binary", "rule", {"column": "nope", "sign": 1}).predict(rows)
 
 
-def test_bgnbd_scores_frequent_recent_buyers_higher_and_long_silence_lower():
+@pytest.mark.parametrize("btyd", ["bgnbd", "paretonbd"])
+def test_btyd_scores_frequent_recent_buyers_higher_and_long_silence_lower(btyd):
     train = _rows(3000, 6)
-    model = get_model("user_binary", "bgnbd", CONFIGS["bgnbd"])
+    model = get_model("user_binary", btyd, CONFIGS[btyd])
     model.fit(train, train)
     raw = {c: np.array(v, dtype="float64") for c, v in {
         "purchase_days_total": [6, 6, 1], "repeat_purchase_days": [5, 5, 0], "first_purchase_days_ago": [100, 100, 100],
@@ -95,14 +97,14 @@ def test_bgnbd_scores_frequent_recent_buyers_higher_and_long_silence_lower():
     p = model.predict(rows)
     assert p[0] > p[1], "same frequency, longer silence: less likely to buy"
     assert p[0] > p[2], "a frequent recent buyer beats a one-time buyer"
-    churn = get_model("user_binary", "bgnbd", {**CONFIGS["bgnbd"], "events": "activity", "score": "no_activity"})
+    churn = get_model("user_binary", btyd, {**CONFIGS[btyd], "events": "activity", "score": "no_activity"})
     churn.fit(train, train)
     q = churn.predict(rows)
     assert q[1] > q[0], "longer silence: more likely to stay inactive"
 
 
 def test_get_model_names_the_known_candidates():
-    assert {"rule", "bgnbd", "logistic_regression", "lightgbm", "mlp"} <= set(available("user_binary"))
+    assert {"rule", "bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp"} <= set(available("user_binary"))
     with pytest.raises(ValueError, match="unknown user_binary candidate 'xgb'; known: .*lightgbm"):
         get_model("user_binary", "xgb")
 

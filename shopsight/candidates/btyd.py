@@ -1,4 +1,4 @@
-"""BG/NBD (shopsight.btyd) as a user-level binary candidate, on the full-history features.
+"""BG/NBD and Pareto/NBD (shopsight.btyd) as user-level binary candidates, on the full-history features.
 
 The transactions are purchase days (propensity: P(at least one purchase within the horizon)) or active days
 (churn: P(no activity within the horizon)). (x, t_x, T) come from the lifetime features, so the same model
@@ -42,12 +42,12 @@ def rfm_from_rows(data: UserRows, events: str) -> tuple[np.ndarray, np.ndarray, 
     return x, t_x, T
 
 
-@register("user_binary", "bgnbd")
-class BGNBDCandidate(Candidate):
+class _BTYDCandidate(Candidate):
     """config: events (purchase | activity), score (buy | no_activity), time_unit_days, penalizer."""
 
     kind = "user_binary"
     family = "btyd"
+    model_file: str
 
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, config)
@@ -57,34 +57,70 @@ class BGNBDCandidate(Candidate):
     def _unit(self) -> float:
         return float(self.config.get("time_unit_days", 7.0))
 
-    def fit(self, train: UserRows, valid: UserRows) -> dict[str, Any]:
-        from shopsight.btyd import fit_bgnbd
+    def _fit(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, penalizer: float) -> dict[str, float]:
+        raise NotImplementedError
 
+    def _p_none(self, horizon: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, train: UserRows, valid: UserRows) -> dict[str, Any]:
         rows = train if train.cutoff is None else train.take(train.cutoff == train.cutoff.max())
         x, t_x, T = rfm_from_rows(rows, self.config.get("events", "purchase"))
         penalizer = float(self.config.get("penalizer", 1e-3))
         try:
-            fit = fit_bgnbd(x, t_x / self._unit, T / self._unit, penalizer=penalizer)
+            self.params = self._fit(x, t_x / self._unit, T / self._unit, penalizer)
         except RuntimeError:  # small samples can push the optimiser to a boundary: retry once with a firmer penalty
-            fit = fit_bgnbd(x, t_x / self._unit, T / self._unit, penalizer=max(10 * penalizer, 1e-2))
-        self.params = {"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b}
+            self.params = self._fit(x, t_x / self._unit, T / self._unit, max(10 * penalizer, 1e-2))
         return {"fit_rows": int(len(rows)), **self.params}
 
     def predict(self, data: UserRows) -> np.ndarray:
-        from shopsight.btyd import BGNBDParams, p_no_purchase_within
-
         if len(data) == 0:
             return np.zeros(0)
         x, t_x, T = rfm_from_rows(data, self.config.get("events", "purchase"))
-        p_none = p_no_purchase_within(BGNBDParams(**self.params), data.horizon_days / self._unit, x, t_x / self._unit, T / self._unit)
-        p_none = np.clip(p_none, 0.0, 1.0)
+        p_none = np.clip(self._p_none(data.horizon_days / self._unit, x, t_x / self._unit, T / self._unit), 0.0, 1.0)
         return p_none if self.config.get("score", "buy") == "no_activity" else 1.0 - p_none
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / MODEL_FILE).write_text(json.dumps(self.params))
+        (Path(directory) / self.model_file).write_text(json.dumps(self.params))
 
     @classmethod
-    def load(cls, directory: Path, name: str, config: Mapping[str, Any]) -> "BGNBDCandidate":
+    def load(cls, directory: Path, name: str, config: Mapping[str, Any]) -> "_BTYDCandidate":
         out = cls(name, config)
-        out.params = json.loads((Path(directory) / MODEL_FILE).read_text())
+        out.params = json.loads((Path(directory) / cls.model_file).read_text())
         return out
+
+
+@register("user_binary", "bgnbd")
+class BGNBDCandidate(_BTYDCandidate):
+    """BG/NBD: dropout only right after a purchase."""
+
+    model_file = MODEL_FILE
+
+    def _fit(self, x, t_x, T, penalizer):
+        from shopsight.btyd import fit_bgnbd
+
+        fit = fit_bgnbd(x, t_x, T, penalizer=penalizer)
+        return {"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b}
+
+    def _p_none(self, horizon, x, t_x, T):
+        from shopsight.btyd import BGNBDParams, p_no_purchase_within
+
+        return p_no_purchase_within(BGNBDParams(**self.params), horizon, x, t_x, T)
+
+
+@register("user_binary", "paretonbd")
+class ParetoNBDCandidate(_BTYDCandidate):
+    """Pareto/NBD: dropout at any time (exponential lifetimes)."""
+
+    model_file = "paretonbd.json"
+
+    def _fit(self, x, t_x, T, penalizer):
+        from shopsight.btyd import fit_paretonbd
+
+        fit = fit_paretonbd(x, t_x, T, penalizer=penalizer)
+        return {"r": fit.r, "alpha": fit.alpha, "s": fit.s, "beta": fit.beta}
+
+    def _p_none(self, horizon, x, t_x, T):
+        from shopsight.btyd import ParetoNBDParams, paretonbd_p_no_purchase_within
+
+        return paretonbd_p_no_purchase_within(ParetoNBDParams(**self.params), horizon, x, t_x, T)

@@ -63,8 +63,8 @@ def candidate_config(task: UserTask, params: Params, name: str) -> tuple[str, di
         return "lightgbm", dict(cfg.lightgbm)
     if name == "logistic_regression":
         return "logistic_regression", cfg.logistic.model_dump()
-    if name == "bgnbd":
-        return "bgnbd", {**cfg.bgnbd.model_dump(), **task.bgnbd}
+    if name in ("bgnbd", "paretonbd"):
+        return name, {**getattr(cfg, name).model_dump(), **task.bgnbd}
     if name == "blend":
         return "blend", {"members": list(cfg.blend)}
     raise ValueError(f"{task.name}.candidates: unknown candidate {name!r}")
