@@ -87,21 +87,17 @@ def _params(realdata_file: Path, update: dict):
 def bootstrap_gap(scores, champion: str, reference: str, n: int = 300, seed: int = 0) -> tuple[float, float]:
     """95% interval of ROC-AUC(champion) - ROC-AUC(reference) over test users resampled with replacement (a user's
     rows at several test cutoffs are drawn together: they are not independent; the AUC counts pairs within a cutoff)."""
-    import pandas as pd
-
     from shopsight.calibration import within_group_roc_auc
+    from shopsight.candidates.base import bootstrap_draw
 
     test = scores[scores["split"] == "test"].reset_index(drop=True)
     y, a, b = test["label"].to_numpy(), test[champion].to_numpy(), test[reference].to_numpy()
     cut = test["cutoff"].to_numpy()
-    codes, users = pd.factorize(test["user_id"])
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(len(users) + 1))
+    draw = bootstrap_draw(len(test), test["user_id"].astype("string").to_numpy())
     rng = np.random.default_rng(seed)
     gaps = []
     for _ in range(n):
-        drawn = rng.integers(0, len(users), len(users))
-        idx = np.concatenate([order[starts[u]:starts[u + 1]] for u in drawn])
+        idx = draw(rng)
         if len(np.unique(y[idx])) == 2:
             gaps.append(within_group_roc_auc(y[idx], a[idx], cut[idx]) - within_group_roc_auc(y[idx], b[idx], cut[idx]))
     return float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5))

@@ -184,18 +184,60 @@ def paretonbd_log_likelihood(params: ParetoNBDParams, frequency, recency, T) -> 
 
 
 def _paretonbd_log_a0(params: ParetoNBDParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """ln A0, the "died between t_x and T" term: with m = max(alpha, beta), k = s + 1 if alpha >= beta else r + x,
-    A0 = 2F1(r+s+x, k; r+s+x+1; |alpha-beta| / (m+t_x)) / (m+t_x)^(r+s+x) - the same at T; the argument of 2F1 stays
-    in [0, 1). -inf where t_x = T (no time to die in)."""
+    """ln A0, the "died between t_x and T" term: A0 = (r+s+x) int_{t_x}^{T} (alpha+tau)^-(r+x) (beta+tau)^-(s+1) dtau
+    = F(t_x) - F(T) with F(t) = 2F1(r+s+x, k; r+s+x+1; z_t) / (m+t)^(r+s+x), m = max(alpha, beta), k = s + 1 if
+    alpha >= beta else r + x, z_t = |alpha-beta| / (m+t). -inf where t_x = T (no time to die in).
+
+    The series overflows for heavy buyers when beta >> alpha (inf - inf = NaN): such entries are taken after Pfaff's
+    transformation, 2F1(a, k; a+1; z) = (1-z)^-k 2F1(k, 1; a+1; z/(z-1)) with the power in log space, and entries
+    still not finite by adaptive quadrature of the integral (scipy.integrate.quad, scaled by the integrand's largest
+    value, split where it has fallen by factors of ten)."""
     r, alpha, s, beta = params.r, params.alpha, params.s, params.beta
+    x, t_x, T = np.broadcast_arrays(*(np.asarray(v, dtype="float64") for v in (x, t_x, T)))
     rsx = r + s + x
-    m, k = (alpha, s + 1.0) if alpha >= beta else (beta, r + x)
-    gap = abs(alpha - beta)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        first = np.log(hyp2f1(rsx, k, rsx + 1.0, gap / (m + t_x))) - rsx * np.log(m + t_x)
-        second = np.log(hyp2f1(rsx, k, rsx + 1.0, gap / (m + T))) - rsx * np.log(m + T)
-        # first >= second (the integrand of A0 is positive); their difference in log space, -inf when equal
+    k = np.broadcast_to(s + 1.0 if alpha >= beta else r + x, x.shape)
+    low, high = min(alpha, beta), max(alpha, beta)
+    gap = high - low
+
+    def log_f(t: np.ndarray) -> np.ndarray:
+        return np.log(hyp2f1(rsx, k, rsx + 1.0, gap / (high + t))) - rsx * np.log(high + t)
+
+    def log_f_pfaff(t: np.ndarray) -> np.ndarray:  # 1 - z_t = (low + t) / (high + t), z/(z-1) = -gap / (low + t)
+        return -k * (np.log(low + t) - np.log(high + t)) + np.log(hyp2f1(k, 1.0, rsx + 1.0, -gap / (low + t))) - rsx * np.log(high + t)
+
+    def difference(first: np.ndarray, second: np.ndarray) -> np.ndarray:  # ln(e^first - e^second), first >= second
         return first + np.log(-np.expm1(np.minimum(second - first, 0.0)))
+
+    open_window = t_x < T
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = np.where(open_window, difference(log_f(t_x), log_f(T)), -np.inf)
+        bad = ~np.isfinite(out) & open_window
+        if bad.any():
+            out = np.where(bad, difference(log_f_pfaff(t_x), log_f_pfaff(T)), out)
+    bad = ~np.isfinite(out) & open_window
+    if bad.any():
+        out = np.array(out, dtype="float64")
+        for i in np.flatnonzero(bad.ravel()):
+            out.flat[i] = _paretonbd_log_a0_quad(params, x.flat[i], t_x.flat[i], T.flat[i])
+    return out
+
+
+def _paretonbd_log_a0_quad(params: ParetoNBDParams, x: float, t_x: float, T: float) -> float:
+    """ln A0 by adaptive quadrature of its integrand over [t_x, T], divided by its value at t_x (its largest). The
+    interval is split at t_x + L 10^j (L: the integrand's e-folding length at t_x) so a narrow peak is not missed."""
+    from scipy.integrate import quad
+
+    r, alpha, s, beta = params.r, params.alpha, params.s, params.beta
+
+    def log_g(tau):
+        return -(r + x) * np.log(alpha + tau) - (s + 1.0) * np.log(beta + tau)
+
+    top = log_g(t_x)
+    length = 1.0 / ((r + x) / (alpha + t_x) + (s + 1.0) / (beta + t_x))
+    edges = [t_x, *(t_x + length * 10.0**j for j in range(-1, 12) if t_x + length * 10.0**j < T), T]
+    value = sum(quad(lambda tau: np.exp(log_g(tau) - top), a, b, limit=200, epsabs=0.0, epsrel=1e-11)[0]
+                for a, b in zip(edges[:-1], edges[1:]))
+    return float(np.log(r + s + x) + top + np.log(value)) if value > 0 else -np.inf
 
 
 def fit_paretonbd(frequency, recency, T, *, penalizer: float = 0.0, initial: ParetoNBDParams | None = None) -> ParetoNBDParams:

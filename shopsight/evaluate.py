@@ -120,7 +120,7 @@ def metric_table_markdown(metrics: dict, keys: list[str]) -> str:
 
 
 def render_roc_png(roc: pd.DataFrame, test_metrics: dict, path: Path, title: str) -> None:
-    """ROC curves of every model in `roc` (fpr + tpr_<model> columns) with their test AUC in the legend."""
+    """ROC curves of every model in `roc` (fpr + tpr_<model> columns, over all test rows) with their test AUC in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +129,12 @@ def render_roc_png(roc: pd.DataFrame, test_metrics: dict, path: Path, title: str
     fig, ax = plt.subplots(figsize=(5, 5))
     for col in [c for c in roc.columns if c.startswith("tpr_")]:
         name = col.removeprefix("tpr_")
-        ax.plot(roc["fpr"], roc[col], label=f"{name} (AUC {test_metrics[name]['roc_auc']:.3f})")
+        m = test_metrics[name]
+        # the curve is drawn over all rows: with several test cutoffs its area is the pooled AUC, the task's
+        # roc_auc counts pairs within a cutoff, so the legend gives both
+        auc = (f"AUC {m['roc_auc_pooled']:.3f} pooled, {m['roc_auc']:.3f} within cutoffs" if "roc_auc_pooled" in m
+               else f"AUC {m['roc_auc']:.3f}")
+        ax.plot(roc["fpr"], roc[col], label=f"{name} ({auc})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=8)

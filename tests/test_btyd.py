@@ -176,6 +176,22 @@ def test_paretonbd_likelihood_equals_the_integral_over_the_death_time():
             assert float(paretonbd_log_likelihood(params, x, t_x, T)) == pytest.approx(expected, rel=1e-9, abs=1e-9), (params, x)
 
 
+def test_paretonbd_heavy_buyers_with_beta_far_above_alpha_stay_finite_and_exact():
+    """Where 2F1's series overflows (x in the hundreds, beta >> alpha: inf - inf), A0 comes from Pfaff's
+    transformation or, failing that, quadrature: finite and equal to an adaptive integral of its definition."""
+    from shopsight.btyd import _paretonbd_log_a0, _paretonbd_log_a0_quad
+
+    p = ParetoNBDParams(r=2.0, alpha=0.3, s=0.5, beta=200.0)
+    x, t_x, T = np.array([300.0, 700.0, 700.0, 700.0, 0.0]), np.array([51.0, 103.0, 90.0, 103.0, 0.0]), np.array([52.0, 104.0, 104.0, 103.0, 80.0])
+    got = _paretonbd_log_a0(p, x, t_x, T)
+    assert got[3] == -np.inf  # t_x = T: no time to die in
+    for i in (0, 1, 2, 4):
+        assert got[i] == pytest.approx(_paretonbd_log_a0_quad(p, x[i], t_x[i], T[i]), rel=1e-8), i
+    for values in (paretonbd_p_alive(p, x, t_x, T), paretonbd_p_no_purchase_within(p, 2.0, x, t_x, T), paretonbd_log_likelihood(p, x, t_x, T)):
+        assert np.isfinite(values).all()
+    assert float(paretonbd_p_alive(p, 700, 90.0, 104.0)) < 1e-30 < float(paretonbd_p_alive(p, 700, 103.0, 104.0))
+
+
 def _simulate_paretonbd(params: ParetoNBDParams, T: np.ndarray, horizon: float, rng: np.random.Generator):
     """Pareto/NBD customers acquired at 0: (x, t_x) up to T, holdout purchases in (T, T+horizon], alive at T."""
     n = T.size

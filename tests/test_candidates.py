@@ -177,3 +177,20 @@ def test_one_se_rule_keeps_the_simpler_candidate_unless_the_better_one_is_beyond
     # lower-is-better metrics follow the same rule
     assert select_champion({"a": {"wape": 0.52}, "b": {"wape": 0.50}}, "wape", lower_is_better=True, order=["a", "b"],
                            tolerance={"a": 0.03}) == "a"
+
+
+def test_bootstrap_draw_takes_whole_users_and_is_the_row_bootstrap_without_repeats():
+    from shopsight.candidates.base import bootstrap_draw
+
+    users = np.array(["u1", "u2", "u3", "u1", "u2", "u3", "u4"])  # u4 at one cutoff only
+    draw = bootstrap_draw(len(users), users)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = draw(rng)
+        picked = users[idx]
+        for user in set(picked):  # every drawn user comes with all their rows, as often as drawn
+            count = int((picked == user).sum())
+            assert count % int((users == user).sum()) == 0
+        assert len(set(picked)) <= 4
+    assert np.array_equal(bootstrap_draw(5, np.arange(5))(np.random.default_rng(3)), np.random.default_rng(3).integers(0, 5, 5))
+    assert np.array_equal(bootstrap_draw(5)(np.random.default_rng(3)), np.random.default_rng(3).integers(0, 5, 5))

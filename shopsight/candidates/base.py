@@ -151,17 +151,20 @@ def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower
 
 def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: str,
                         metric: Callable[..., float], n_boot: int = 200, seed: int = 0,
-                        groups: np.ndarray | None = None) -> dict[str, float]:
+                        groups: np.ndarray | None = None, clusters: np.ndarray | None = None) -> dict[str, float]:
     """Standard error of metric(best) - metric(candidate) on the same rows, by a paired bootstrap over rows (each
     resample scores every candidate on the same rows; resamples with a single class are skipped). With `groups`
-    (the rows' cutoffs) the metric is called as metric(y, p, groups) on the resampled rows. The one-SE rule
-    (Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest candidate within one SE."""
+    (the rows' cutoffs) the metric is called as metric(y, p, groups) on the resampled rows; with `clusters` (the
+    rows' users) whole users are drawn with all their rows, as rows of one user at several cutoffs are not
+    independent. The one-SE rule (Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL 7.10) keeps the simplest
+    candidate within one SE."""
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
+    draw = bootstrap_draw(len(y), clusters)
     names = [n for n in scores if n != best]
     diffs: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
+        idx = draw(rng)
         if len(np.unique(y[idx])) < 2:
             continue
         extra = () if groups is None else (np.asarray(groups)[idx],)
@@ -171,6 +174,28 @@ def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: s
     out = {best: 0.0}
     out.update({n: float(np.std(d, ddof=1)) if len(d) > 1 else math.inf for n, d in diffs.items()})
     return out
+
+
+def bootstrap_draw(n: int, clusters: np.ndarray | None = None) -> Callable[[np.random.Generator], np.ndarray]:
+    """A function rng -> row indices of one bootstrap resample of `n` rows: rows drawn with replacement, or, with
+    `clusters` that repeat (a user's rows at several cutoffs), clusters drawn with replacement and all their rows
+    taken (without repeats it is the row bootstrap, draw for draw)."""
+    if clusters is None:
+        return lambda rng: rng.integers(0, n, n)
+    _, codes = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(codes.max()) + 1 if n else 0
+    if n_clusters == n:
+        return lambda rng: rng.integers(0, n, n)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(n_clusters + 1))
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        picked = rng.integers(0, n_clusters, n_clusters)
+        sizes = starts[picked + 1] - starts[picked]
+        offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return order[np.repeat(starts[picked], sizes) + offsets]
+
+    return draw
 
 
 def champion_vs_references(test: Mapping[str, Mapping[str, float]], champion: str, references: Sequence[str], metric: str,

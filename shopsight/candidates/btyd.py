@@ -77,7 +77,13 @@ class _BTYDCandidate(Candidate):
         if len(data) == 0:
             return np.zeros(0)
         x, t_x, T = rfm_from_rows(data, self.config.get("events", "purchase"))
-        p_none = np.clip(self._p_none(data.horizon_days / self._unit, x, t_x / self._unit, T / self._unit), 0.0, 1.0)
+        p_none = self._p_none(data.horizon_days / self._unit, x, t_x / self._unit, T / self._unit)
+        broken = ~np.isfinite(p_none)
+        if broken.any():  # np.clip would keep a NaN and the task would fail later on an unrelated-looking error
+            i = int(np.flatnonzero(broken)[0])
+            raise RuntimeError(f"{self.name}: {int(broken.sum())} of {len(p_none)} rows got no finite score (the first has x={x[i]:g}, "
+                               f"t_x={t_x[i]:g}, T={T[i]:g} days; parameters {self.params}). This is a shopsight bug: please report it")
+        p_none = np.clip(p_none, 0.0, 1.0)
         return p_none if self.config.get("score", "buy") == "no_activity" else 1.0 - p_none
 
     def save(self, directory: Path) -> None:

@@ -1,5 +1,5 @@
-"""LightGBM gradient-boosted trees as a user-level binary candidate: boosting rounds early-stopped on the
-validation ROC-AUC, stored in LightGBM's own text format (no pickle), explained by its exact tree SHAP values."""
+"""LightGBM gradient-boosted trees as a user-level binary candidate: boosting rounds early-stopped on the ROC-AUC
+of the rows `fit` gets as `valid` (held-out training users by default: selection.early_stopping), stored in LightGBM's own text format (no pickle), explained by its exact tree SHAP values."""
 
 from __future__ import annotations
 

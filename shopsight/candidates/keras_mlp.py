@@ -1,4 +1,5 @@
-"""The Keras MLP as a user-level binary candidate: class-weighted, early stopping on validation ROC-AUC,
+"""The Keras MLP as a user-level binary candidate: class-weighted, early stopping on the ROC-AUC of the rows `fit`
+gets as `valid` (held-out training users by default: selection.early_stopping),
 served through a compiled call (never `model.predict` per request), explained by integrated gradients."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class MLPCandidate(Candidate):
         return {"epochs": int(len(self.history))}
 
     def refit(self, rows: UserRows) -> dict[str, Any]:
-        """A new network trained on `rows` (train and validation) for the epochs early stopping chose; the validation
+        """A new network trained on `rows` (train and validation) for the epochs early stopping chose; the held-out
         curve of the first fit stays the reported history."""
         from shopsight.config import MLPParams
         from shopsight.train import fit_binary_mlp

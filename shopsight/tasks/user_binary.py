@@ -186,7 +186,7 @@ def early_stopping_rows(train: pd.DataFrame, train_rows: UserRows, valid_rows: U
     train_users: the training rows of a share of the users (a stable hash of user_id, all their cutoffs) are held out
     to stop on, so no candidate looks at the validation rows that choose the champion (a candidate stopped on them
     scores ~0.02-0.03 ROC-AUC higher there than it does on users it never saw, measured on the Taobao head); valid:
-    the validation rows, as before. Falls back to valid when the held-out users have a single class."""
+    the validation rows, as before. Falls back to valid when the held-out users, or the rest, have a single class."""
     if selection.early_stopping == "valid":
         return {"rows": (train_rows, valid_rows), "info": {"on": "valid", "rows": int(len(valid_rows))}}
     bucket = pd.util.hash_pandas_object(train["user_id"].astype("string"), index=False).to_numpy() % 10_000
@@ -230,8 +230,9 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
     y = valid_scores["label"].to_numpy()
     names = [n for n in cfg.candidates if n in valid_scores]
     groups = valid_scores["cutoff"].to_numpy() if "cutoff" in valid_scores else None
+    clusters = valid_scores["user_id"].astype("string").to_numpy() if "user_id" in valid_scores else None
     se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
-                             sel.seed, groups=groups)
+                             sel.seed, groups=groups, clusters=clusters)
     champion = select_champion(valid_metrics, "roc_auc", order=cfg.candidates, tolerance={n: sel.k_se * v for n, v in se.items()})
     out.update(champion=champion, k_se=sel.k_se, n_boot=sel.n_boot,
                se_of_gap_to_best={n: (round(v, 5) if math.isfinite(v) else None) for n, v in se.items()},
@@ -367,7 +368,10 @@ def write_champion_importance(task: UserTask, params: Params) -> pd.DataFrame:
 
 
 def _permutation_importance(model, rows: UserRows) -> pd.DataFrame:
-    from sklearn.metrics import roc_auc_score
+    from shopsight.calibration import within_group_roc_auc
+
+    def roc_auc_score(y, p):  # pairs within a cutoff, as the task's roc_auc
+        return within_group_roc_auc(y, p, rows.cutoff)
 
     rng = np.random.default_rng(0)
     base = roc_auc_score(rows.y, model.predict(rows)) if len(np.unique(rows.y)) == 2 else np.nan
