@@ -200,3 +200,16 @@ def test_fast_lifetime_columns_equal_duckdb_on_logs_with_returns(seed, history_d
     fast, sql = fast.set_index("user_id").sort_index(), sql.set_index("user_id").sort_index()
     assert list(fast.index) == list(sql.index) and (fast["cutoff"] == sql["cutoff"]).all()
     np.testing.assert_allclose(fast[feature_columns(windows)].to_numpy(), sql[feature_columns(windows)].to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_model_input_is_the_same_for_sums_that_differ_only_in_the_order_of_addition():
+    """DuckDB's parallel sums add in no fixed order: a net monetary value came out as 2.8e-14 in one run and 0.0 in
+    the next (Online Retail II), and a revenue as 1125.44 or 1125.4399999999998. The model input rounds first, so
+    the same events make the same input (and LightGBM the same trees)."""
+    from shopsight.features import model_input
+
+    columns = ["monetary_total", "revenue_7d"]
+    one = pd.DataFrame({"monetary_total": [2.842170943040401e-14, 774.62], "revenue_7d": [1125.44, 3275.6]})
+    other = pd.DataFrame({"monetary_total": [0.0, 774.6200000000001], "revenue_7d": [1125.4399999999998, 3275.5999999999995]})
+    assert np.array_equal(model_input(one, columns), model_input(other, columns))
+    assert model_input(one, columns)[0, 0] == 0.0 and model_input(one, columns)[1, 1] == np.float32(np.log1p(3275.6))
