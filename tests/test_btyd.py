@@ -95,12 +95,10 @@ def test_invalid_summaries_are_rejected():
         p_no_purchase_within(PUBLISHED, -1.0, [1.0], [2.0], [5.0])
 
 
-def _simulate(params: BGNBDParams, T: np.ndarray, horizon: float, rng: np.random.Generator):
-    """BG/NBD customers acquired at 0: (x, t_x, T) up to T, holdout purchases in (T, T+horizon], alive at T."""
+def _purchases(lam: np.ndarray, T: np.ndarray, end: np.ndarray, rng: np.random.Generator, drop: np.ndarray | None = None):
+    """Poisson purchases at rates `lam` from 0 until `end` (or, with `drop`, until a dropout right after a purchase
+    with that probability): (x, t_x) up to T, holdout purchases after T, the dropout time (inf without)."""
     n = T.size
-    lam = rng.gamma(params.r, 1.0 / params.alpha, n)
-    drop = rng.beta(params.a, params.b, n)
-    end = T + horizon
     t, x, t_x, holdout = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     died_at = np.full(n, np.inf)
     active = np.ones(n, bool)
@@ -114,10 +112,28 @@ def _simulate(params: BGNBDParams, T: np.ndarray, horizon: float, rng: np.random
         x[idx[cal]] += 1
         t_x[idx[cal]] = t[idx[cal]]
         holdout[idx[~cal]] += 1
-        dies = rng.random(idx.size) < drop[idx]  # dropout only right after a (repeat) purchase
-        died_at[idx[dies]] = t[idx[dies]]
-        active[idx[dies]] = False
+        if drop is not None:
+            dies = rng.random(idx.size) < drop[idx]
+            died_at[idx[dies]] = t[idx[dies]]
+            active[idx[dies]] = False
+    return x, t_x, holdout, died_at
+
+
+def _simulate(params: BGNBDParams, T: np.ndarray, horizon: float, rng: np.random.Generator):
+    """BG/NBD customers acquired at 0: (x, t_x, T) up to T, holdout purchases in (T, T+horizon], alive at T."""
+    lam = rng.gamma(params.r, 1.0 / params.alpha, T.size)
+    drop = rng.beta(params.a, params.b, T.size)  # dropout only right after a (repeat) purchase
+    x, t_x, holdout, died_at = _purchases(lam, T, T + horizon, rng, drop)
     return x, t_x, holdout, died_at > T
+
+
+def _assert_calibrated(p_none: np.ndarray, holdout: np.ndarray) -> None:
+    """P(no purchase in the holdout) against the observed share, overall and by decile of the prediction."""
+    observed = holdout == 0
+    assert abs(p_none.mean() - observed.mean()) < 0.02
+    deciles = pd.qcut(p_none, 10, labels=False, duplicates="drop")
+    by_decile = pd.DataFrame({"pred": p_none, "obs": observed, "bin": deciles}).groupby("bin").mean()
+    assert (by_decile["pred"] - by_decile["obs"]).abs().max() < 0.1
 
 
 def test_simulation_recovery_ranking_and_calibration():
@@ -136,12 +152,7 @@ def test_simulation_recovery_ranking_and_calibration():
 
     assert roc_auc_score(alive, p_alive(fit, x, t_x, T)) > 0.7
 
-    churn = p_no_purchase_within(fit, horizon, x, t_x, T)
-    observed = holdout == 0
-    assert abs(churn.mean() - observed.mean()) < 0.02
-    deciles = pd.qcut(churn, 10, labels=False, duplicates="drop")
-    by_decile = pd.DataFrame({"pred": churn, "obs": observed, "bin": deciles}).groupby("bin").mean()
-    assert (by_decile["pred"] - by_decile["obs"]).abs().max() < 0.1
+    _assert_calibrated(p_no_purchase_within(fit, horizon, x, t_x, T), holdout)
 
     expected = expected_purchases(fit, horizon, x, t_x, T)
     assert expected.mean() == pytest.approx(holdout.mean(), rel=0.1)
@@ -194,22 +205,9 @@ def test_paretonbd_heavy_buyers_with_beta_far_above_alpha_stay_finite_and_exact(
 
 def _simulate_paretonbd(params: ParetoNBDParams, T: np.ndarray, horizon: float, rng: np.random.Generator):
     """Pareto/NBD customers acquired at 0: (x, t_x) up to T, holdout purchases in (T, T+horizon], alive at T."""
-    n = T.size
-    lam = rng.gamma(params.r, 1.0 / params.alpha, n)
-    death = rng.exponential(1.0 / rng.gamma(params.s, 1.0 / params.beta, n))
-    end = np.minimum(T + horizon, death)
-    t, x, t_x, holdout = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    active = np.ones(n, bool)
-    while active.any():
-        idx = np.flatnonzero(active)
-        t[idx] += rng.exponential(1.0 / lam[idx])
-        over = t[idx] > end[idx]
-        active[idx[over]] = False
-        idx = idx[~over]
-        cal = t[idx] <= T[idx]
-        x[idx[cal]] += 1
-        t_x[idx[cal]] = t[idx[cal]]
-        holdout[idx[~cal]] += 1
+    lam = rng.gamma(params.r, 1.0 / params.alpha, T.size)
+    death = rng.exponential(1.0 / rng.gamma(params.s, 1.0 / params.beta, T.size))
+    x, t_x, holdout, _ = _purchases(lam, T, np.minimum(T + horizon, death), rng)
     return x, t_x, holdout, death > T
 
 
@@ -228,15 +226,10 @@ def test_paretonbd_simulation_recovery_ranking_and_calibration():
     p_live = paretonbd_p_alive(fit, x, t_x, T)
     assert roc_auc_score(alive, p_live) > 0.7
     assert np.all((p_live > 0) & (p_live <= 1))
-    none = paretonbd_p_no_purchase_within(fit, horizon, x, t_x, T)
-    observed = holdout == 0
-    assert abs(none.mean() - observed.mean()) < 0.02
-    bins = pd.qcut(none, 10, labels=False, duplicates="drop")
-    by_bin = pd.DataFrame({"pred": none, "obs": observed, "bin": bins}).groupby("bin").mean()
-    assert (by_bin["pred"] - by_bin["obs"]).abs().max() < 0.1
+    _assert_calibrated(paretonbd_p_no_purchase_within(fit, horizon, x, t_x, T), holdout)
     # with the true parameters the probability is exact: the mean matches within sampling error
     exact = paretonbd_p_no_purchase_within(true, horizon, x, t_x, T)
-    assert abs(exact.mean() - observed.mean()) < 3 * np.sqrt(0.25 / x.size) + 0.005
+    assert abs(exact.mean() - (holdout == 0).mean()) < 3 * np.sqrt(0.25 / x.size) + 0.005
 
 
 def test_paretonbd_limits():
