@@ -229,10 +229,8 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
         return out
     y = valid_scores["label"].to_numpy()
     names = [n for n in cfg.candidates if n in valid_scores]
-    groups = valid_scores["cutoff"].to_numpy() if "cutoff" in valid_scores else None
-    clusters = valid_scores["user_id"].astype("string").to_numpy() if "user_id" in valid_scores else None
     se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
-                             sel.seed, groups=groups, clusters=clusters)
+                             sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
     champion = select_champion(valid_metrics, "roc_auc", order=cfg.candidates, tolerance={n: sel.k_se * v for n, v in se.items()})
     out.update(champion=champion, k_se=sel.k_se, n_boot=sel.n_boot,
                se_of_gap_to_best={n: (round(v, 5) if math.isfinite(v) else None) for n, v in se.items()},
@@ -314,20 +312,20 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
     task.metrics.write_text(json.dumps(strict_json(metrics), indent=2))
     roc = write_binary_plots(task.plots, y, test_scores, tables, test_metrics, f"{task.name}: reliability (test)")
     render_roc_png(roc, test_metrics, task.plots / "roc.png", f"{task.name}: test ROC (champion {champion})")
-    _write_history_png(task)
+    _write_history_png(task, selection.get("early_stopping", {}).get("on"))
     write_champion_importance(task, params)
     return metrics
 
 
-def _write_history_png(task: UserTask) -> None:
+def _write_history_png(task: UserTask, stopped_on: str | None) -> None:
+    """The MLP's loss and ROC-AUC per epoch, on its training rows and the rows it stopped on (`stopped_on`: train_users
+    or valid, from the selection file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     hist = pd.read_csv(task.plots / "history.csv")
-    selection = task.candidates_dir / SELECTION_FILE
-    stopped_on = json.loads(selection.read_text()).get("early_stopping", {}).get("on") if selection.exists() else None
     held_out = "held-out training users (early stopping)" if stopped_on == "train_users" else "validation"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     if len(hist):
@@ -370,17 +368,14 @@ def write_champion_importance(task: UserTask, params: Params) -> pd.DataFrame:
 def _permutation_importance(model, rows: UserRows) -> pd.DataFrame:
     from shopsight.calibration import within_group_roc_auc
 
-    def roc_auc_score(y, p):  # pairs within a cutoff, as the task's roc_auc
-        return within_group_roc_auc(y, p, rows.cutoff)
-
     rng = np.random.default_rng(0)
-    base = roc_auc_score(rows.y, model.predict(rows)) if len(np.unique(rows.y)) == 2 else np.nan
+    base = within_group_roc_auc(rows.y, model.predict(rows), rows.cutoff) if len(np.unique(rows.y)) == 2 else np.nan
     drops = []
     for j in range(rows.x.shape[1]):
         x = rows.x.copy()
         x[:, j] = rng.permutation(x[:, j])
         shuffled = UserRows(x, rows.columns, rows.horizon_days, rows.y, rows.cutoff)
-        drops.append(base - roc_auc_score(rows.y, model.predict(shuffled)) if np.isfinite(base) else np.nan)
+        drops.append(base - within_group_roc_auc(rows.y, model.predict(shuffled), rows.cutoff) if np.isfinite(base) else np.nan)
     frame = pd.DataFrame({"feature": rows.columns, "mean_abs_attribution": np.abs(drops), "mean_attribution": drops})
     return frame.sort_values("mean_abs_attribution", ascending=False, kind="stable").reset_index(drop=True)
 
