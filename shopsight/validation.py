@@ -1,5 +1,5 @@
-"""Row-level checks of the canonical event contract (a pandera schema): every failing row gets a reason,
-none is dropped or altered silently.
+"""Row-level checks of the canonical event contract: every failing row gets a reason, none is dropped or
+altered silently.
 
 Prices and quantities arrive as the text of the file (see shopsight.sources.canonical) and are parsed
 here, strictly: `12,50`, `$5`, `0x10` are not numbers, `2.5` is not a quantity, and `inf` or `1e400`
@@ -7,8 +7,9 @@ is an infinite price; none is coerced into something else. Ids are kept exactly 
 leading or trailing whitespace, a NUL byte or another control character, or more than MAX_ID_LENGTH
 characters is rejected (trimming would merge `u1 ` into `u1` behind the user's back).
 
-Speed: the pandera schema (`contract_schema`) stays the contract, one check per reason; `failed_checks`
-runs each check's vectorised function on whole columns (Arrow kernels on Arrow strings). The common
+The contract is one list of named, vectorised checks per parsed column (`contract_checks`); `contract_schema`
+gives it as a pandera schema (the same functions, each named by its reason). Speed: `failed_checks` runs each
+check's function on whole columns (Arrow kernels on Arrow strings), without pandera's import or error report. The common
 shapes take fast paths that give the same verdicts: plain numbers are read by Arrow's parser, a column
 with no control byte passes that check without a regex; only the other rows go through pandas/Python.
 Ingest goes further for a CSV read as RawChunks: `split_plain_rows` takes the rows of the plainest shapes
@@ -17,8 +18,10 @@ straight from the file's text to canonical Arrow columns (no pandas), and only t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,9 @@ from shopsight.schema import CANONICAL_ARROW, CANONICAL_COLUMNS, EVENT_TYPES, MA
 from shopsight.sources.canonical import ISO_NAIVE, ISO_ZONED, RawChunk
 from shopsight.sources.canonical import TIMESTAMP_PROBLEM  # the adapter's reason a timestamp did not convert
 from shopsight.sources.reading import NUL_SENTINEL, TEXT  # NUL_SENTINEL: how the CSV reader shows a NUL byte
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 _NUMBER = r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*"
 _INTEGER = r"\s*[+-]?\d+\s*"
@@ -58,11 +64,22 @@ def check_required_columns(frame: pd.DataFrame, source: str) -> None:
         )
 
 
-def _check(fn, reason: str) -> pa.Check:
-    import pandera.pandas as pa  # imported when the full path first runs (~0.25 s a plain file never pays)
+@dataclass(frozen=True)
+class ContractCheck:
+    """One rule of the contract: `fn` maps a whole parsed column to one boolean per row (True: passes; nulls are
+    checked too), and `reason` is what a failing row's rejects entry says."""
 
-    # The check's name is the reason written to the rejects file; nulls are checked too.
-    return pa.Check(fn, name=reason, ignore_na=False)
+    reason: str
+    fn: Callable[[pd.Series], pd.Series]
+
+
+@dataclass(frozen=True)
+class ContractColumn:
+    """A parsed column's dtype, whether it may hold nulls, and its checks."""
+
+    dtype: Any
+    nullable: bool
+    checks: tuple[ContractCheck, ...]
 
 
 def _no_control_character(s: pd.Series) -> pd.Series:
@@ -86,57 +103,77 @@ def _no_control_character(s: pd.Series) -> pd.Series:
     return ~s.str.contains("[\\x00-\\x1f\\x7f]", regex=True).fillna(False)
 
 
-def _id_checks(column: str, *, required: bool) -> list[pa.Check]:
-    checks = [_check(lambda s: s.notna() & s.ne(""), f"missing {column}")] if required else []
-    return checks + [
-        _check(lambda s: ~s.str.contains(NUL_SENTINEL, regex=False).fillna(False), f"{column} contains a NUL byte"),
-        _check(_no_control_character, f"{column} contains a control character (tab, newline, ...)"),
-        _check(
-            lambda s: s.isna() | s.str.strip().eq(s),
+def _id_checks(column: str, *, required: bool) -> tuple[ContractCheck, ...]:
+    checks = [ContractCheck(f"missing {column}", lambda s: s.notna() & s.ne(""))] if required else []
+    return tuple(checks) + (
+        ContractCheck(f"{column} contains a NUL byte", lambda s: ~s.str.contains(NUL_SENTINEL, regex=False).fillna(False)),
+        ContractCheck(f"{column} contains a control character (tab, newline, ...)", _no_control_character),
+        ContractCheck(
             f"{column} has leading or trailing whitespace (ids are kept exactly as read, never trimmed into "
             f"another id: trim them in the source)",
+            lambda s: s.isna() | s.str.strip().eq(s),
         ),
-        _check(lambda s: s.isna() | s.str.len().le(MAX_ID_LENGTH), f"{column} longer than {MAX_ID_LENGTH} characters"),
-    ]
+        ContractCheck(f"{column} longer than {MAX_ID_LENGTH} characters", lambda s: s.isna() | s.str.len().le(MAX_ID_LENGTH)),
+    )
+
+
+def _flag(reason: str) -> ContractColumn:
+    """A boolean column _parse computes (e.g. price_is_number): False fails with `reason`."""
+    return ContractColumn(bool, False, (ContractCheck(reason, lambda s: s),))
 
 
 @lru_cache(maxsize=8)
-def contract_schema(min_timestamp: str, max_timestamp: str) -> pa.DataFrameSchema:
-    """The event contract of DESIGN.md as a pandera schema over parsed columns (see `_parse`)."""
-    import pandera.pandas as pa
+def contract_checks(min_timestamp: str, max_timestamp: str) -> dict[str, ContractColumn]:
+    """The event contract of DESIGN.md over parsed columns (see `_parse`): column -> dtype, nullability, checks.
 
+    `contract_schema` gives the same rules as a pandera schema; ingest runs the check functions directly
+    (`failed_checks`), which needs no pandera import (~0.25 s per process)."""
     lo, hi = pd.Timestamp(min_timestamp, tz="UTC"), pd.Timestamp(max_timestamp, tz="UTC")
     text = TEXT
+    return {
+        "user_id": ContractColumn(text, True, _id_checks("user_id", required=True)),
+        "item_id": ContractColumn(text, True, _id_checks("item_id", required=True)),
+        "session_id": ContractColumn(text, True, _id_checks("session_id", required=False)),
+        "category": ContractColumn(text, True, _id_checks("category", required=False)),
+        "event_type": ContractColumn(
+            text, True, (ContractCheck(f"unknown event_type (expected one of {', '.join(EVENT_TYPES)})", lambda s: s.isin(EVENT_TYPES)),)
+        ),
+        "timestamp": ContractColumn(
+            pd.DatetimeTZDtype("ns", "UTC"),
+            True,
+            (ContractCheck(f"timestamp outside [{min_timestamp}, {max_timestamp}]", lambda s: s.isna() | ((s >= lo) & (s <= hi))),),
+        ),
+        "timestamp_missing": ContractColumn(bool, False, (ContractCheck("missing timestamp", lambda s: ~s),)),
+        "price": ContractColumn(
+            np.dtype("float64"),
+            True,
+            (
+                ContractCheck("negative price", lambda s: s.isna() | (s >= 0)),
+                ContractCheck("infinite price", lambda s: ~s.isin([np.inf, -np.inf])),
+            ),
+        ),
+        "price_is_number": _flag("price is not a number"),
+        "quantity": ContractColumn(pd.Int64Dtype(), True, (ContractCheck("quantity < 1", lambda s: s.isna() | (s >= 1)),)),
+        "quantity_is_number": _flag("quantity is not a number"),
+        "quantity_is_integer": _flag("quantity is not an integer"),
+        "quantity_in_range": _flag("quantity out of range (beyond 64-bit integers)"),
+    }
+
+
+def contract_schema(min_timestamp: str = "1990-01-01", max_timestamp: str = "2100-01-01") -> pa.DataFrameSchema:
+    """The contract as a pandera schema over parsed columns: the same check functions as `contract_checks`, each
+    named by its reject reason (`schema.validate(parsed, lazy=True)` reports them); for validating parsed frames
+    elsewhere. tests/test_validation.py checks that it fails exactly the rows ingest rejects, for the same reasons."""
+    import pandera.pandas as pa
+
     return pa.DataFrameSchema(
         {
-            "user_id": pa.Column(text, _id_checks("user_id", required=True), nullable=True),
-            "item_id": pa.Column(text, _id_checks("item_id", required=True), nullable=True),
-            "session_id": pa.Column(text, _id_checks("session_id", required=False), nullable=True),
-            "category": pa.Column(text, _id_checks("category", required=False), nullable=True),
-            "event_type": pa.Column(
-                text,
-                _check(lambda s: s.isin(EVENT_TYPES), f"unknown event_type (expected one of {', '.join(EVENT_TYPES)})"),
-                nullable=True,
-            ),
-            "timestamp": pa.Column(
-                "datetime64[ns, UTC]",
-                _check(lambda s: s.isna() | ((s >= lo) & (s <= hi)), f"timestamp outside [{min_timestamp}, {max_timestamp}]"),
-                nullable=True,
-            ),
-            "timestamp_missing": pa.Column(bool, _check(lambda s: ~s, "missing timestamp")),
-            "price": pa.Column(
-                "float64",
-                [
-                    _check(lambda s: s.isna() | (s >= 0), "negative price"),
-                    _check(lambda s: ~s.isin([np.inf, -np.inf]), "infinite price"),
-                ],
-                nullable=True,
-            ),
-            "price_is_number": pa.Column(bool, _check(lambda s: s, "price is not a number")),
-            "quantity": pa.Column("Int64", _check(lambda s: s.isna() | (s >= 1), "quantity < 1"), nullable=True),
-            "quantity_is_number": pa.Column(bool, _check(lambda s: s, "quantity is not a number")),
-            "quantity_is_integer": pa.Column(bool, _check(lambda s: s, "quantity is not an integer")),
-            "quantity_in_range": pa.Column(bool, _check(lambda s: s, "quantity out of range (beyond 64-bit integers)")),
+            name: pa.Column(
+                column.dtype,
+                [pa.Check(check.fn, name=check.reason, ignore_na=False) for check in column.checks],
+                nullable=column.nullable,
+            )
+            for name, column in contract_checks(min_timestamp, max_timestamp).items()
         },
         strict=False,
     )
@@ -277,38 +314,28 @@ def _parse(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return parsed, problem
 
 
-def _run_check(check: pa.Check, values: pd.Series) -> pd.Series:
-    """The check's verdict per row. Its vectorised function is called directly: pandera's check backend adds
-    nothing for a whole-column check that ignores no nulls, but costs an import of ~1.5 s on first use."""
-    if check.element_wise or check.groupby is not None or check.ignore_na:
-        return check(values).check_output
-    return check._check_fn(values, **check._check_kwargs)
+def failed_checks(parsed: pd.DataFrame, contract: dict[str, ContractColumn], source: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(reason, rows that fail it) for every check of the contract that some row fails.
 
-
-def failed_checks(parsed: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(reason, rows that fail it) for every check of the schema that some row fails.
-
-    The schema's checks are run one by one rather than through `schema.validate`: with a million
-    failing rows pandera's error report costs ~30 s and ~600 MB per chunk, and only the boolean
-    outcome of each check is needed. A wrong dtype or a check that does not give one boolean per
-    row is a bug, and fails loudly rather than letting rows through.
+    Each check's vectorised function runs on its whole column rather than through pandera's `schema.validate`:
+    with a million failing rows pandera's error report costs ~30 s and ~600 MB per chunk, and only the boolean
+    outcome of each check is needed. A wrong dtype or a check that does not give one boolean per row is a bug,
+    and fails loudly rather than letting rows through.
     """
-    from pandera.engines import pandas_engine
-
-    for name, column in schema.columns.items():
+    for name, column in contract.items():
         values = parsed[name]
-        if not column.dtype.check(pandas_engine.Engine.dtype(values.dtype)):
+        if values.dtype != column.dtype:
             raise ContractError(f"{source}: column {name} is {values.dtype}, the contract expects {column.dtype}. This is a shopsight bug.")
         for check in column.checks:
             try:
-                outcome = _run_check(check, values)
+                outcome = check.fn(values)
             except Exception as exc:  # noqa: BLE001 - any failure of a check must stop the ingest
-                raise ContractError(f"{source}: the event contract could not be checked ({check.name}: {exc!r}). This is a shopsight bug.") from exc
+                raise ContractError(f"{source}: the event contract could not be checked ({check.reason}: {exc!r}). This is a shopsight bug.") from exc
             if not isinstance(outcome, pd.Series) or len(outcome) != len(values) or not pd.api.types.is_bool_dtype(outcome.dtype):
-                raise ContractError(f"{source}: the event contract could not be checked ({check.name} gave no verdict per row). This is a shopsight bug.")
+                raise ContractError(f"{source}: the event contract could not be checked ({check.reason} gave no verdict per row). This is a shopsight bug.")
             failed = ~outcome.fillna(False).to_numpy(dtype=bool)
             if failed.any():
-                yield str(check.name), np.flatnonzero(failed)
+                yield check.reason, np.flatnonzero(failed)
 
 
 def validate_events(
@@ -328,7 +355,7 @@ def validate_events(
     frame = frame.reset_index(drop=True)
     parsed, problem = _parse(frame)
     reasons = problem.fillna("").astype(object).to_numpy()
-    for reason, failed in failed_checks(parsed, contract_schema(min_timestamp, max_timestamp), source):
+    for reason, failed in failed_checks(parsed, contract_checks(min_timestamp, max_timestamp), source):
         reasons[failed] = np.where(reasons[failed] != "", reasons[failed] + "; " + reason, reason)
     reasons = pd.Series(reasons, index=frame.index, dtype=object)
     bad = (reasons != "").to_numpy()

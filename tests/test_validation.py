@@ -159,14 +159,37 @@ def test_adapter_timestamp_problem_is_the_reason():
 
 
 def test_a_check_that_cannot_run_fails_loudly(monkeypatch):
-    import pandera.pandas as pa
-
     import shopsight.validation as validation
 
-    broken = pa.DataFrameSchema({"price": pa.Column("float64", pa.Check(lambda s: s.to_numpy() > 0, name="numpy result"), nullable=True)})
-    monkeypatch.setattr(validation, "contract_schema", lambda lo, hi: broken)
+    numpy_result = validation.ContractColumn(np.dtype("float64"), True, (validation.ContractCheck("numpy result", lambda s: s.to_numpy() > 0),))
+    monkeypatch.setattr(validation, "contract_checks", lambda lo, hi: {"price": numpy_result})
     with pytest.raises(ContractError, match="could not be checked"):
         validate_events(_raw(), source="f.csv")
+    wrong_dtype = validation.ContractColumn(pd.Int64Dtype(), True, ())
+    monkeypatch.setattr(validation, "contract_checks", lambda lo, hi: {"price": wrong_dtype})
+    with pytest.raises(ContractError, match="column price is float64, the contract expects Int64"):
+        validate_events(_raw(), source="f.csv")
+
+
+def test_the_pandera_schema_fails_exactly_the_rows_ingest_rejects_for_the_same_reasons():
+    """contract_schema (pandera, lazy validation) and failed_checks (the functions run directly, as ingest does) give the
+    same (reason, row) pairs on rows that break every rule of the contract, and both pass the parsed frame's dtypes."""
+    import pandera.errors
+
+    from shopsight.validation import _parse, contract_checks, contract_schema, failed_checks
+
+    frame = pd.DataFrame(_EDGE_ROWS, columns=["user_id", "item_id", "event_type", "timestamp", "session_id", "category", "price", "quantity"])
+    frame.loc[0, "item_id"] = "i\x01"
+    frame.loc[1, "session_id"] = "s\u2400"
+    parsed, _ = _parse(frame)
+    direct = {(reason, int(row)) for reason, rows in failed_checks(parsed, contract_checks("1990-01-01", "2100-01-01"), "f.csv") for row in rows}
+    with pytest.raises(pandera.errors.SchemaErrors) as err:
+        contract_schema("1990-01-01", "2100-01-01").validate(parsed, lazy=True)
+    cases = err.value.failure_cases
+    assert set(cases["schema_context"]) == {"Column"}, "only check failures, no dtype or nullability error"
+    through_pandera = {(str(check), int(row)) for check, row in zip(cases["check"], cases["index"])}
+    assert through_pandera == direct
+    assert len({reason for reason, _ in direct}) >= 12  # most rules are exercised
 
 
 # Rows on both sides of every line split_plain_rows draws: each must get the same verdict, values and reasons whether
