@@ -374,7 +374,8 @@ def validate_events(
     )
     rejects = frame.loc[bad].drop(columns=[TIMESTAMP_PROBLEM], errors="ignore")
     rejects = pd.DataFrame({col: _as_text(rejects[col]) for col in rejects.columns})
-    rejects["reason"] = pd.array(reasons[bad].to_numpy(), dtype=TEXT)
+    # Arrow reads the object array in C; pd.array(..., dtype=TEXT) checks every element in Python (~0.5 us a row)
+    rejects["reason"] = pd.arrays.ArrowStringArray(pa_arrow.array(reasons[bad].to_numpy(), type=pa_arrow.large_string()))
     rejects["source"] = source
     return valid.reset_index(drop=True), rejects.reset_index(drop=True)
 
