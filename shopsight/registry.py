@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,15 +60,33 @@ class GateDecision:
     passed: bool
     reason: str
     rows: tuple[MetricComparison, ...] = ()
+    basis: str = ""  # where the champion's side of the table comes from (see ChampionScores)
 
     def markdown(self) -> str:
         """The comparison as a Markdown table (used for the Prefect artifact and the CLI)."""
-        lines = ["| metric | role | champion | challenger | improvement | ok |", "|---|---|---|---|---|---|"]
+        lines = [f"Champion's scores: {self.basis}", ""] if self.basis else []
+        lines += ["| metric | role | champion | challenger | improvement | ok |", "|---|---|---|---|---|---|"]
         for r in self.rows:
             champ = "-" if r.champion is None else f"{r.champion:.4f}"
             imp = "-" if r.improvement is None else f"{r.improvement:+.4f}"
             lines.append(f"| {r.metric} | {r.role} | {champ} | {r.challenger:.4f} | {imp} | {'yes' if r.ok else 'NO'} |")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ChampionScores:
+    """What the gate compares the challenger with, worked out by the task before registering: the champion `tag`
+    scored on the challenger's own validation rows (`metrics`), or None to use the champion's stored validation
+    scores, and why (`basis`). Stored scores come from the champion's own run, i.e. other rows once the data has
+    moved on: a champion whose validation happened to be easy would keep every later challenger out. Used only if
+    `tag` is still the champion when the index is locked."""
+
+    tag: str
+    metrics: dict[str, float] | None
+    basis: str
+
+
+STORED_BASIS = "stored validation scores from the champion's own run"
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,20 @@ def champion_tag(task: str) -> str | None:
     return load_index()["tasks"].get(task, {}).get("champion")
 
 
+def champion_entry(task: str) -> tuple[str, dict[str, Any]] | None:
+    """(tag, index entry) of the task's champion, or None."""
+    entry = load_index()["tasks"].get(task, {})
+    tag = entry.get("champion")
+    return (tag, entry["models"][tag]) if tag else None
+
+
+def model_path(tag: str) -> Path:
+    """A registered version's directory in the BentoML store."""
+    import bentoml
+
+    return Path(bentoml.models.get(tag).path)
+
+
 def _reference_frame(reference: "pd.DataFrame | Path | str") -> "pd.DataFrame":
     import pandas as pd
 
@@ -268,6 +300,8 @@ def register_model(
     promote: bool = True,
     split: str = "valid",
     framework: str = "keras",
+    champion_scores: ChampionScores | None = None,
+    gate_rows: dict[str, Any] | None = None,
 ) -> Registration:
     """Copy model_dir into the BentoML store as `<task>:<version>` with metrics and lineage in its metadata.
 
@@ -275,7 +309,9 @@ def register_model(
     champion (`gate` from params.yaml when given, else `min_improvement` on `main_metric` alone); otherwise it
     stays a challenger. The gate compares the models' `split` metrics (validation: the test split is reported,
     never used to choose, so repeated runs do not select on it); the test score is kept as the honest estimate
-    that monitoring compares live quality with. `reference` (a DataFrame or Parquet path: the features the model was trained on) is
+    that monitoring compares live quality with. `champion_scores` replaces the champion's stored scores with its
+    scores on the challenger's validation rows (see ChampionScores); `gate_rows` (which validation rows, which
+    labels the model was fitted on) is kept in the index for the next challenger's task to decide that. `reference` (a DataFrame or Parquet path: the features the model was trained on) is
     stored inside the model directory as `reference.parquet` for drift monitoring. Registering the same model
     files again is a no-op that returns the existing version. `promote=False` registers without promoting.
     """
@@ -332,7 +368,13 @@ def register_model(
         champion_metrics = entry["models"].get(current, {}).get("metrics") if current else None
         if current and champion_metrics is None:  # an index written before metrics were kept in it
             champion_metrics = {main_metric: entry["models"][current]["score"]}
-        decision = compare_to_champion(challenger_metrics, champion_metrics, main_metric=main_metric, **gate_args)
+        basis = ""
+        if current:
+            basis = STORED_BASIS
+            if champion_scores is not None and champion_scores.tag == current:
+                basis = champion_scores.basis
+                champion_metrics = champion_scores.metrics if champion_scores.metrics is not None else champion_metrics
+        decision = replace(compare_to_champion(challenger_metrics, champion_metrics, main_metric=main_metric, **gate_args), basis=basis)
         entry["models"][tag] = {
             "status": CHALLENGER,
             "score": score,
@@ -344,6 +386,8 @@ def register_model(
             "registered_at": lineage["registered_at"],
             "lineage": _jsonable({k: v for k, v in lineage.items() if k != "reference_dataset"} | {"has_reference": reference is not None}),
             "gate": decision.reason,
+            "gate_basis": basis,
+            "gate_rows": _jsonable(gate_rows) if gate_rows else None,
         }
         _log(entry, "register", tag, decision.reason)
         promoted = decision.passed and promote
@@ -353,6 +397,8 @@ def register_model(
     reason = decision.reason if decision.passed or not promote else f"rejected: {decision.reason}"
     if decision.passed and not promote:
         reason = f"passed the gate but not promoted (promote=False): {decision.reason}"
+    if decision.basis:
+        reason = f"{reason} (champion: {decision.basis})"
     return Registration(tag, status, reason, task, promoted=promoted, decision=decision)
 
 

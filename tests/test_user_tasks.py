@@ -3,8 +3,10 @@ validation (not test), calibration checked, every candidate reported on test, th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ WINDOWS = [7, 28]
 
 
 def _dataset(path, signal_column: str = "recency_days", flip_test: bool = False, seed: int = 0,
-             splits: tuple[str, ...] = ("train", "train", "valid", "test")) -> None:
+             splits: tuple[str, ...] = ("train", "train", "valid", "test"), start: str = "2026-01-01") -> None:
     """train (2 cutoffs), valid, test rows; the label follows `signal_column` (fewer days, more buying). With
     `flip_test` the test label follows purchase_days_total instead: a candidate can then win test and lose validation."""
     rng = np.random.default_rng(seed)
@@ -31,7 +33,7 @@ def _dataset(path, signal_column: str = "recency_days", flip_test: bool = False,
         signal = -np.log1p(frame[signal_column]) if not (flip_test and split == "test") else np.log1p(frame["purchase_days_total"]) * 3
         frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-(signal - signal.mean()) * 2))).astype("int64")
         frame.insert(0, "user_id", pd.array([f"u{i}" for i in range(n)], dtype="string"))
-        frame.insert(0, "cutoff", pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=7 * k))
+        frame.insert(0, "cutoff", pd.Timestamp(start, tz="UTC") + pd.Timedelta(days=7 * k))
         frame["split"] = split
         frames.append(frame)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +222,56 @@ def test_refit_on_train_and_valid_serves_the_latest_labels_with_the_rounds_valid
     assert info["refit"]["rows"] == n_train + n_valid and info["refit"]["rounds"] == info["best_iteration"]
     booster = lgb.Booster(model_file=str(task.candidates_dir / "lightgbm" / MODEL_FILE))
     assert booster.num_trees() == info["best_iteration"]
+
+
+def test_the_gate_scores_the_champion_on_the_challengers_validation_rows(tmp_path, monkeypatch):
+    """Run 1's label follows recency: its champion scores high on its own validation rows. Weeks later the label follows
+    frequency. The challenger, fitted on the new rows, beats the old champion on them; compared with the champion's
+    stored score it would have been turned away. The gate re-scores the champion on the challenger's validation rows
+    (it was fitted on no label from them), keeps the stored scores for the same rows, and for rows the champion was
+    fitted on, and says which it used."""
+    from shopsight import registry
+    from shopsight.evaluate import binary_metrics
+    from shopsight.tasks.user_binary import register_user_task, user_rows
+
+    monkeypatch.chdir(tmp_path)
+    task = dataclasses.replace(_task(tmp_path), name=f"gate{uuid.uuid4().hex[:8]}")  # a registry task of its own
+    params = _params(["frequency", "recency", "logistic_regression"], ["frequency", "recency"], rule="best")
+    params.registry.gate.min_improvement, params.registry.gate.max_regression = 0.01, None
+
+    def run(**dataset):
+        _dataset(task.dataset, **dataset)
+        train_user_task(task, params)
+        metrics = evaluate_user_task(task, params)
+        return metrics, register_user_task(task, params)
+
+    first, first_reg = run(seed=4)
+    assert first_reg.promoted and first["gate_rows"]["labels_until"] == "2026-01-22T00:00:00+00:00"  # valid 01-15 + 7 days
+    stored = first["valid"][first["champion"]]["roc_auc"]
+
+    later, later_reg = run(seed=5, signal_column="purchase_days_total", start="2026-03-01")
+    champion_valid = registry.champion_entry(task.name)
+    valid = pd.read_parquet(task.dataset).query("split == 'valid'")
+    scorer = ChampionScorer(registry.model_path(first_reg.tag))
+    rescored = binary_metrics(valid["label"].to_numpy(), scorer.model.predict(user_rows(valid, scorer.columns, 7)), 10,
+                              groups=valid["cutoff"].to_numpy("datetime64[ns]").astype("int64"))["roc_auc"]
+    challenger = later["valid"][later["champion"]]["roc_auc"]
+    assert challenger < stored - 0.01, "against the stored score the challenger would be rejected"
+    assert challenger > rescored + 0.01
+    assert later_reg.promoted and champion_valid[0] == later_reg.tag
+    main = next(r for r in later_reg.decision.rows if r.metric == "roc_auc")
+    assert main.champion == pytest.approx(rescored) and later_reg.decision.basis.startswith("re-scored on the challenger's validation rows")
+    assert "re-scored" in later_reg.reason and registry.list_models(task.name)[0]["gate_basis"] == later_reg.decision.basis
+
+    params.propensity.candidates = ["frequency", "recency"]  # another model on the same rows: stored scores compare
+    _, same_reg = run(seed=5, signal_column="purchase_days_total", start="2026-03-01")
+    assert same_reg.decision.basis == "stored validation scores, from the same validation rows as the challenger's"
+
+    params.propensity.candidates = ["frequency", "recency", "logistic_regression"]
+    _, early_reg = run(seed=6, start="2026-02-20")  # validation at 03-06, before the champion's labels end (03-15 + 7)
+    assert early_reg.decision.basis.startswith("stored validation scores from its own run: it was fitted on labels up to 2026-03-22")
+    main = next(r for r in early_reg.decision.rows if r.metric == "roc_auc")
+    assert main.champion == pytest.approx(challenger)
 
 
 def test_calibration_is_kept_only_where_it_lowers_held_out_ece():

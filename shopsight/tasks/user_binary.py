@@ -172,13 +172,32 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "task": task.name, "horizon_days": served_horizon, "test_horizon_days": horizon, "champion": champion_name,
         "family": type(champion).family, "label": task.label, "calibration": calibration}, indent=2))
     scores.to_parquet(out_cand / SCORES_FILE, index=False)
+    fitted_on = pd.concat([train, valid]) if cfg.selection.refit else train
     selection = {"task": task.name, "selected_on": "valid", "metric": "roc_auc", "champion": champion_name,
+                 "gate_rows": gate_rows(valid, fitted_on, horizon),
                  "champion_family": type(champion).family, "rule": rule, "candidates": info, "valid": valid_metrics, "calibration": calibration,
                  "rows": {s: int(len(r)) for s, r in rows.items()}, "early_stopping": stopping["info"]}
     (out_cand / SELECTION_FILE).write_text(json.dumps(strict_json(selection), indent=2))
     _write_history(task, fitted.get("mlp"))
     return {"champion": champion_name, "family": type(champion).family, "calibration": calibration["method"],
             "valid_roc_auc": {n: round(m["roc_auc"], 4) for n, m in valid_metrics.items()}, "rows": selection["rows"]}
+
+
+def _label_ends(frame: pd.DataFrame, default_horizon: int) -> pd.Series:
+    horizon = frame["horizon_days"] if "horizon_days" in frame else pd.Series(float(default_horizon), index=frame.index)
+    return pd.to_datetime(frame["cutoff"], utc=True) + pd.to_timedelta(horizon.astype("float64"), unit="D")
+
+
+def gate_rows(valid: pd.DataFrame, fitted_on: pd.DataFrame, default_horizon: int) -> dict[str, str]:
+    """What the registry gate needs to compare this run's champion with a later challenger's on the same rows: a
+    fingerprint of the validation rows (cutoff, user, label), the first validation cutoff, and the end of the latest
+    label window the served model was fitted on (a later run's validation rows from that instant on are unseen by it)."""
+    import hashlib
+
+    keys = valid[["cutoff", "user_id", "label"]].astype({"user_id": "string"}).sort_values(["cutoff", "user_id"])
+    digest = hashlib.sha256(pd.util.hash_pandas_object(keys, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return {"valid_fingerprint": digest, "valid_first_cutoff": pd.Timestamp(valid["cutoff"].min()).isoformat(),
+            "labels_until": _label_ends(fitted_on, default_horizon).max().isoformat()}
 
 
 def early_stopping_rows(train: pd.DataFrame, train_rows: UserRows, valid_rows: UserRows, selection) -> dict[str, Any]:
@@ -307,6 +326,7 @@ def evaluate_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         "label": task.label,
         "oracle_note": note,
         "rows": selection["rows"],
+        "gate_rows": selection.get("gate_rows"),
     }
     task.metrics.parent.mkdir(parents=True, exist_ok=True)
     task.metrics.write_text(json.dumps(strict_json(metrics), indent=2))
@@ -400,7 +420,49 @@ def register_user_task(task: UserTask, params: Params):
         reference=reference,
         lineage={"reference_features": str(task.dataset), "reference_split": "train", "family": metrics["champion_family"]},
         framework=metrics["champion_family"],
+        champion_scores=champion_on_these_rows(task, params, metrics, features, gate.metric),
+        gate_rows=metrics.get("gate_rows"),
     )
+
+
+def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, Any], features: pd.DataFrame, main_metric: str):
+    """The registered champion scored on this run's validation rows, for the gate (shopsight.registry.ChampionScores),
+    when the rows differ from those of the champion's own run and it was fitted on no label from them; otherwise its
+    stored scores, and why. None when there is no champion or this run's metrics predate `gate_rows`."""
+    from shopsight.registry import ChampionScores, champion_entry, model_path
+
+    current, mine = champion_entry(task.name), metrics.get("gate_rows")
+    if current is None or not mine:
+        return None
+    tag, entry = current
+    theirs = entry.get("gate_rows") or {}
+    if theirs.get("valid_fingerprint") == mine["valid_fingerprint"]:
+        return ChampionScores(tag, None, "stored validation scores, from the same validation rows as the challenger's")
+    labels_until = theirs.get("labels_until") or _first_test_cutoff(tag)  # no train or valid label reaches past it
+    first_valid = pd.Timestamp(mine["valid_first_cutoff"])
+    if labels_until is None or pd.Timestamp(labels_until) > first_valid:
+        return ChampionScores(tag, None, f"stored validation scores from its own run: it was fitted on labels up to {labels_until}, "
+                                         f"past this run's first validation cutoff {first_valid}, so these rows are not unseen by it")
+    valid = features[features["split"] == "valid"]
+    try:
+        scorer = ChampionScorer(model_path(tag))
+    except (OSError, KeyError, ValueError) as exc:
+        return ChampionScores(tag, None, f"stored validation scores from its own run: the champion could not be loaded ({exc})")
+    missing = [c for c in scorer.columns if c not in valid.columns]
+    if missing:
+        return ChampionScores(tag, None, f"stored validation scores from its own run: its features {missing[:3]} are not in this run's dataset")
+    rows = user_rows(valid, scorer.columns, task.horizon(params))
+    scores = binary_metrics(rows.y, scorer.model.predict(rows), task.section(params).calibration.n_bins, groups=rows.cutoff)
+    stored = entry.get("metrics", {}).get(main_metric)
+    was = f"; {stored:.4f} stored from its own run" if isinstance(stored, (int, float)) else ""
+    return ChampionScores(tag, scores, f"re-scored on the challenger's validation rows ({main_metric} {scores[main_metric]:.4f}{was})")
+
+
+def _first_test_cutoff(tag: str) -> str | None:
+    """A champion registered before gate_rows were kept: its run's first test cutoff bounds the labels it was fitted on."""
+    import bentoml
+
+    return bentoml.models.get(tag).info.metadata.get("metrics", {}).get("test_cutoff")
 
 
 class ChampionScorer:
