@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -87,6 +87,43 @@ class ChampionScores:
 
 
 STORED_BASIS = "stored validation scores from the champion's own run"
+
+
+def champion_scores(task: str, gate_rows: dict[str, Any] | None, rescore: "Callable[[Path], dict[str, float]]", main_metric: str,
+                    *, labels_until_fallback: str | None = None) -> ChampionScores | None:
+    """What the gate should compare a challenger with (see ChampionScores), for a task whose runs record `gate_rows`
+    (`valid_fingerprint`: which validation rows; `valid_first_cutoff`: where they start; `labels_until`: the first
+    instant the fitted model saw no data of). Same rows as the champion's run: its stored scores. Otherwise, when it saw
+    nothing from the challenger's validation rows on (its `labels_until`, or `labels_until_fallback` for a champion
+    registered before gate_rows were kept, at or before their first cutoff): `rescore(champion's directory)`, the
+    champion scored on those rows by the task. Else, or when it cannot be loaded: the stored scores, and why.
+    None when there is no champion or the challenger's run recorded no gate_rows."""
+    current = champion_entry(task)
+    if current is None or not gate_rows:
+        return None
+    tag, entry = current
+    theirs = entry.get("gate_rows") or {}
+    if theirs.get("valid_fingerprint") == gate_rows["valid_fingerprint"]:
+        return ChampionScores(tag, None, "stored validation scores, from the same validation rows as the challenger's")
+    labels_until = theirs.get("labels_until") or labels_until_fallback
+    first = gate_rows["valid_first_cutoff"]
+    if labels_until is None or _instant(labels_until) > _instant(first):
+        return ChampionScores(tag, None, f"{STORED_BASIS}: it was fitted on data up to {labels_until}, past the challenger's first "
+                                         f"validation cutoff {first}, so those rows are not unseen by it")
+    try:
+        scores = rescore(model_path(tag))
+    except (OSError, KeyError, ValueError) as exc:
+        return ChampionScores(tag, None, f"{STORED_BASIS}: the champion could not be scored on the challenger's rows ({exc})")
+    stored = entry.get("metrics", {}).get(main_metric)
+    now = scores.get(main_metric)
+    said = f"{main_metric} {now:.4f}" if isinstance(now, (int, float)) else main_metric
+    was = f"; {stored:.4f} stored from its own run" if isinstance(stored, (int, float)) else ""
+    return ChampionScores(tag, scores, f"re-scored on the challenger's validation rows ({said}{was})")
+
+
+def _instant(value: str) -> datetime:
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)

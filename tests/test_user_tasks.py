@@ -269,7 +269,7 @@ def test_the_gate_scores_the_champion_on_the_challengers_validation_rows(tmp_pat
 
     params.propensity.candidates = ["frequency", "recency", "logistic_regression"]
     _, early_reg = run(seed=6, start="2026-02-20")  # validation at 03-06, before the champion's labels end (03-15 + 7)
-    assert early_reg.decision.basis.startswith("stored validation scores from its own run: it was fitted on labels up to 2026-03-22")
+    assert early_reg.decision.basis.startswith("stored validation scores from the champion's own run: it was fitted on data up to 2026-03-22")
     main = next(r for r in early_reg.decision.rows if r.metric == "roc_auc")
     assert main.champion == pytest.approx(challenger)
 

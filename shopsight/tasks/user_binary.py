@@ -426,36 +426,23 @@ def register_user_task(task: UserTask, params: Params):
 
 
 def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, Any], features: pd.DataFrame, main_metric: str):
-    """The registered champion scored on this run's validation rows, for the gate (shopsight.registry.ChampionScores),
-    when the rows differ from those of the champion's own run and it was fitted on no label from them; otherwise its
-    stored scores, and why. None when there is no champion or this run's metrics predate `gate_rows`."""
-    from shopsight.registry import ChampionScores, champion_entry, model_path
+    """The gate's view of the registered champion (shopsight.registry.champion_scores): re-scored on this run's
+    validation rows, the raw score of whatever family it is, by the metric the challenger's validation scores used."""
+    from shopsight.registry import champion_entry, champion_scores
 
-    current, mine = champion_entry(task.name), metrics.get("gate_rows")
-    if current is None or not mine:
-        return None
-    tag, entry = current
-    theirs = entry.get("gate_rows") or {}
-    if theirs.get("valid_fingerprint") == mine["valid_fingerprint"]:
-        return ChampionScores(tag, None, "stored validation scores, from the same validation rows as the challenger's")
-    labels_until = theirs.get("labels_until") or _first_test_cutoff(tag)  # no train or valid label reaches past it
-    first_valid = pd.Timestamp(mine["valid_first_cutoff"])
-    if labels_until is None or pd.Timestamp(labels_until) > first_valid:
-        return ChampionScores(tag, None, f"stored validation scores from its own run: it was fitted on labels up to {labels_until}, "
-                                         f"past this run's first validation cutoff {first_valid}, so these rows are not unseen by it")
     valid = features[features["split"] == "valid"]
-    try:
-        scorer = ChampionScorer(model_path(tag))
-    except (OSError, KeyError, ValueError) as exc:
-        return ChampionScores(tag, None, f"stored validation scores from its own run: the champion could not be loaded ({exc})")
-    missing = [c for c in scorer.columns if c not in valid.columns]
-    if missing:
-        return ChampionScores(tag, None, f"stored validation scores from its own run: its features {missing[:3]} are not in this run's dataset")
-    rows = user_rows(valid, scorer.columns, task.horizon(params))
-    scores = binary_metrics(rows.y, scorer.model.predict(rows), task.section(params).calibration.n_bins, groups=rows.cutoff)
-    stored = entry.get("metrics", {}).get(main_metric)
-    was = f"; {stored:.4f} stored from its own run" if isinstance(stored, (int, float)) else ""
-    return ChampionScores(tag, scores, f"re-scored on the challenger's validation rows ({main_metric} {scores[main_metric]:.4f}{was})")
+
+    def rescore(model_dir: Path) -> dict[str, float]:
+        scorer = ChampionScorer(model_dir)
+        missing = [c for c in scorer.columns if c not in valid.columns]
+        if missing:
+            raise KeyError(f"its features {missing[:3]} are not in this run's dataset")
+        rows = user_rows(valid, scorer.columns, task.horizon(params))
+        return binary_metrics(rows.y, scorer.model.predict(rows), task.section(params).calibration.n_bins, groups=rows.cutoff)
+
+    current = champion_entry(task.name)
+    fallback = _first_test_cutoff(current[0]) if current and not (current[1].get("gate_rows") or {}).get("labels_until") else None
+    return champion_scores(task.name, metrics.get("gate_rows"), rescore, main_metric, labels_until_fallback=fallback)
 
 
 def _first_test_cutoff(tag: str) -> str | None:
