@@ -320,11 +320,26 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
     }
     (out_dir / SERVING_FILE).write_text(json.dumps(serving))
     selection = {"champion": champion, "champion_family": type(fitted[champion]).family, "selected_on": "valid",
+                 "gate_rows": gate_rows(valid),
                  "valid_window": [str(series.days[v].date()), str(series.days[v + cfg.horizon_days - 1].date())],
                  "valid": valid_metrics, "fit": fit_report, "days": len(series.days)}
     (out_dir / SELECTION_FILE).write_text(json.dumps(selection, indent=2))
     _write_training_history(fit_report)
     return selection
+
+
+def gate_rows(valid: DemandWindow) -> dict[str, str]:
+    """What the registry gate needs (shopsight.registry.champion_scores): a fingerprint of the validation window (series,
+    start, actual units) and its first day, which is also the first day the champion was not fitted on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in ("\x1f".join(valid.ids), "\x1f".join(valid.levels), valid.start.astype("int64").to_numpy().tobytes(),
+                 np.ascontiguousarray(valid.actual, dtype="float64").tobytes()):
+        digest.update(part.encode() if isinstance(part, str) else part)
+    first = pd.Timestamp(valid.start.min())
+    first = (first.tz_localize("UTC") if first.tzinfo is None else first).isoformat()
+    return {"valid_fingerprint": digest.hexdigest()[:16], "valid_first_cutoff": first, "labels_until": first}
 
 
 def _write_training_history(fit_report: dict[str, dict]) -> None:
@@ -373,6 +388,7 @@ def evaluate_demand(params: Params, events_path: Path = paths.EVENTS, model_dir:
         "fit": selection["fit"],
         "horizon_days": h,
         "valid_window": selection["valid_window"],
+        "gate_rows": selection.get("gate_rows"),
         "test_window": [str(series.days[o].date()), str(series.days[o + h - 1].date())],
         "n_series": {lvl: int((levels == lvl).sum()) for lvl in LEVELS},
         "test_units": {lvl: float(window.actual[levels == lvl].sum()) for lvl in LEVELS},
@@ -425,20 +441,34 @@ def _write_forecast_plots(series: DemandSeries, o: int, forecasts: dict[str, np.
     plt.close(fig)
 
 
-def register_demand(params: Params, model_dir: Path = DEMAND_DIR):
-    """Register the demand forecaster (task "demand"); the gate compares WAPE unless registry.tasks.demand says otherwise."""
-    from shopsight.registry import register_model
+def register_demand(params: Params, model_dir: Path = DEMAND_DIR, events_path: Path = paths.EVENTS, task: str = "demand"):
+    """Register the demand forecaster (task "demand"); the gate compares WAPE unless registry.tasks.demand says otherwise,
+    with the champion forecasting this run's validation window where it was fitted on none of it."""
+    from shopsight.registry import champion_scores, register_model
 
     metrics = json.loads(DEMAND_METRICS.read_text())
-    gate = params.registry.tasks.get("demand") or params.registry.gate.model_copy(update={"metric": "wape"})
+    gate = params.registry.tasks.get(task) or params.registry.gate.model_copy(update={"metric": "wape"})
+    cfg = params.demand
+
+    def rescore(champion_dir: Path) -> dict[str, float | None]:
+        series = daily_units(events_path)
+        window = window_at(series, split_origins(len(series.days), cfg)["valid"][-1], cfg.horizon_days)
+        return level_metrics(window, np.asarray(load_candidate(champion_dir).predict(window), dtype="float64"), cfg.season_days)
+
+    def labels_until(stored: dict[str, Any]) -> str | None:  # a champion fitted on the days before its validation window
+        window = stored.get("valid_window")
+        return f"{window[0]}T00:00:00+00:00" if window else None
+
     return register_model(
-        "demand",
+        task,
         model_dir,
         metrics,
         {"demand": params.demand.model_dump()},
         main_metric=gate.metric,
         model_key=metrics["model_key"],
         gate=gate,
+        champion_scores=champion_scores(task, metrics.get("gate_rows"), rescore, gate.metric, labels_until_of=labels_until),
+        gate_rows=metrics.get("gate_rows"),
     )
 
 

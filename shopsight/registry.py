@@ -90,12 +90,12 @@ STORED_BASIS = "stored validation scores from the champion's own run"
 
 
 def champion_scores(task: str, gate_rows: dict[str, Any] | None, rescore: "Callable[[Path], dict[str, float]]", main_metric: str,
-                    *, labels_until_fallback: str | None = None) -> ChampionScores | None:
+                    *, labels_until_of: "Callable[[dict[str, Any]], str | None] | None" = None) -> ChampionScores | None:
     """What the gate should compare a challenger with (see ChampionScores), for a task whose runs record `gate_rows`
     (`valid_fingerprint`: which validation rows; `valid_first_cutoff`: where they start; `labels_until`: the first
     instant the fitted model saw no data of). Same rows as the champion's run: its stored scores. Otherwise, when it saw
-    nothing from the challenger's validation rows on (its `labels_until`, or `labels_until_fallback` for a champion
-    registered before gate_rows were kept, at or before their first cutoff): `rescore(champion's directory)`, the
+    nothing from the challenger's validation rows on (its `labels_until`, or for a champion registered before gate_rows
+    were kept `labels_until_of(the metrics stored with it)`, at or before their first cutoff): `rescore(champion's directory)`, the
     champion scored on those rows by the task. Else, or when it cannot be loaded: the stored scores, and why.
     None when there is no champion or the challenger's run recorded no gate_rows."""
     current = champion_entry(task)
@@ -105,7 +105,11 @@ def champion_scores(task: str, gate_rows: dict[str, Any] | None, rescore: "Calla
     theirs = entry.get("gate_rows") or {}
     if theirs.get("valid_fingerprint") == gate_rows["valid_fingerprint"]:
         return ChampionScores(tag, None, "stored validation scores, from the same validation rows as the challenger's")
-    labels_until = theirs.get("labels_until") or labels_until_fallback
+    labels_until = theirs.get("labels_until")
+    if labels_until is None and labels_until_of is not None:
+        import bentoml
+
+        labels_until = labels_until_of(bentoml.models.get(tag).info.metadata.get("metrics", {}))
     first = gate_rows["valid_first_cutoff"]
     if labels_until is None or _instant(labels_until) > _instant(first):
         return ChampionScores(tag, None, f"{STORED_BASIS}: it was fitted on data up to {labels_until}, past the challenger's first "

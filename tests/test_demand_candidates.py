@@ -196,3 +196,39 @@ def test_scorer_serves_any_family(tmp_path, demand_params, champion):
     assert scorer.family == {"croston": "statsforecast", "cnn": "keras"}[champion]
     (a,) = scorer.forecast([DemandRequest(series_id="x", level="item", history=[0, 4, 0, 4, 0, 4, 0, 4])], "t")
     assert len(a.units) == 7 and min(a.units) >= 0 and max(a.units) > 0
+
+
+def test_the_gate_forecasts_the_challengers_validation_window_with_the_champion(tmp_path, demand_params):
+    """Four weeks later the champion has seen none of the new validation window: the gate compares the challenger with
+    the champion's own forecast of that window (the WAPE computed here by hand), not with the score of its run; a rerun
+    on the same window compares stored scores; both say which."""
+    import uuid
+
+    from shopsight import registry
+
+    task = f"demand{uuid.uuid4().hex[:8]}"  # a registry task of its own
+    demand_params.demand.candidates = ["seasonal_naive", "moving_average", "croston"]
+    out, events = tmp_path / "artifacts" / "demand", tmp_path / "events.parquet"
+
+    def run(frame: pd.DataFrame):
+        frame.to_parquet(events)
+        demand.train_demand(demand_params, events, out)
+        metrics = demand.evaluate_demand(demand_params, events, out)
+        return metrics, demand.register_demand(demand_params, out, events, task=task)
+
+    first, first_reg = run(_shop_events())
+    assert first_reg.promoted and first["gate_rows"]["labels_until"] == f"{first['valid_window'][0]}T00:00:00+00:00"
+    later_events = _shop_events(98)
+    later, later_reg = run(later_events)
+    series = daily_units(later_events)
+    window = window_at(series, demand.split_origins(len(series.days), demand_params.demand)["valid"][-1], 7)
+    by_hand = demand.wape(window.actual[np.asarray(window.levels) == "item"],
+                          load_candidate(registry.model_path(first_reg.tag)).predict(window)[np.asarray(window.levels) == "item"])
+    main = next(r for r in later_reg.decision.rows if r.metric == "wape")
+    assert main.champion == pytest.approx(by_hand) and main.challenger == later["valid"][later["champion"]]["wape"]
+    assert by_hand != pytest.approx(first["valid"][first["champion"]]["wape"])
+    assert later_reg.decision.basis.startswith("re-scored on the challenger's validation rows (wape")
+
+    demand_params.demand.candidates = ["croston", "seasonal_naive"]  # another champion file on the same window
+    _, again = run(later_events)
+    assert again.registered and again.decision.basis == "stored validation scores, from the same validation rows as the challenger's"

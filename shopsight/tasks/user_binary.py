@@ -428,7 +428,7 @@ def register_user_task(task: UserTask, params: Params):
 def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, Any], features: pd.DataFrame, main_metric: str):
     """The gate's view of the registered champion (shopsight.registry.champion_scores): re-scored on this run's
     validation rows, the raw score of whatever family it is, by the metric the challenger's validation scores used."""
-    from shopsight.registry import champion_entry, champion_scores
+    from shopsight.registry import champion_scores
 
     valid = features[features["split"] == "valid"]
 
@@ -440,16 +440,8 @@ def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, An
         rows = user_rows(valid, scorer.columns, task.horizon(params))
         return binary_metrics(rows.y, scorer.model.predict(rows), task.section(params).calibration.n_bins, groups=rows.cutoff)
 
-    current = champion_entry(task.name)
-    fallback = _first_test_cutoff(current[0]) if current and not (current[1].get("gate_rows") or {}).get("labels_until") else None
-    return champion_scores(task.name, metrics.get("gate_rows"), rescore, main_metric, labels_until_fallback=fallback)
-
-
-def _first_test_cutoff(tag: str) -> str | None:
-    """A champion registered before gate_rows were kept: its run's first test cutoff bounds the labels it was fitted on."""
-    import bentoml
-
-    return bentoml.models.get(tag).info.metadata.get("metrics", {}).get("test_cutoff")
+    # a champion registered before gate_rows were kept: no label it was fitted on reaches past its run's first test cutoff
+    return champion_scores(task.name, metrics.get("gate_rows"), rescore, main_metric, labels_until_of=lambda stored: stored.get("test_cutoff"))
 
 
 class ChampionScorer:
