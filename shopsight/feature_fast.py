@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shopsight.feature_sql import EVENT_COUNTS, NS_PER_DAY, feature_columns
-from shopsight.lifetime import LIFETIME_COLUMNS, lifetime_from_arrays
+from shopsight.lifetime import LIFETIME_COLUMNS, MONEY_SCALE, lifetime_from_arrays, money_units
 
 N_TYPES = len(EVENT_COUNTS)
 _PURCHASE = EVENT_COUNTS.index("purchase")
@@ -72,7 +72,7 @@ def features_from_arrays(
     price = ev.price[keep]
     purchase = et == _PURCHASE
     # coalesce(price, 0) * quantity over purchases; a null quantity makes a null term, which sum() skips
-    rev_terms = np.where(purchase, np.nan_to_num(price, nan=0.0) * ev.quantity[keep], 0.0)
+    rev_terms = np.where(purchase, money_units(np.nan_to_num(price, nan=0.0) * ev.quantity[keep]), 0.0)  # as the SQL: millionths
     rev_terms = np.nan_to_num(rev_terms, nan=0.0)
     type_slot = u * (N_TYPES + 1) + (et + 1)  # slot 0: event types outside EVENT_COUNTS
 
@@ -92,7 +92,7 @@ def features_from_arrays(
         out[:, col : col + N_TYPES] = by_type
         out[:, col + N_TYPES] = count(session_user[session_last >= L - w])
         out[:, col + N_TYPES + 1] = count(day_user[day_day >= L - w])
-        out[:, col + N_TYPES + 2] = count(u[m], rev_terms[m])
+        out[:, col + N_TYPES + 2] = count(u[m], rev_terms[m]) / MONEY_SCALE
         col += N_TYPES + 3
         by_type_L = by_type  # the largest window comes last
     sessions_L = out[:, col - 3]
@@ -111,7 +111,7 @@ def features_from_arrays(
     out[:, col + 4] = count(*_distinct_users(u[has_cat], cat[has_cat]))
     priced_view = (et == _VIEW) & ~np.isnan(price)
     n_priced = count(u[priced_view])
-    price_sum = count(u[priced_view], price[priced_view])
+    price_sum = count(u[priced_view], money_units(price[priced_view])) / MONEY_SCALE
     out[:, col + 5] = np.divide(price_sum, n_priced, out=np.zeros(n_users), where=n_priced > 0)
     views, carts, purchases = by_type_L[:, _VIEW], by_type_L[:, _CART], by_type_L[:, _PURCHASE]
     out[:, col + 6] = carts / (views + 1)

@@ -46,7 +46,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from shopsight.lifetime import LIFETIME_COLUMNS, lifetime_batch
+from shopsight.lifetime import LIFETIME_COLUMNS, MONEY_SCALE, lifetime_batch, money_sql
 
 EVENT_COUNTS = ("view", "cart", "remove_from_cart", "favorite", "purchase")
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -160,8 +160,8 @@ def _batches(cutoffs: list[pd.Timestamp], windows: list[int]) -> list[list[pd.Ti
 _TYPE_COUNTS = ", ".join(f"count(*) FILTER (WHERE et = '{e}') AS n_{e}" for e in EVENT_COUNTS)
 _PASS_A = f"""CREATE OR REPLACE TEMP TABLE _feat_a AS
   SELECT u, s, day, count(*) AS n, {_TYPE_COUNTS},
-         sum(coalesce(price, 0) * quantity) FILTER (WHERE et = 'purchase') AS rev,
-         sum(price) FILTER (WHERE et = 'view') AS vps, count(price) FILTER (WHERE et = 'view') AS vpn,
+         sum({money_sql("coalesce(price, 0) * quantity")}) FILTER (WHERE et = 'purchase') AS rev,
+         sum({money_sql("price")}) FILTER (WHERE et = 'view') AS vps, count(price) FILTER (WHERE et = 'view') AS vpn,
          min(ts) AS mn, max(ts) AS mx, max(ts) FILTER (WHERE et = 'purchase') AS pmx
   FROM (SELECT user_id::VARCHAR AS u, session_id AS s, event_type::VARCHAR AS et, price, quantity,
                epoch_ns(timestamp) AS ts, (epoch_ns(timestamp) - {{lo_ns}}) // {NS_PER_DAY} AS day
@@ -177,7 +177,7 @@ _USERS = """CREATE OR REPLACE TEMP TABLE _feat_u AS
   SELECT u, (row_number() OVER (ORDER BY u) - 1)::INTEGER AS uc FROM (SELECT DISTINCT u FROM _feat_a)"""
 _ROLLUP = f"""SELECT uc, list_extract($seg::INTEGER[], day + 1) AS seg, count(DISTINCT day)::INTEGER AS days,
   sum(n)::BIGINT AS n, {", ".join(f"sum(n_{e})::BIGINT AS n_{e}" for e in EVENT_COUNTS)},
-  coalesce(sum(rev), 0) AS rev, coalesce(sum(vps), 0) AS vps, sum(vpn)::BIGINT AS vpn,
+  coalesce(sum(rev), 0)::DOUBLE / {MONEY_SCALE} AS rev, coalesce(sum(vps), 0)::DOUBLE / {MONEY_SCALE} AS vps, sum(vpn)::BIGINT AS vpn,
   min(mn) AS mn, max(mx) AS mx, coalesce(max(pmx), {_NO_TIME}) AS pmx
   FROM _feat_a JOIN _feat_u USING (u) WHERE day < {{n_days}} GROUP BY ALL"""
 # Does every item have one category? Then the (user, item, category) rows are the distinct (user, item) pairs.

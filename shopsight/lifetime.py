@@ -38,6 +38,20 @@ import numpy as np
 import pandas as pd
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+# Money is summed as whole millionths of a currency unit: integer sums are exact, so a user's revenue does not depend
+# on the order DuckDB's threads add rows in. Float sums did, in the last bits (2.8e-14 or 0.0 for the same net value),
+# and that was enough to move an early-stopped MLP to another epoch between two `dvc repro` runs of the same events.
+MONEY_SCALE = 1_000_000
+
+
+def money_sql(expr: str) -> str:
+    """SQL: the DOUBLE amount `expr` as whole millionths (BIGINT; NULL stays NULL), rounded half up as money_units."""
+    return f"CAST(floor(({expr}) * {MONEY_SCALE} + 0.5) AS BIGINT)"
+
+
+def money_units(values: np.ndarray) -> np.ndarray:
+    """money_sql in numpy: whole millionths as float64 (exact integers below 2**53, so their sums are exact too)."""
+    return np.floor(np.asarray(values, dtype=np.float64) * MONEY_SCALE + 0.5)
 US_PER_DAY = 86_400 * 1_000_000
 _DAY_SHIFT = 1_000_000  # days added before the integer division so that it floors (DuckDB's // truncates)
 
@@ -127,25 +141,25 @@ _DAYS_FROM_PASS_A = f"""SELECT uc, day, mn
 # purchases: one row per (user, day, k0), k0 = how many cutoffs are at or before them (one per day when the
 # cutoffs are midnights)
 _BUYS = f"""SELECT uc, day, k0, mn, bought, units
-  FROM (SELECT u, day, k0, min(ts) AS mn, coalesce(sum(value), 0)::DOUBLE AS bought, coalesce(sum(qty), 0)::DOUBLE AS units
+  FROM (SELECT u, day, k0, min(ts) AS mn, coalesce(sum(value), 0)::DOUBLE / {MONEY_SCALE} AS bought, coalesce(sum(qty), 0)::DOUBLE AS units
         FROM (SELECT *, {{k0}} AS k0
               FROM (SELECT user_id::VARCHAR AS u, epoch_ns(timestamp) AS ts, {_DAY_SQL} AS day,
-                           coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
+                           {money_sql("coalesce(price, 0) * quantity")} AS value, quantity::DOUBLE AS qty
                     FROM {{source}} WHERE event_type::VARCHAR = 'purchase' AND timestamp < {{hi}} {{lo_filter}}))
         GROUP BY u, day, k0)
   JOIN {{users}} USING (u)"""
 # removals with the time of the same user's last purchase of the item strictly before them (prev); one row per
 # (user, k0, kr1): a return for cutoffs k0 <= k < kr1 (kr1: the cutoffs whose history reaches back to prev)
-_RETURNS = """SELECT uc, k0, kr1, coalesce(sum(value), 0)::DOUBLE AS ret_value, coalesce(sum(qty), 0)::DOUBLE AS ret_units
-  FROM (SELECT u, value, qty, {k0} AS k0, {kr1} AS kr1
+_RETURNS = f"""SELECT uc, k0, kr1, coalesce(sum(value), 0)::DOUBLE / {MONEY_SCALE} AS ret_value, coalesce(sum(qty), 0)::DOUBLE AS ret_units
+  FROM (SELECT u, value, qty, {{k0}} AS k0, {{kr1}} AS kr1
         FROM (SELECT u, buy, ts, value, qty,
                      max(CASE WHEN buy THEN ts END) OVER (PARTITION BY u, i ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
               FROM (SELECT user_id::VARCHAR AS u, item_id AS i, event_type::VARCHAR = 'purchase' AS buy, epoch_ns(timestamp) AS ts,
-                           coalesce(price, 0) * quantity AS value, quantity::DOUBLE AS qty
-                    FROM {source}
-                    WHERE event_type::VARCHAR IN ('purchase', 'remove_from_cart') AND timestamp < {hi} {lo_filter}))
+                           {money_sql("coalesce(price, 0) * quantity")} AS value, quantity::DOUBLE AS qty
+                    FROM {{source}}
+                    WHERE event_type::VARCHAR IN ('purchase', 'remove_from_cart') AND timestamp < {{hi}} {{lo_filter}}))
         WHERE NOT buy AND prev IS NOT NULL)
-  JOIN {users} USING (u) GROUP BY uc, k0, kr1"""
+  JOIN {{users}} USING (u) GROUP BY uc, k0, kr1"""
 
 
 def _ts_sql(ns: int) -> str:
@@ -310,7 +324,7 @@ def lifetime_from_arrays(
     first_buy = extreme(u[buy], ts[buy], np.minimum, np.iinfo(np.int64).max)
     pdays, span, ipt_std = _purchase_day_stats(bu, bday, n)
 
-    value = np.nan_to_num(np.nan_to_num(price[keep], nan=0.0) * quantity[keep], nan=0.0)
+    value = np.nan_to_num(money_units(np.nan_to_num(price[keep], nan=0.0) * quantity[keep]), nan=0.0)
     qty = np.nan_to_num(quantity[keep], nan=0.0)
     # a removal is a return when the user bought the item strictly earlier (inside the history)
     item = item.astype(np.int64) + 1  # a null item (code -1 from a plain factorize) is one value, as SQL's IS NOT DISTINCT FROM
@@ -321,7 +335,7 @@ def lifetime_from_arrays(
     ret = rem & (first_pair_buy[inverse] < ts)
     return _columns(
         n, cut, active, first, pdays, first_buy, span,
-        count(u[buy], value[buy]), count(u[ret], value[ret]), count(u[buy], qty[buy]), count(u[ret], qty[ret]), ipt_std,
+        count(u[buy], value[buy]) / MONEY_SCALE, count(u[ret], value[ret]) / MONEY_SCALE, count(u[buy], qty[buy]), count(u[ret], qty[ret]), ipt_std,
     )
 
 

@@ -122,3 +122,19 @@ def test_parquet_and_frame_sources_agree(tmp_path):
     from_file = compute_user_features(path, cutoffs, [7, 28], horizon_days=14)
     from_frame = compute_user_features(events, cutoffs, [7, 28], horizon_days=14)
     pd.testing.assert_frame_equal(from_file, from_frame)
+
+
+def test_money_features_do_not_depend_on_the_order_rows_are_added_in():
+    """Revenue, mean view price and monetary value are summed as whole millionths (exact integers): the same events in
+    another row order give the same features bit for bit, where float sums of prices such as 0.1, 0.2, 0.7 differ in the
+    last bits (what moved an early-stopped MLP between two `dvc repro` runs of the same events)."""
+    events = _random_events(11, n=3000)
+    events["price"] = np.where(events["price"].isna(), np.nan, np.resize([0.1, 0.2, 0.7, 1e-7, 3.3, 1125.44], len(events)))
+    cutoffs = [T0 + 60 * DAY, T0 + 80 * DAY]
+    money = ["revenue_7d", "revenue_28d", "mean_view_price", "monetary_total", "monetary_per_purchase_day"]
+    runs = [compute_user_features(events.sample(frac=1.0, random_state=seed), cutoffs, [7, 28], horizon_days=7) for seed in range(4)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other[money].to_numpy(), runs[0][money].to_numpy())
+    sums = [sum(events.sample(frac=1.0, random_state=seed)["price"].dropna()) for seed in range(4)]
+    assert len(set(sums)) > 1, "the float sums of these prices do depend on the order"
+    assert runs[0]["monetary_total"].gt(0).any() and runs[0]["mean_view_price"].gt(0).any()
