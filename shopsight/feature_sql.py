@@ -177,7 +177,7 @@ _USERS = """CREATE OR REPLACE TEMP TABLE _feat_u AS
   SELECT u, (row_number() OVER (ORDER BY u) - 1)::INTEGER AS uc FROM (SELECT DISTINCT u FROM _feat_a)"""
 _ROLLUP = f"""SELECT uc, list_extract($seg::INTEGER[], day + 1) AS seg, count(DISTINCT day)::INTEGER AS days,
   sum(n)::BIGINT AS n, {", ".join(f"sum(n_{e})::BIGINT AS n_{e}" for e in EVENT_COUNTS)},
-  coalesce(sum(rev), 0)::DOUBLE / {MONEY_SCALE} AS rev, coalesce(sum(vps), 0)::DOUBLE / {MONEY_SCALE} AS vps, sum(vpn)::BIGINT AS vpn,
+  coalesce(sum(rev), 0)::DOUBLE AS rev, coalesce(sum(vps), 0)::DOUBLE AS vps, sum(vpn)::BIGINT AS vpn,
   min(mn) AS mn, max(mx) AS mx, coalesce(max(pmx), {_NO_TIME}) AS pmx
   FROM _feat_a JOIN _feat_u USING (u) WHERE day < {{n_days}} GROUP BY ALL"""
 # Does every item have one category? Then the (user, item, category) rows are the distinct (user, item) pairs.
@@ -320,13 +320,14 @@ def _assemble(plan: _Plan, users: np.ndarray, roll: dict, per_user: dict, horizo
             fill(f"{prefix}_{w}d", window_sum(run, w))
     run = running("vpn")
     n_prices = [window_sum(run, L)(j, p) for j, p in enumerate(presents)]
-    rev = dense("rev", 0.0, fbuf[:n_seg])  # float sums: added per window, never differenced
+    # money in whole millionths (exact sums in any order), added per window, never differenced
+    rev = dense("rev", 0.0, fbuf[:n_seg])
     for w in windows:
-        fill(f"revenue_{w}d", lambda j, p, w=w: rev[slice(*plan.segments(j, w)), p].sum(axis=0))
+        fill(f"revenue_{w}d", lambda j, p, w=w: rev[slice(*plan.segments(j, w)), p].sum(axis=0) / MONEY_SCALE)
     vps = dense("vps", 0.0, fbuf[:n_seg])
 
     def mean_price(j, p):
-        total = vps[slice(*seg_l[j]), p].sum(axis=0)
+        total = vps[slice(*seg_l[j]), p].sum(axis=0) / MONEY_SCALE
         return np.divide(total, n_prices[j], out=np.zeros_like(total), where=n_prices[j] > 0)
 
     fill("mean_view_price", mean_price)

@@ -141,7 +141,7 @@ _DAYS_FROM_PASS_A = f"""SELECT uc, day, mn
 # purchases: one row per (user, day, k0), k0 = how many cutoffs are at or before them (one per day when the
 # cutoffs are midnights)
 _BUYS = f"""SELECT uc, day, k0, mn, bought, units
-  FROM (SELECT u, day, k0, min(ts) AS mn, coalesce(sum(value), 0)::DOUBLE / {MONEY_SCALE} AS bought, coalesce(sum(qty), 0)::DOUBLE AS units
+  FROM (SELECT u, day, k0, min(ts) AS mn, coalesce(sum(value), 0)::DOUBLE AS bought, coalesce(sum(qty), 0)::DOUBLE AS units
         FROM (SELECT *, {{k0}} AS k0
               FROM (SELECT user_id::VARCHAR AS u, epoch_ns(timestamp) AS ts, {_DAY_SQL} AS day,
                            {money_sql("coalesce(price, 0) * quantity")} AS value, quantity::DOUBLE AS qty
@@ -150,7 +150,7 @@ _BUYS = f"""SELECT uc, day, k0, mn, bought, units
   JOIN {{users}} USING (u)"""
 # removals with the time of the same user's last purchase of the item strictly before them (prev); one row per
 # (user, k0, kr1): a return for cutoffs k0 <= k < kr1 (kr1: the cutoffs whose history reaches back to prev)
-_RETURNS = f"""SELECT uc, k0, kr1, coalesce(sum(value), 0)::DOUBLE / {MONEY_SCALE} AS ret_value, coalesce(sum(qty), 0)::DOUBLE AS ret_units
+_RETURNS = f"""SELECT uc, k0, kr1, coalesce(sum(value), 0)::DOUBLE AS ret_value, coalesce(sum(qty), 0)::DOUBLE AS ret_units
   FROM (SELECT u, value, qty, {{k0}} AS k0, {{kr1}} AS kr1
         FROM (SELECT u, buy, ts, value, qty,
                      max(CASE WHEN buy THEN ts END) OVER (PARTITION BY u, i ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
@@ -234,7 +234,9 @@ def lifetime_batch(
         r = (rets["k0"] <= k) & (k < rets["kr1"])
         out.append(_columns(
             n_users, np.full(n_users, cut[k]), active, first, pdays, first_buy, span,
-            np.bincount(b_uc[b], bought[b], minlength=n_users), np.bincount(r_uc[r], rets["ret_value"][r], minlength=n_users),
+            # millionths: whole numbers, so these sums are exact in any row order (DuckDB's groups come in none)
+            np.bincount(b_uc[b], bought[b], minlength=n_users) / MONEY_SCALE,
+            np.bincount(r_uc[r], rets["ret_value"][r], minlength=n_users) / MONEY_SCALE,
             np.bincount(b_uc[b], units[b], minlength=n_users), np.bincount(r_uc[r], rets["ret_units"][r], minlength=n_users),
             ipt_std,
         ))
