@@ -467,7 +467,7 @@ def register_demand(params: Params, model_dir: Path = DEMAND_DIR, events_path: P
         main_metric=gate.metric,
         model_key=metrics["model_key"],
         gate=gate,
-        champion_scores=champion_scores(task, metrics.get("gate_rows"), rescore, gate.metric, labels_until_of=labels_until),
+        score_champion=lambda: champion_scores(task, metrics.get("gate_rows"), rescore, gate.metric, labels_until_of=labels_until),
         gate_rows=metrics.get("gate_rows"),
     )
 

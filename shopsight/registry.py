@@ -341,7 +341,7 @@ def register_model(
     promote: bool = True,
     split: str = "valid",
     framework: str = "keras",
-    champion_scores: ChampionScores | None = None,
+    score_champion: Callable[[], ChampionScores | None] | None = None,
     gate_rows: dict[str, Any] | None = None,
 ) -> Registration:
     """Copy model_dir into the BentoML store as `<task>:<version>` with metrics and lineage in its metadata.
@@ -350,8 +350,9 @@ def register_model(
     champion (`gate` from params.yaml when given, else `min_improvement` on `main_metric` alone); otherwise it
     stays a challenger. The gate compares the models' `split` metrics (validation: the test split is reported,
     never used to choose, so repeated runs do not select on it); the test score is kept as the honest estimate
-    that monitoring compares live quality with. `champion_scores` replaces the champion's stored scores with its
-    scores on the challenger's validation rows (see ChampionScores); `gate_rows` (which validation rows, which
+    that monitoring compares live quality with. `score_champion()` (called only when these files are not registered
+    yet: it may load the champion) can replace the champion's stored scores with its scores on the challenger's
+    validation rows (see ChampionScores); `gate_rows` (which validation rows, which
     labels the model was fitted on) is kept in the index for the next challenger's task to decide that. `reference` (a DataFrame or Parquet path: the features the model was trained on) is
     stored inside the model directory as `reference.parquet` for drift monitoring. Registering the same model
     files again is a no-op that returns the existing version. `promote=False` registers without promoting.
@@ -370,6 +371,7 @@ def register_model(
     if existing is not None:
         tag, info = existing
         return Registration(tag, info["status"], "unchanged: these model files are already registered", task, registered=False)
+    rescored = score_champion() if score_champion is not None else None
 
     mtimes = [p.stat().st_mtime for p in Path(model_dir).rglob("*") if p.is_file()]
     lineage = {
@@ -412,9 +414,9 @@ def register_model(
         basis = ""
         if current:
             basis = STORED_BASIS
-            if champion_scores is not None and champion_scores.tag == current:
-                basis = champion_scores.basis
-                champion_metrics = champion_scores.metrics if champion_scores.metrics is not None else champion_metrics
+            if rescored is not None and rescored.tag == current:
+                basis = rescored.basis
+                champion_metrics = rescored.metrics if rescored.metrics is not None else champion_metrics
         decision = replace(compare_to_champion(challenger_metrics, champion_metrics, main_metric=main_metric, **gate_args), basis=basis)
         entry["models"][tag] = {
             "status": CHALLENGER,

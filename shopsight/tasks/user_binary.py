@@ -420,7 +420,7 @@ def register_user_task(task: UserTask, params: Params):
         reference=reference,
         lineage={"reference_features": str(task.dataset), "reference_split": "train", "family": metrics["champion_family"]},
         framework=metrics["champion_family"],
-        champion_scores=champion_on_these_rows(task, params, metrics, features, gate.metric),
+        score_champion=lambda: champion_on_these_rows(task, params, metrics, features, gate.metric),
         gate_rows=metrics.get("gate_rows"),
     )
 
