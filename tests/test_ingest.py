@@ -128,12 +128,51 @@ def test_finalising_in_time_ranges_gives_the_one_pass_events(tmp_path, monkeypat
     one_pass = pd.read_parquet("data/events.parquet")
     split = []
     original = ingest_module._finalise_by_time
-    monkeypatch.setattr(ingest_module, "_finalise_by_time", lambda *a, **k: split.append(k["passes"]) or original(*a, **k))
+    monkeypatch.setattr(ingest_module, "_finalise_by_time", lambda *a, **k: split.append((len(k["bounds"]) + 1, k["pushdown"])) or original(*a, **k))
     monkeypatch.setattr(ingest_module, "FINALISE_BYTES_PER_ROW", 2**30)  # a GiB a row: as many passes as allowed
     ranged = ingest(params)
-    assert split == [ingest_module.FINALISE_MAX_PASSES]
+    # the rows are not in time order (every range would read them all): written out per range first
+    assert split == [(ingest_module.FINALISE_MAX_PASSES, False)]
     by_time = pd.read_parquet("data/events.parquet")
     assert (ranged.rows_out, ranged.duplicates_removed, ranged.users) == (one.rows_out, one.duplicates_removed, one.users) == (3_000, 1_000, 37)
     pd.testing.assert_frame_equal(by_time, one_pass)
     assert by_time["timestamp"].is_monotonic_increasing and not by_time["user_id"].str.startswith("u").any()
     assert not (tmp_path / "data/staging/time_ranges").exists()
+
+
+def test_time_ordered_staging_is_finalised_range_by_range_straight_from_the_staged_rows(tmp_path, monkeypatch):
+    """A file in time order (as most exports are) is finalised in ranges of FINALISE_RANGE_ROWS read straight from the
+    staging file, whose row groups each span a short time: the same events as one pass, duplicates across chunks
+    removed; the same rows out of time order would be read by every range, so they take one pass."""
+    import shopsight.ingest as ingest_module
+
+    monkeypatch.chdir(tmp_path)
+    rows = [f"u{i % 37},item-{i % 101},view,2026-01-{1 + i // 150:02d}T{i % 150 // 10:02d}:{i % 10:02d}:00Z,{i % 50}.5,s{i % 37}-{i // 150}\n"
+            for i in range(3_000)]
+    doubled = [row for i, row in enumerate(rows) for row in ([row, row] if i % 3 == 0 else [row])]  # duplicates next to each other
+    ordered, shuffled = tmp_path / "ordered.csv", tmp_path / "shuffled.csv"
+    header = "uid,sku,action,ts,price,session\n"  # sessions given: none to derive (that needs whole user histories)
+    ordered.write_text(header + "".join(doubled))
+    shuffled.write_text(header + "".join(doubled[j * 7919 % len(doubled)] for j in range(len(doubled))))  # a permutation
+    plans = []
+    original = ingest_module._finalise_by_time
+    monkeypatch.setattr(ingest_module, "_finalise_by_time", lambda *a, **k: plans.append((len(k["bounds"]) + 1, k["pushdown"])) or original(*a, **k))
+
+    def run(path, range_rows):
+        monkeypatch.setattr(ingest_module, "FINALISE_RANGE_ROWS", range_rows)
+        params = _params(path, columns={"user_id": "uid", "item_id": "sku", "event_type": "action", "timestamp": "ts", "session_id": "session"})
+        params.data.chunksize = 700  # 4,000 rows: five chunks staged, the last held in memory
+        report = ingest(params)
+        return report, pd.read_parquet("data/events.parquet")
+
+    monkeypatch.setattr(ingest_module, "STAGING_ROW_GROUP", 100)
+    one, one_pass = run(ordered, 10**9)
+    assert plans == []
+    ranged, by_range = run(ordered, 1_000)
+    assert plans == [(4, True)]
+    assert (ranged.rows_out, ranged.duplicates_removed) == (one.rows_out, one.duplicates_removed) == (3_000, 1_000)
+    pd.testing.assert_frame_equal(by_range, one_pass)
+    assert by_range["timestamp"].is_monotonic_increasing
+    _, from_shuffled = run(shuffled, 1_000)
+    assert plans == [(4, True)]  # out of time order, within DuckDB's memory: one pass
+    pd.testing.assert_frame_equal(from_shuffled, one_pass)
