@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shopsight.schema import EVENT_TYPES
 from shopsight.validation import ContractError, parse_price, parse_quantity, validate_events
 
 
@@ -65,6 +66,30 @@ def test_several_failures_on_one_row_are_all_reported():
     raw.loc[0, "event_type"] = "bogus"
     _, rejects = validate_events(raw, source="f.csv")
     assert "negative price" in rejects.loc[0, "reason"] and "unknown event_type" in rejects.loc[0, "reason"]
+
+
+def test_each_row_gets_exactly_its_own_reasons_in_contract_order_after_the_adapters_problem():
+    """Rows failing in different combinations (and rows sharing one) each get their own '; '-joined reasons: the
+    adapter's timestamp problem first, then the failed checks in the order of the contract; valid rows none."""
+    raw = _raw(
+        user_id=["u1", None, None, "u4", "u5", "u6"],
+        item_id=["i1", "i2", "i3", "i4", "i5", "i6"],
+        event_type=["bogus", "view", "bogus", "view", "view", "cart"],
+        timestamp=[pd.NaT, pd.Timestamp("2026-01-05", tz="UTC"), pd.Timestamp("2026-01-05", tz="UTC"), pd.NaT,
+                   pd.Timestamp("2026-01-05", tz="UTC"), pd.Timestamp("2026-01-05", tz="UTC")],
+        price=[-1.0, 1.0, -2.0, 1.0, 1.0, 1.0],
+        quantity=[1, 1, 1, 1, 1, 1],
+    )
+    raw["timestamp_problem"] = pd.array(["timestamp is not a number", None, None, "", None, None], dtype="string")
+    valid, rejects = validate_events(raw, source="f.csv")
+    unknown = f"unknown event_type (expected one of {', '.join(EVENT_TYPES)})"
+    assert rejects["reason"].tolist() == [
+        f"timestamp is not a number; {unknown}; negative price",
+        "missing user_id",
+        f"missing user_id; {unknown}; negative price",
+        "missing timestamp",  # an empty problem text is no problem
+    ]
+    assert rejects["user_id"].tolist()[:1] == ["u1"] and valid["user_id"].tolist() == ["u5", "u6"]
 
 
 def test_nothing_is_dropped_silently():
