@@ -161,6 +161,13 @@ class RuleParams(_Section):
     sign: Literal[1, -1] = Field(1, description="+1: a larger value scores higher; -1: a smaller one")
 
 
+class StackedParams(_Section):
+    """A learned candidate with other candidates' scores as extra inputs (shopsight/candidates/stacked.py)."""
+
+    base: Literal["logistic_regression", "lightgbm", "mlp"] = Field(description="the learned family, with its own settings of this task")
+    inputs: list[str] = Field(min_length=1, description="candidates listed before it whose scores it takes (e.g. bgnbd)")
+
+
 class SelectionParams(_Section):
     """How the champion is chosen on validation."""
 
@@ -186,12 +193,14 @@ class UserTaskParams(_Section):
     candidates: list[str] = Field(
         min_length=1,
         description="candidate names, simplest first (a tie on validation goes to the earlier): a rule name from `rules`, "
-        "bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend",
+        "bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend, or a name under `stacked`",
     )
     references: list[str] = Field(default_factory=list, description="simple references the champion must beat on test (targets)")
     target_margin: float = Field(0.01, ge=0, description="ROC-AUC the champion must beat the best reference by for the target to be met")
     rules: dict[str, RuleParams] = Field(default_factory=dict)
     blend: list[str] = Field(default_factory=list, description="members of the `blend` candidate (listed before it in candidates)")
+    stacked: dict[str, StackedParams] = Field(
+        default_factory=dict, description="name -> a learned family taking other candidates' scores (e.g. BG/NBD's) as inputs")
     mlp: MLPParams = Field(default_factory=MLPParams)
     logistic: LogisticParams = Field(default_factory=LogisticParams)
     lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over shopsight/candidates/gbdt.py DEFAULTS")
@@ -203,10 +212,20 @@ class UserTaskParams(_Section):
 
     @model_validator(mode="after")
     def _known_candidates(self) -> "UserTaskParams":
-        known = {"bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules}
+        known = {"bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules, *self.stacked}
         unknown = [c for c in [*self.candidates, *self.references] if c not in known]
         if unknown:
-            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules` or one of bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend")
+            raise ValueError(f"unknown candidate(s) {unknown}: use a rule defined under `rules`, a name under `stacked` or one of "
+                             "bgnbd, paretonbd, logistic_regression, lightgbm, mlp, blend")
+        clash = sorted(set(self.stacked) & {"bgnbd", "paretonbd", "logistic_regression", "lightgbm", "mlp", "blend", *self.rules})
+        if clash:
+            raise ValueError(f"stacked candidate name(s) {clash} are taken by another candidate: choose other names")
+        for name, stack in self.stacked.items():
+            if name in self.candidates:
+                before = self.candidates[: self.candidates.index(name)]
+                late = [i for i in stack.inputs if i not in before]
+                if late:
+                    raise ValueError(f"stacked.{name}.inputs {late} must be candidates listed before {name!r} in candidates {self.candidates}")
         if "blend" in self.candidates:
             before = self.candidates[: self.candidates.index("blend")]
             if len(self.blend) < 2 or any(m not in before for m in self.blend):

@@ -149,6 +149,50 @@ def test_a_blend_of_fitted_members_scores_between_them_and_comes_back_from_disk(
     np.testing.assert_allclose(load_candidate(tmp_path / "blend").predict(valid), p, rtol=1e-6)
 
 
+def test_a_stacked_model_learns_from_its_inputs_scores_what_its_own_features_cannot_tell_it(tmp_path):
+    """A logistic regression cannot learn an interaction of two features; stacked over a tree model's score it ranks
+    almost as well as the trees. It needs its inputs fitted first, follows its base on early stopping, names the input
+    among its explanations' features, and comes back from disk with its inputs."""
+    train, valid = _rows(3000, 3, xor=True), _rows(1500, 4, xor=True)
+    trees = get_model("user_binary", "lightgbm", CONFIGS["lightgbm"])
+    trees.fit(train, valid)
+    alone = get_model("user_binary", "logistic_regression", CONFIGS["logistic_regression"])
+    alone.fit(train, valid)
+    stacked = get_model("user_binary", "stacked", {"base": "logistic_regression", "base_config": CONFIGS["logistic_regression"],
+                                                  "inputs": ["lightgbm"]})
+    assert stacked.early_stopping is False
+    assert get_model("user_binary", "stacked", {"base": "lightgbm", "inputs": ["bgnbd"]}).early_stopping is True
+    with pytest.raises(ValueError, match=r"needs its inputs \['lightgbm'\] fitted"):
+        stacked.fit(train, valid)
+    stacked.inputs = {"lightgbm": trees}
+    stacked.fit(train, valid)
+    p = stacked.predict(valid)
+    auc_alone, auc_trees, auc_stacked = _auc(valid.y, alone.predict(valid)), _auc(valid.y, trees.predict(valid)), _auc(valid.y, p)
+    assert auc_alone < 0.6 < auc_trees - 0.1, (auc_alone, auc_trees)
+    assert auc_stacked > auc_trees - 0.02, (auc_stacked, auc_trees)
+    weight: dict[str, float] = {}
+    for row in stacked.explain(valid.take(np.arange(len(valid)) < 200), len(COLUMNS) + 1):
+        for c in row:
+            weight[c["feature"]] = weight.get(c["feature"], 0.0) + abs(c["contribution"])
+    assert max(weight, key=weight.get) == "lightgbm_log_odds", weight  # the input that carries the signal weighs most
+    save_candidate(stacked, tmp_path / "stacked")
+    back = load_candidate(tmp_path / "stacked")
+    assert list(back.inputs) == ["lightgbm"]
+    np.testing.assert_allclose(back.predict(valid), p, rtol=1e-6)
+    assert back.predict(valid.take(np.zeros(len(valid), dtype=bool))).shape == (0,)
+
+
+def test_stacked_inputs_must_be_candidates_listed_before_it():
+    from shopsight.config import PropensityParams
+
+    ok = PropensityParams(candidates=["frequency", "bgnbd", "lgb_bgnbd"], references=["frequency"], stacked={"lgb_bgnbd": {"base": "lightgbm", "inputs": ["bgnbd"]}})
+    assert ok.stacked["lgb_bgnbd"].base == "lightgbm"
+    with pytest.raises(ValueError, match=r"stacked.lgb_bgnbd.inputs \['bgnbd'\] must be candidates listed before 'lgb_bgnbd'"):
+        PropensityParams(candidates=["frequency", "lgb_bgnbd", "bgnbd"], references=["frequency"], stacked={"lgb_bgnbd": {"base": "lightgbm", "inputs": ["bgnbd"]}})
+    with pytest.raises(ValueError, match="taken by another candidate"):
+        PropensityParams(candidates=["frequency", "bgnbd"], references=["frequency"], stacked={"bgnbd": {"base": "lightgbm", "inputs": ["frequency"]}})
+
+
 def test_one_se_rule_keeps_the_simpler_candidate_unless_the_better_one_is_beyond_the_noise():
     from sklearn.metrics import roc_auc_score
 

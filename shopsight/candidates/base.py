@@ -94,7 +94,7 @@ def get_model(kind: str, name: str, config: Mapping[str, Any] | None = None) -> 
 
 # Modules that register families for a kind: imported on first use, so TensorFlow loads only where needed.
 FAMILY_MODULES: dict[str, list[str]] = {
-    "user_binary": [f"shopsight.candidates.{m}" for m in ("rules", "btyd", "linear", "gbdt", "keras_mlp", "blend")],
+    "user_binary": [f"shopsight.candidates.{m}" for m in ("rules", "btyd", "linear", "gbdt", "keras_mlp", "blend", "stacked")],
 }
 
 

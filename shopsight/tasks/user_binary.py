@@ -67,6 +67,9 @@ def candidate_config(task: UserTask, params: Params, name: str) -> tuple[str, di
         return name, {**getattr(cfg, name).model_dump(), **task.bgnbd}
     if name == "blend":
         return "blend", {"members": list(cfg.blend)}
+    if name in cfg.stacked:
+        base, base_config = candidate_config(task, params, cfg.stacked[name].base)
+        return "stacked", {"base": base, "base_config": base_config, "inputs": list(cfg.stacked[name].inputs)}
     raise ValueError(f"{task.name}.candidates: unknown candidate {name!r}")
 
 
@@ -138,8 +141,10 @@ def train_user_task(task: UserTask, params: Params) -> dict[str, Any]:
         model.name = name
         if family_name == "blend":  # the blend combines candidates fitted above
             model.members = {m: fitted[m] for m in config["members"] if m in fitted}
+        if family_name == "stacked":  # and a stacked candidate takes their scores as inputs
+            model.inputs = {m: fitted[m] for m in config["inputs"] if m in fitted}
         t0 = time.perf_counter()
-        fit_info = model.fit(*stopping["rows"]) if type(model).early_stopping else model.fit(rows["train"], rows["valid"])
+        fit_info = model.fit(*stopping["rows"]) if model.early_stopping else model.fit(rows["train"], rows["valid"])
         p_valid, p_test = model.predict(rows["valid"]), model.predict(rows["test"])
         info[name] = {"family": type(model).family, "fit_seconds": round(time.perf_counter() - t0, 2), **fit_info}
         scores[name] = np.concatenate([p_valid, p_test])
