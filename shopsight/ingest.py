@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,6 +54,12 @@ FINALISE_RANGE_ROWS = 10_000_000
 # beyond, the rows are first written out per range (one more pass over them, but each range reads only its own).
 FINALISE_MAX_READS = 2.0
 STAGING_ROW_GROUP = 1 << 16  # rows per row group of the staging file: its time statistics are what the ranges skip by
+# The events file's order: time, user, then the rest of the row, events of one instant in funnel order (a view before
+# the cart of the same second). A total order: ties come out the same in every run, and exact duplicates end up next
+# to each other, so they are dropped in one streaming pass over the sorted rows (_without_repeats) instead of
+# DuckDB's DISTINCT, a hash aggregate before the sort (10M simulator events: 6.5 s sorted and written against 8.2 s).
+EVENT_ORDER_SQL = "list_position([" + ", ".join(f"'{name}'" for name in EVENT_TYPES) + "], event_type)"
+EVENTS_ORDER_SQL = f"timestamp, user_id, item_id, {EVENT_ORDER_SQL}, session_id, category, price, quantity"
 
 
 class IngestError(ValueError):
@@ -353,15 +360,10 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
     passes = min(math.ceil(staged * FINALISE_BYTES_PER_ROW / (memory_gb * 2**30)), FINALISE_MAX_PASSES)
     plan = _range_plan(con, staged_rows, tail, staged=staged, memory_passes=passes) if staged_without_session == 0 else None
+    if plan is None and staged_without_session == 0:
+        plan = ([], True)  # one range: all the staged rows
     if plan is not None:
-        query = None  # one pass per time range (below): each one's dedup and sort fit in memory
-    elif staged_without_session == 0:
-        query = f"""
-        COPY (
-          SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity
-          FROM (SELECT {distinct} * FROM {staged_rows}) ORDER BY timestamp, user_id
-        ) TO '{tmp_events}' (FORMAT PARQUET)
-    """
+        query = None  # sorted and deduplicated one time range at a time (below): each one's sort fits in memory
     else:
         query = f"""
         COPY (
@@ -375,12 +377,13 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
           SELECT {user_expr} AS user_id, item_id, event_type, timestamp,
                  coalesce(NULLIF(session_id, ''), user_id || '-s' || CAST(sess_no AS VARCHAR)) AS session_id,
                  category, price, quantity
-          FROM s ORDER BY timestamp, user_id
+          FROM s ORDER BY {EVENTS_ORDER_SQL}
         ) TO '{tmp_events}' (FORMAT PARQUET)
     """
     try:
         if query is None:
-            _finalise_by_time(con, staged_rows, tmp_events, bounds=plan[0], pushdown=plan[1], distinct=distinct, user_expr=user_expr, salt=salt)
+            _finalise_by_time(con, staged_rows, tmp_events, bounds=plan[0], pushdown=plan[1], dedup=params.ingest.drop_duplicates,
+                              user_expr=user_expr, salt=salt)
         else:
             con.execute(query, [salt] if salt else [])
     except duckdb.OutOfMemoryException as exc:
@@ -456,11 +459,13 @@ def staged_reads(bounds: list, tail: pa.Table | None) -> float:
 
 
 def _finalise_by_time(con: duckdb.DuckDBPyConnection, staged_rows: str, tmp_events: Path, *, bounds: list, pushdown: bool,
-                      distinct: str, user_expr: str, salt: str) -> None:
-    """The staged rows deduplicated and sorted by (timestamp, user_id) into `tmp_events`, one time range at a time.
+                      dedup: bool, user_expr: str, salt: str) -> None:
+    """The staged rows sorted (EVENTS_ORDER_SQL) and, with `dedup`, without exact duplicates into `tmp_events`, one
+    time range at a time (no `bounds`: one range).
 
-    Exact duplicates share their timestamp, so they fall in one range: each range's DISTINCT and ORDER BY run on its
-    own rows, in memory, and the ranges written one after the other are in order overall. The ranges (`bounds`: about
+    Exact duplicates share their timestamp, so they fall in one range: each range's sort runs on its own rows, in
+    memory, the duplicates are the rows equal to the one before, and the ranges written one after the other are in
+    order overall. The ranges (`bounds`: about
     equal numbers of rows) are read straight from the staged rows with `pushdown` (DuckDB skips the staging file's row
     groups outside each), else one DuckDB pass first writes the rows out per range. Beyond its memory DuckDB's one-pass
     DISTINCT + ORDER BY spills both to disk: the 100M-event ingest took 516 s and 6.2 GiB that way, 443 s and 3.8 GiB
@@ -468,12 +473,21 @@ def _finalise_by_time(con: duckdb.DuckDBPyConnection, staged_rows: str, tmp_even
     def literal(bound) -> str:
         return f"TIMESTAMPTZ_NS '{bound.isoformat()}'"
 
-    def ranged(rows: str) -> duckdb.DuckDBPyRelation:
-        return con.sql(
+    last: list[pa.Table | None] = [None]  # the last row written: a duplicate may start the next batch or range
+
+    def write_range(rows: str) -> None:
+        sorted_rows = con.sql(
             f"SELECT {user_expr} AS user_id, item_id, event_type, timestamp, session_id, category, price, quantity "
-            f"FROM (SELECT {distinct} * FROM {rows}) ORDER BY timestamp, user_id",
+            f"FROM {rows} ORDER BY {EVENTS_ORDER_SQL}",
             params=[salt] if salt else None,
         )
+        for batch in sorted_rows.to_arrow_reader(FINALISE_BATCH_ROWS):
+            table = pa.Table.from_batches([batch]).cast(CANONICAL_ARROW)
+            if dedup:
+                table = _without_repeats(table, last[0])
+            if table.num_rows:
+                writer.write_table(table)
+                last[0] = table.slice(table.num_rows - 1)
 
     with pq.ParquetWriter(tmp_events, CANONICAL_ARROW) as writer:
         if pushdown:
@@ -481,8 +495,7 @@ def _finalise_by_time(con: duckdb.DuckDBPyConnection, staged_rows: str, tmp_even
             for low, high in zip(edges[:-1], edges[1:]):
                 where = " AND ".join([*([f"timestamp >= {literal(low)}"] if low is not None else []),
                                       *([f"timestamp < {literal(high)}"] if high is not None else [])])
-                for batch in ranged(f"(SELECT * FROM {staged_rows} WHERE {where})").to_arrow_reader(FINALISE_BATCH_ROWS):
-                    writer.write_batch(batch.cast(CANONICAL_ARROW))
+                write_range(f"(SELECT * FROM {staged_rows} WHERE {where})" if where else staged_rows)
             return
         folder = _time_ranges_dir()
         shutil.rmtree(folder, ignore_errors=True)
@@ -492,11 +505,30 @@ def _finalise_by_time(con: duckdb.DuckDBPyConnection, staged_rows: str, tmp_even
             con.execute(f"COPY (SELECT *, CASE {case} ELSE {len(bounds)} END AS _range FROM {staged_rows}) TO '{folder}' "
                         "(FORMAT PARQUET, PARTITION_BY (_range))")
             for part in sorted((int(d.name.split("=", 1)[1]), d) for d in folder.iterdir() if d.name.startswith("_range=")):
-                for batch in ranged(f"read_parquet('{part[1]}/*.parquet', hive_partitioning = false)").to_arrow_reader(FINALISE_BATCH_ROWS):
-                    writer.write_batch(batch.cast(CANONICAL_ARROW))
+                write_range(f"read_parquet('{part[1]}/*.parquet', hive_partitioning = false)")
                 shutil.rmtree(part[1])  # its rows are written: the disk it took goes back
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _without_repeats(table: pa.Table, before: pa.Table | None) -> pa.Table:
+    """The rows of sorted `table` that differ from the row before them in some column (nulls equal to nulls, as in
+    DISTINCT), the first compared with `before` (the last row written, if any)."""
+    if table.num_rows == 0:
+        return table
+    rows = table if before is None else pa.concat_tables([before, table])
+    n = rows.num_rows
+    repeat = np.ones(n - 1, dtype=bool)
+    for name in rows.column_names:
+        values = rows.column(name)
+        later, earlier = values.slice(1), values.slice(0, n - 1)
+        same = pc.or_(pc.fill_null(pc.equal(later, earlier), False), pc.and_(later.is_null(), earlier.is_null()))
+        repeat &= same.to_numpy(zero_copy_only=False)
+        if not repeat.any():
+            break
+    if before is None:
+        repeat = np.concatenate([[False], repeat])
+    return table.filter(pa.array(~repeat)) if repeat.any() else table
 
 
 def load_events(path: str | Path = paths.EVENTS) -> pd.DataFrame:

@@ -140,6 +140,45 @@ def test_finalising_in_time_ranges_gives_the_one_pass_events(tmp_path, monkeypat
     assert not (tmp_path / "data/staging/time_ranges").exists()
 
 
+def test_events_come_out_in_one_total_order_with_the_funnel_first_and_duplicates_dropped_across_batches(tmp_path, monkeypatch):
+    """Events of one user at one instant come out in funnel order (view, cart, purchase), then by the rest of the row,
+    whatever order the file had them in: the same file in two row orders gives the same events file. Exact duplicates
+    are dropped where they meet across the sorted pass's batches too (two rows a batch here)."""
+    import shopsight.ingest as ingest_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ingest_module, "FINALISE_BATCH_ROWS", 2)
+    rows = ["u1,a,purchase,2026-01-05T10:00:00Z,3.5,s1\n", "u1,a,view,2026-01-05T10:00:00Z,3.5,s1\n",
+            "u1,a,cart,2026-01-05T10:00:00Z,3.5,s1\n", "u1,a,view,2026-01-05T10:00:00Z,3.5,s1\n",
+            "u1,a,view,2026-01-05T10:00:00Z,3.5,s1\n", "u1,b,view,2026-01-05T10:00:00Z,,s1\n",
+            "u1,b,view,2026-01-05T10:00:00Z,,s1\n", "u0,z,view,2026-01-05T10:00:00Z,1,s0\n",
+            "u1,a,view,2026-01-05T09:00:00Z,3.5,s1\n"]
+    outputs = []
+    for order in (rows, rows[::-1]):
+        csv = tmp_path / "clicks.csv"
+        csv.write_text("uid,sku,action,ts,price,session\n" + "".join(order))
+        report = ingest(_params(csv, columns={"user_id": "uid", "item_id": "sku", "event_type": "action", "timestamp": "ts",
+                                              "session_id": "session"}))
+        assert (report.rows_out, report.duplicates_removed) == (6, 3)
+        outputs.append(pd.read_parquet("data/events.parquet"))
+    events = outputs[0]
+    assert list(zip(events["user_id"], events["item_id"], events["event_type"].astype(str))) == [
+        ("u1", "a", "view"), ("u0", "z", "view"), ("u1", "a", "view"), ("u1", "a", "cart"), ("u1", "a", "purchase"), ("u1", "b", "view")]
+    pd.testing.assert_frame_equal(outputs[1], events)
+
+
+def test_without_repeats_compares_every_column_and_takes_nulls_as_equal():
+    import pyarrow as pa
+
+    from shopsight.ingest import _without_repeats
+
+    table = pa.table({"a": [1, 1, 1, 2, 2], "b": [None, None, "x", "x", "x"]})
+    assert _without_repeats(table, None).to_pydict() == {"a": [1, 1, 2], "b": [None, "x", "x"]}
+    assert _without_repeats(table, table.slice(4)).to_pydict() == {"a": [1, 1, 2], "b": [None, "x", "x"]}
+    assert _without_repeats(table.slice(3), table.slice(4)).num_rows == 0  # both equal the last row written
+    assert _without_repeats(table.slice(0, 0), table.slice(4)).num_rows == 0
+
+
 def test_time_ordered_staging_is_finalised_range_by_range_straight_from_the_staged_rows(tmp_path, monkeypatch):
     """A file in time order (as most exports are) is finalised in ranges of FINALISE_RANGE_ROWS read straight from the
     staging file, whose row groups each span a short time: the same events as one pass, duplicates across chunks
@@ -167,12 +206,12 @@ def test_time_ordered_staging_is_finalised_range_by_range_straight_from_the_stag
 
     monkeypatch.setattr(ingest_module, "STAGING_ROW_GROUP", 100)
     one, one_pass = run(ordered, 10**9)
-    assert plans == []
+    assert plans == [(1, True)]  # one range: every staged row
     ranged, by_range = run(ordered, 1_000)
-    assert plans == [(4, True)]
+    assert plans == [(1, True), (4, True)]
     assert (ranged.rows_out, ranged.duplicates_removed) == (one.rows_out, one.duplicates_removed) == (3_000, 1_000)
     pd.testing.assert_frame_equal(by_range, one_pass)
     assert by_range["timestamp"].is_monotonic_increasing
     _, from_shuffled = run(shuffled, 1_000)
-    assert plans == [(4, True)]  # out of time order, within DuckDB's memory: one pass
+    assert plans == [(1, True), (4, True), (1, True)]  # out of time order, within DuckDB's memory: one pass
     pd.testing.assert_frame_equal(from_shuffled, one_pass)

@@ -50,7 +50,6 @@ class StackedCandidate(Candidate):
     def __init__(self, name: str, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, config)
         self.base = get_model("user_binary", self.config["base"], self.config.get("base_config", {}))
-        self.base.name = f"{name}/{self.config['base']}"
         self.inputs: dict[str, Candidate] = {}
 
     @property
@@ -69,6 +68,7 @@ class StackedCandidate(Candidate):
         return UserRows(x, [*data.columns, *(input_column(n) for n in wanted)], data.horizon_days, data.y, data.cutoff)
 
     def fit(self, train: UserRows, valid: UserRows) -> dict[str, Any]:
+        self.base.name = f"{self.name}_base"  # the task names a candidate after building it (a Keras name has no '/')
         return {"base": self.config["base"], "inputs": list(self.config.get("inputs", [])),
                 **self.base.fit(self._with_inputs(train), self._with_inputs(valid))}
 
