@@ -7,8 +7,8 @@ session ids until it has N rows) and a variant where ~20% of the rows break the 
 price, unknown event, unparseable timestamp, missing user, fractional quantity). Each file is then
 (a) copied to Parquet by DuckDB (`COPY (SELECT * FROM read_csv(csv)) TO out (FORMAT parquet)`) and
 (b) ingested by `python -m shopsight ingest` in a scratch project (data.source: generic), each run in
-its own process so its peak RSS is its own; each is run --repeat times, the fastest time and the highest
-peak count (the machine may be shared). The table gives seconds, peak RSS, the ratio ingest/DuckDB
+its own process so its peak RSS is its own; each is run --repeat times (the DuckDB copy once more after the
+ingest), the fastest time and the highest peak count (the machine may be shared). The table gives seconds, peak RSS, the ratio ingest/DuckDB
 (target: at most 3x), DuckDB's time when it also removes duplicates and sorts like ingest (no contract checks: the
 part of the gap any correct ingest has), and the peak-RSS ratio of the largest file to the smallest (flat memory: ~1x).
 """
