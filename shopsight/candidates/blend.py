@@ -13,15 +13,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from shopsight.candidates.base import Candidate, load_candidate, register, save_candidate
-from shopsight.candidates.user_rows import UserRows
+from shopsight.candidates.user_rows import UserRows, log_odds
 
 STATS_FILE = "blend.json"
 MEMBERS_DIR = "members"
-
-
-def _log_odds(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p)
 
 
 @register("user_binary", "blend")
@@ -44,14 +39,14 @@ class BlendCandidate(Candidate):
                              f"(members {wanted}, not fitted: {missing})")
         self.members = {m: self.members[m] for m in wanted}
         for name, model in self.members.items():
-            z = _log_odds(model.predict(train))
+            z = log_odds(model.predict(train))
             self.stats[name] = (float(z.mean()), float(z.std()) or 1.0)
         return {"members": wanted}
 
     def predict(self, data: UserRows) -> np.ndarray:
         if len(data) == 0:
             return np.zeros(0)
-        z = np.mean([(_log_odds(m.predict(data)) - self.stats[n][0]) / self.stats[n][1] for n, m in self.members.items()], axis=0)
+        z = np.mean([(log_odds(m.predict(data)) - self.stats[n][0]) / self.stats[n][1] for n, m in self.members.items()], axis=0)
         return 1.0 / (1.0 + np.exp(-z))
 
     def explain(self, data: UserRows, top_k: int) -> list[list[dict]]:

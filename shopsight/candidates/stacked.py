@@ -22,16 +22,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from shopsight.candidates.base import Candidate, get_model, load_candidate, register, save_candidate
-from shopsight.candidates.user_rows import UserRows
+from shopsight.candidates.user_rows import UserRows, log_odds
 
 STACK_FILE = "stacked.json"
 BASE_DIR = "base"
 INPUTS_DIR = "inputs"
-
-
-def _log_odds(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p)
 
 
 def input_column(name: str) -> str:
@@ -63,7 +58,7 @@ class StackedCandidate(Candidate):
         if not wanted or missing:
             raise ValueError(f"stacked candidate {self.name}: needs its inputs {wanted} fitted and listed before it in the "
                              f"task's candidates (not fitted: {missing})")
-        scores = [_log_odds(self.inputs[n].predict(data)) for n in wanted] if len(data) else [np.zeros(0) for _ in wanted]
+        scores = [log_odds(self.inputs[n].predict(data)) for n in wanted] if len(data) else [np.zeros(0) for _ in wanted]
         x = np.column_stack([data.x.astype("float64"), *scores]) if len(data) else np.zeros((0, data.x.shape[1] + len(wanted)))
         return UserRows(x, [*data.columns, *(input_column(n) for n in wanted)], data.horizon_days, data.y, data.cutoff)
 

@@ -53,6 +53,12 @@ class UserRows:
                         None if self.y is None else self.y[mask], None if self.cutoff is None else self.cutoff[mask])
 
 
+def log_odds(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-7, 1 - 1e-7]: a candidate's score on the scale blends and stacks combine."""
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
 def top_contributions_from(values: np.ndarray, columns: list[str], top_k: int) -> list[list[dict]]:
     """The `top_k` largest |contribution| per row as [{"feature", "contribution"}], largest first."""
     values = np.asarray(values, dtype="float64")
