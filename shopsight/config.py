@@ -171,11 +171,15 @@ class StackedParams(_Section):
 class SelectionParams(_Section):
     """How the champion is chosen on validation."""
 
-    rule: Literal["best", "one_se"] = Field(
-        "best", description="best: the highest validation ROC-AUC | one_se: the first candidate (simplest first) within "
-        "one paired-bootstrap standard error of the best (Breiman et al. 1984): small validation sets do not crown noise")
+    rule: Literal["beat_reference", "best", "one_se"] = Field(
+        "beat_reference", description="beat_reference: the best on validation ROC-AUC if it is a reference or leads the "
+        "best reference there by more than k_se paired-bootstrap standard errors, else that reference (a learned model "
+        "must beat the strongest simple reference beyond the validation noise to be served) | best: the highest "
+        "validation ROC-AUC | one_se: the first candidate (simplest first) within k_se paired-bootstrap standard errors "
+        "of the best (Breiman et al. 1984): small validation sets do not crown noise")
     n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation rows for the standard error")
-    k_se: float = Field(1.0, gt=0, description="how many standard errors a simpler candidate may trail the best by")
+    k_se: float = Field(1.0, gt=0, description="standard errors of the validation gap: how far a learned candidate must "
+                        "lead the best reference (beat_reference), or a simpler candidate may trail the best (one_se)")
     seed: int = 0
     early_stopping: Literal["train_users", "valid"] = Field(
         "train_users", description="where LightGBM and the MLP stop early: train_users = a share of the training users "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shopsight.candidates import (available, champion_vs_references, get_model, load_candidate, save_candidate,
@@ -238,3 +239,43 @@ def test_bootstrap_draw_takes_whole_users_and_is_the_row_bootstrap_without_repea
         assert len(set(picked)) <= 4
     assert np.array_equal(bootstrap_draw(5, np.arange(5))(np.random.default_rng(3)), np.random.default_rng(3).integers(0, 5, 5))
     assert np.array_equal(bootstrap_draw(5)(np.random.default_rng(3)), np.random.default_rng(3).integers(0, 5, 5))
+
+
+def test_a_learned_champion_must_lead_the_best_reference_beyond_the_validation_noise():
+    """selection.rule beat_reference (the default): the best on validation is served only when it is a reference or
+    leads the best reference by more than k_se paired-bootstrap SEs; otherwise the reference is."""
+    from shopsight.calibration import within_group_roc_auc
+    from shopsight.config import PropensityParams
+    from shopsight.tasks.user_binary import choose_on_validation
+
+    rng = np.random.default_rng(3)
+    n = 600
+    y = rng.integers(0, 2, n)
+    signal = y + rng.normal(0, 1.0, n)
+    scores = pd.DataFrame({"label": y, "cutoff": pd.Timestamp("2026-01-01", tz="UTC"), "user_id": [f"u{i}" for i in range(n)],
+                           "frequency": y + rng.normal(0, 2.0, n),        # a weak reference
+                           "bgnbd": signal + rng.normal(0, 0.1, n),       # the best reference: level with the model
+                           "mlp": signal,                                 # ahead of it by the noise only
+                           "lightgbm": 3 * y + rng.normal(0, 1.0, n)})    # far ahead
+    metrics = {c: {"roc_auc": within_group_roc_auc(y, scores[c].to_numpy(), scores["cutoff"].to_numpy())}
+               for c in ["frequency", "bgnbd", "mlp", "lightgbm"]}
+    assert metrics["mlp"]["roc_auc"] > metrics["bgnbd"]["roc_auc"] > metrics["frequency"]["roc_auc"]
+
+    def choose(candidates, references=("frequency", "bgnbd"), **selection):
+        cfg = PropensityParams(candidates=candidates, references=list(references), selection=selection)
+        return choose_on_validation({c: metrics[c] for c in candidates}, scores, cfg)
+
+    assert PropensityParams(candidates=["frequency"], references=["frequency"]).selection.rule == "beat_reference"
+    noise = choose(["frequency", "bgnbd", "mlp"])
+    assert noise["best_on_valid"] == "mlp" and noise["best_reference_on_valid"] == "bgnbd"
+    assert noise["champion"] == "bgnbd", noise["note"]
+    assert 0 < noise["lead_over_reference"] <= noise["se_of_lead"] and "the reference is served" in noise["note"]
+    # the same lead counts with a smaller k, and a clear lead counts with the default
+    assert choose(["frequency", "bgnbd", "mlp"], k_se=0.01)["champion"] == "mlp"
+    clear = choose(["frequency", "bgnbd", "mlp", "lightgbm"])
+    assert clear["champion"] == "lightgbm" and clear["lead_over_reference"] > clear["se_of_lead"] > 0
+    # a reference that is the best on validation is served as it is; a reference with no score does not count
+    assert choose(["frequency", "bgnbd"])["champion"] == "bgnbd"
+    metrics["frequency"] = {"roc_auc": float("nan")}
+    assert choose(["frequency", "mlp"], references=["frequency"])["champion"] == "mlp"
+    assert choose(["frequency", "bgnbd", "mlp"], rule="best")["champion"] == "mlp"

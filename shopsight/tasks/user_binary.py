@@ -242,8 +242,9 @@ def refit_on_train_and_valid(task: UserTask, fitted: dict[str, Any], info: dict[
 
 
 def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_scores: pd.DataFrame, cfg) -> dict[str, Any]:
-    """The champion under `selection.rule`: the best validation ROC-AUC, or (one_se) the first candidate, simplest
-    first, within k paired-bootstrap standard errors of it. Returns the champion and what the choice rested on."""
+    """The champion under `selection.rule` (SelectionParams): beat_reference, best or one_se, with the paired
+    bootstrap over validation users (ROC-AUC within cutoffs) for the standard errors. Returns the champion and what
+    the choice rested on."""
     from shopsight.calibration import within_group_roc_auc
 
     sel = cfg.selection
@@ -251,10 +252,30 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
     out: dict[str, Any] = {"rule": sel.rule, "best_on_valid": best, "champion": best}
     if sel.rule == "best":
         return out
+    auc = {n: float(m.get("roc_auc", math.nan)) for n, m in valid_metrics.items()}
     y = valid_scores["label"].to_numpy()
+
+    def se_of_gaps(names: list[str]) -> dict[str, float]:
+        return paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
+                                   sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
+
+    if sel.rule == "beat_reference":
+        refs = [r for r in cfg.references if r in valid_scores and math.isfinite(float(auc.get(r, math.nan)))]
+        if best in refs or not refs:
+            out["note"] = f"{best} is the best on validation" + ("" if refs else " (no reference to compare with)")
+            return out
+        ref = select_champion({r: valid_metrics[r] for r in refs}, "roc_auc", order=cfg.candidates)
+        se = se_of_gaps([best, ref])[ref]
+        lead = auc[best] - auc[ref]
+        beaten = math.isfinite(se) and lead > sel.k_se * se
+        out.update(champion=best if beaten else ref, best_reference_on_valid=ref, k_se=sel.k_se, n_boot=sel.n_boot,
+                   lead_over_reference=round(lead, 5), se_of_lead=round(se, 5) if math.isfinite(se) else None,
+                   note=(f"{best} leads the best reference {ref} on validation by {lead:.4f}, beyond {sel.k_se:g} SE ({se:.4f})" if beaten else
+                         f"{best} leads the best reference {ref} on validation by only {lead:.4f}, within {sel.k_se:g} SE ({se:.4f}): "
+                         f"the reference is served"))
+        return out
     names = [n for n in cfg.candidates if n in valid_scores]
-    se = paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
-                             sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
+    se = se_of_gaps(names)
     champion = select_champion(valid_metrics, "roc_auc", order=cfg.candidates, tolerance={n: sel.k_se * v for n, v in se.items()})
     out.update(champion=champion, k_se=sel.k_se, n_boot=sel.n_boot,
                se_of_gap_to_best={n: (round(v, 5) if math.isfinite(v) else None) for n, v in se.items()},
