@@ -13,6 +13,13 @@ a bootstrap 95% interval over the test users (small sets such as the Taobao head
   is chosen on three one-day validation windows pooled (features.n_valid_cutoffs).
 - Taobao head, last three days: the same, tested on three one-day windows (features.n_test_cutoffs: a rolling-origin
   test; the last day alone has 14 churners).
+- CDNOW (`cdnow/CDNOW_master.txt`, Fader & Hardie's CD panel, where present): "fit on weeks 1-39, predict weeks
+  40-78", the protocol of the BTYD literature, every customer of the cohort in the population.
+- A BG/NBD draw (synthetic, written by this bench: no file needed): a CDNOW-sized purchase log drawn from BG/NBD with
+  the published CDNOW estimates (Fader, Hardie & Lee 2005: r 0.243, alpha 4.414 per week, a 0.793, b 2.426),
+  weeks 1-39 / 40-78 as CDNOW. BG/NBD is the true model there, so no candidate should beat it on test beyond the
+  noise: it checks that the champion is not chosen on validation noise (a learned model level with BG/NBD on
+  validation's 13-week labels fell 0.02 behind it on the 39-week holdout).
 
 Where rows of several cutoffs are scored together, ROC-AUC counts the pairs within a cutoff (shopsight.calibration.
 within_group_roc_auc), and the bootstrap draws users with all their rows.
@@ -33,6 +40,16 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+# CDNOW's protocol: weeks 1-39 calibrate (the cohort's first purchases fall in weeks 1-12), weeks 40-78 are the holdout;
+# a panel of whole days, so observation runs to the end of week 78. Training and validation labels come from 13-week
+# windows inside the calibration period; the population is every customer seen in it
+BTYD_PROTOCOL: dict[str, Any] = {
+    "features": {"split": "calibration_holdout", "test_cutoff": "1997-10-01", "data_end": "1998-07-01T00:00:00",
+                 "horizon_days": 273, "train_horizon_days": 91, "windows_days": [7, 28, 91, 273],
+                 "n_train_cutoffs": 4, "cutoff_step_days": 14},
+    "churn": {"horizon_days": 273},
+}
 
 SETS: dict[str, dict[str, Any]] = {
     "online_retail_ii": {
@@ -71,7 +88,41 @@ SETS: dict[str, dict[str, Any]] = {
                    "churn": {"horizon_days": 1}},
         "note": "as taobao_head, tested on 12-01..12-03 pooled (3 test cutoffs), validated on 11-28..11-30",
     },
+    "cdnow": {
+        "file": Path("cdnow") / "CDNOW_master.txt",
+        "params": {"data": {"source": "cdnow"}, **BTYD_PROTOCOL},
+        "note": "weeks 1-39 / 40-78 (the BTYD protocol), labels for training and validation from 13-week windows",
+    },
+    "bgnbd_draw": {
+        "file": Path("bgnbd_draw") / "CDNOW_master.txt",
+        "generate": lambda path: bgnbd_purchase_log(path),
+        "params": {"data": {"source": "cdnow"}, **BTYD_PROTOCOL},
+        "note": "synthetic: 2,357 customers drawn from BG/NBD with the published CDNOW estimates, weeks 1-39 / 40-78 as CDNOW",
+    },
 }
+
+
+def bgnbd_purchase_log(path: Path, n_customers: int = 2357, seed: int = 1, weeks: int = 78) -> Path:
+    """A CDNOW-format purchase log drawn from BG/NBD with the published CDNOW estimates: first purchases uniform over
+    weeks 1-12 of 1997; purchases at rate lambda ~ Gamma(r, alpha) per week while alive; after each repeat purchase the
+    customer drops out with probability p ~ Beta(a, b). 1-3 CDs of gamma-distributed value per purchase."""
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("1997-01-01")
+    lines = []
+    for customer in range(1, n_customers + 1):
+        rate, p = rng.gamma(0.243, 1 / 4.414), rng.beta(0.793, 2.426)
+        t, first = rng.uniform(0, 12), True
+        while t < weeks:
+            cds = int(rng.integers(1, 4))
+            day = str(start + np.timedelta64(int(t * 7), "D")).replace("-", "")
+            lines.append(f"{customer:05d} {day} {cds} {rng.gamma(2.0, 15.0) * cds:.2f}")
+            if not first and rng.random() < p:
+                break
+            first = False
+            t += rng.exponential(1 / rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _params(realdata_file: Path, update: dict):
@@ -161,6 +212,9 @@ def run(realdata_dir: Path, workdir: Path, quick: bool = False, only: str | None
     for name, spec in SETS.items():
         if (quick and name != "online_retail_ii") or (only and name != only):
             continue
+        if "generate" in spec:
+            realdata_dir = workdir / "generated"
+            spec["generate"](realdata_dir / spec["file"])
         if not (realdata_dir / spec["file"]).exists():
             parts.append(f"### {name}: skipped, {realdata_dir / spec['file']} not found (see ../shared/realdata/README.md)")
             continue
