@@ -4,7 +4,8 @@ are some), the champion marked: the quality bench.
 
 - next item (bench/realdata_recommender.py): Amazon Sports_and_Outdoors and Toys_and_Games, leave-one-out, full
   catalogue, earlier items excluded; the Taobao head;
-- propensity and churn (bench/realdata_tabular.py): Online Retail II calibration/holdout, the Taobao head;
+- propensity and churn (bench/realdata_tabular.py): Online Retail II calibration/holdout, the Taobao head, CDNOW
+  weeks 1-39 / 40-78 (where present), and a CDNOW-sized purchase log drawn from BG/NBD (written by the bench);
 - demand (bench/realdata_demand.py): Online Retail II daily item and category units.
 
 Sets that are absent are skipped with a message. Slow (tens of minutes on 2 cores): run it by hand, nice'd:

@@ -125,7 +125,8 @@ def test_the_target_compares_with_the_strongest_reference_and_says_not_met():
     assert t["note"].startswith("not met")
     # a reference that is the champion is compared with the next-best reference
     t = champion_vs_references(test, "frequency", ["frequency", "recency", "bgnbd"], "auc")
-    assert t["best_reference"] == "bgnbd" and t["met"] is True
+    assert t["best_reference"] == "bgnbd" and t["met"] is True and t["champion_is_reference"]
+    assert t["note"].startswith("met: frequency (itself a reference")
     low = champion_vs_references({"m": {"wape": 0.5}, "naive": {"wape": 0.6}}, "m", ["naive"], "wape", lower_is_better=True)
     assert low["met"] and low["gap"] == pytest.approx(0.1)
 

@@ -203,14 +203,15 @@ def champion_vs_references(test: Mapping[str, Mapping[str, float]], champion: st
     """The honest quality target: the champion against the strongest reference on the same test rows.
 
     "met" only when the champion beats the best reference by more than `margin` (in the metric's own units);
-    when a reference is itself the champion, the target compares it with the next-best reference.
+    when a reference is itself the champion, the target compares it with the next-best reference (and says so).
     """
     sign = -1.0 if lower_is_better else 1.0
     refs = [(r, float(test[r][metric])) for r in references if r in test and r != champion and metric in test[r]]
     refs = [(r, v) for r, v in refs if math.isfinite(v)]
     value = float(test[champion][metric]) if champion in test and metric in test[champion] else math.nan
     out: dict[str, Any] = {"metric": metric, "lower_is_better": lower_is_better, "champion": champion,
-                           "champion_value": value if math.isfinite(value) else None, "margin": margin}
+                           "champion_value": value if math.isfinite(value) else None, "margin": margin,
+                           "champion_is_reference": champion in references}
     if not refs or not math.isfinite(value):
         out.update(best_reference=None, best_reference_value=None, gap=None, met=None,
                    note="no reference to compare with on these rows")
@@ -218,7 +219,8 @@ def champion_vs_references(test: Mapping[str, Mapping[str, float]], champion: st
     best_ref, best_val = max(refs, key=lambda rv: sign * rv[1])
     gap = sign * (value - best_val)
     met = gap > margin
+    which = f"{champion} (itself a reference: no other candidate won the choice)" if champion in references else champion
     out.update(best_reference=best_ref, best_reference_value=best_val, gap=gap, met=bool(met),
-               note=(f"met: {champion} beats {best_ref} by {gap:.4f}" if met
-                     else f"not met: {best_ref} {best_val:.4f} vs {champion} {value:.4f} (needs a margin over {margin})"))
+               note=(f"met: {which} beats {best_ref} by {gap:.4f}" if met
+                     else f"not met: {best_ref} {best_val:.4f} vs {which} {value:.4f} (needs a margin over {margin})"))
     return out
