@@ -39,7 +39,7 @@ def protocol_run(tmp_path_factory):
     from shopsight.ingest import ingest
     from shopsight.pipeline import run_features
     from shopsight.tasks import USER_TASKS
-    from shopsight.tasks.user_binary import evaluate_user_task, train_user_task
+    from shopsight.tasks.user_binary import ChampionScorer, evaluate_user_task, train_user_task
 
     root = tmp_path_factory.mktemp("cdnow")
     _cdnow_file(root / "CDNOW_master.txt")
@@ -62,6 +62,8 @@ def protocol_run(tmp_path_factory):
             train_user_task(task, params)
             out[name] = evaluate_user_task(task, params)
             out[f"{name}_data"] = pd.read_parquet(root / task.dataset)
+            out[f"{name}_scores"] = pd.read_parquet(root / task.candidates_dir / "scores.parquet")
+            out[f"{name}_scorer"] = ChampionScorer(root / task.model_dir)
     return out
 
 
@@ -81,9 +83,29 @@ def test_every_candidate_is_reported_on_the_holdout_and_the_champion_chosen_on_v
     metrics = protocol_run[task]
     names = [n for n in metrics["candidates"]]
     assert set(names) <= set(metrics["test"]) and set(names) <= set(metrics["valid"])
-    assert metrics["champion"] == max(names, key=lambda n: metrics["valid"][n]["roc_auc"])
+    # the default rule: the best on validation, unless it is a learned model within the noise of the best reference
+    best = max(names, key=lambda n: metrics["valid"][n]["roc_auc"])
+    rule = metrics["selection"]
+    assert rule["rule"] == "beat_reference" and rule["best_on_valid"] == best
+    if best == "logistic_regression":
+        beaten = rule["lead_over_reference"] > rule["se_of_lead"]
+        assert metrics["champion"] == (best if beaten else rule["best_reference_on_valid"])
+    else:
+        assert metrics["champion"] == best
     assert metrics["horizon_days"] == 273 and metrics["served_horizon_days"] == 91
     assert metrics["targets"]["best_reference"] is not None and metrics["targets"]["met"] in (True, False)
     json.dumps(metrics, allow_nan=False)  # strict JSON: no NaN anywhere
     # a purchase log carries the BTYD signal: the fitted BG/NBD ranks the holdout better than chance
     assert metrics["test"]["bgnbd"]["roc_auc"] > 0.6
+
+
+@pytest.mark.parametrize("task", ["propensity", "churn"])
+def test_the_champion_is_served_whatever_its_family_for_the_window_its_calibration_was_fitted_on(protocol_run, task):
+    from shopsight.features import model_input
+
+    metrics, scorer = protocol_run[task], protocol_run[f"{task}_scorer"]
+    assert scorer.name == metrics["champion"] and scorer.family == metrics["champion_family"]
+    assert scorer.horizon_days == metrics["served_horizon_days"] == 91
+    data = protocol_run[f"{task}_data"]
+    served = scorer.predict(model_input(data[data["split"] == "test"], scorer.columns))
+    assert np.isfinite(served).all() and ((served >= 0) & (served <= 1)).all() and served.std() > 0
