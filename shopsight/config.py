@@ -299,6 +299,18 @@ class DemandChoiceParams(_Section):
     profile_weeks: int = Field(12, gt=0, description="weeks the day-of-week profile is estimated on")
 
 
+class DemandSelectionParams(_Section):
+    """How the demand champion is chosen on validation item WAPE."""
+
+    rule: Literal["beat_reference", "best"] = Field(
+        "beat_reference", description="beat_reference: the lowest validation item WAPE if it is a reference or beats the "
+        "best reference there by more than k_se standard errors of the difference (a paired bootstrap over item series), "
+        "else that reference | best: the lowest validation item WAPE")
+    k_se: float = Field(1.0, gt=0, description="standard errors of the WAPE difference a non-reference champion must clear")
+    n_boot: int = Field(200, ge=20, description="bootstrap resamples of the validation item series")
+    seed: int = 0
+
+
 class DemandParams(_Section):
     """Demand forecast: daily units per item and per category for the next `horizon_days`."""
 
@@ -318,6 +330,7 @@ class DemandParams(_Section):
     references: list[str] = Field(
         default_factory=lambda: ["seasonal_naive", "moving_average", "sf_seasonal_naive", "croston", "adida", "imapa", "auto_ets"],
         description="the baselines the champion must beat on test (targets)")
+    selection: DemandSelectionParams = Field(default_factory=DemandSelectionParams)
     model: DemandModelParams = Field(default_factory=DemandModelParams)
     statsforecast: DemandStatsforecastParams = Field(default_factory=lambda: DemandStatsforecastParams())
     per_series_choice: DemandChoiceParams = Field(default_factory=lambda: DemandChoiceParams())

@@ -36,6 +36,7 @@ from shopsight.candidates import (
     champion_vs_references,
     get_model,
     load_candidate,
+    paired_bootstrap_se,
     save_candidate,
     select_champion,
 )
@@ -277,6 +278,34 @@ def candidate_config(cfg: DemandParams) -> dict[str, Any]:
     }
 
 
+def choose_demand_champion(window: DemandWindow, forecasts: dict[str, np.ndarray], valid_metrics: dict[str, dict],
+                           cfg: DemandParams) -> dict[str, Any]:
+    """The champion under `demand.selection.rule`: the lowest validation item WAPE, and with beat_reference (the
+    default), where that is not a reference, only if it beats the best reference by more than k_se standard errors
+    of the WAPE difference (a paired bootstrap over the item series: each resample scores both forecasts on the same
+    series' days); otherwise the best reference is served. Returns the champion and what the choice rested on."""
+    sel = cfg.selection
+    best = select_champion(valid_metrics, "wape", lower_is_better=True, order=cfg.candidates)
+    out: dict[str, Any] = {"rule": sel.rule, "best_on_valid": best, "champion": best}
+    refs = [r for r in cfg.references if r in forecasts and math.isfinite(_or_inf(valid_metrics[r].get("wape")))]
+    if sel.rule == "best" or best in refs or not refs:
+        return out
+    ref = select_champion({r: valid_metrics[r] for r in refs}, "wape", lower_is_better=True, order=cfg.candidates)
+    items = ~window.is_category
+    actual = window.actual[items]
+    series_of_cell = np.repeat(np.arange(len(actual)), actual.shape[1])
+    se = paired_bootstrap_se(actual.ravel(), {n: forecasts[n][items].ravel() for n in (best, ref)}, best, wape, sel.n_boot, sel.seed,
+                             clusters=series_of_cell)[ref]
+    lead = valid_metrics[ref]["wape"] - valid_metrics[best]["wape"]
+    beaten = math.isfinite(se) and lead > sel.k_se * se
+    out.update(champion=best if beaten else ref, best_reference_on_valid=ref, k_se=sel.k_se, n_boot=sel.n_boot,
+               lead_over_reference=round(lead, 5), se_of_lead=round(se, 5) if math.isfinite(se) else None,
+               note=(f"{best} beats the best reference {ref} on validation item WAPE by {lead:.4f}, beyond {sel.k_se:g} SE ({se:.4f})"
+                     if beaten else f"{best} beats the best reference {ref} on validation item WAPE by only {lead:.4f}, within "
+                     f"{sel.k_se:g} SE ({se:.4f}): the reference is served"))
+    return out
+
+
 def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path = DEMAND_DIR) -> dict:
     """Fit every candidate of `demand.candidates` on the days before the validation window, score each on the
     validation window, choose the champion on validation item WAPE; save every candidate under
@@ -292,7 +321,7 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a candidate dropped from params must not linger
     out_dir.mkdir(parents=True)
-    valid_metrics, fit_report = {}, {}
+    valid_metrics, fit_report, forecasts = {}, {}, {}
     fitted: dict[str, Candidate] = {}
     for name in cfg.candidates:
         candidate = get_model("demand", name, candidate_config(cfg))
@@ -300,13 +329,14 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
         report = candidate.fit(train, valid)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        forecast = candidate.predict(valid)
+        forecasts[name] = forecast = candidate.predict(valid)
         valid_metrics[name] = level_metrics(valid, forecast, cfg.season_days)
         fit_report[name] = {"family": type(candidate).family, "fit_s": round(fit_s, 2),
                             "predict_s": round(time.perf_counter() - t0, 2), **(report or {})}
         save_candidate(candidate, out_dir / CANDIDATES_SUBDIR / name)
         fitted[name] = candidate
-    champion = select_champion(valid_metrics, "wape", lower_is_better=True, order=cfg.candidates)
+    rule = choose_demand_champion(valid, forecasts, valid_metrics, cfg)
+    champion = rule["champion"]
     save_candidate(fitted[champion], out_dir)
     # as much history as any family reads in evaluation, so a stored series is served as it was evaluated
     keep = max(cfg.input_days, cfg.serving_history_days, cfg.statsforecast.history_days, cfg.moving_average_days,
@@ -319,7 +349,7 @@ def train_demand(params: Params, events_path: Path = paths.EVENTS, out_dir: Path
                    for lvl in LEVELS},
     }
     (out_dir / SERVING_FILE).write_text(json.dumps(serving))
-    selection = {"champion": champion, "champion_family": type(fitted[champion]).family, "selected_on": "valid",
+    selection = {"champion": champion, "champion_family": type(fitted[champion]).family, "selected_on": "valid", "rule": rule,
                  "gate_rows": gate_rows(valid),
                  "valid_window": [str(series.days[v].date()), str(series.days[v + cfg.horizon_days - 1].date())],
                  "valid": valid_metrics, "fit": fit_report, "days": len(series.days)}
@@ -378,7 +408,7 @@ def evaluate_demand(params: Params, events_path: Path = paths.EVENTS, model_dir:
     targets_mase = champion_vs_references(_finite(test), champion, references, "mase", lower_is_better=True)
     metrics = {
         "main_metric": "wape", "lower_is_better": True, "champion": champion, "champion_family": families[champion],
-        "selected_on": "valid", "model_key": champion,
+        "selected_on": "valid", "model_key": champion, "selection": selection.get("rule"),
         "valid": selection["valid"], "test": test,
         "targets": targets,
         "targets_mase": targets_mase,

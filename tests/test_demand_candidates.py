@@ -153,7 +153,14 @@ def test_train_selects_on_validation_evaluate_reports_the_contract_and_the_champ
     valid = selection["valid"]
     assert set(valid) == set(names)
     best = min(valid[n]["wape"] for n in names)
-    assert selection["champion"] == next(n for n in names if valid[n]["wape"] <= best + 1e-12)  # ties: first listed
+    best_name = next(n for n in names if valid[n]["wape"] <= best + 1e-12)  # ties: first listed
+    rule = selection["rule"]
+    assert rule["rule"] == "beat_reference" and rule["best_on_valid"] == best_name
+    if best_name in demand_params.demand.references:
+        assert selection["champion"] == best_name
+    else:  # a non-reference must beat the best reference beyond the noise
+        beaten = rule["lead_over_reference"] > rule["k_se"] * rule["se_of_lead"]
+        assert selection["champion"] == (best_name if beaten else rule["best_reference_on_valid"])
     assert selection["fit"]["cnn"]["epochs"] == 2 and selection["fit"]["cnn"]["epoch_s"] >= 0
 
     metrics = demand.evaluate_demand(demand_params, events, out)
@@ -182,6 +189,33 @@ def test_train_selects_on_validation_evaluate_reports_the_contract_and_the_champ
     i = series.ids.index("steady")
     expected = load_candidate(out).predict(window_at(series, len(series.days), 7, with_actual=False).rows([i]))
     assert np.allclose(answers[1].units, expected[0], atol=1e-3)
+
+
+def test_a_champion_that_is_not_a_reference_must_beat_the_best_reference_beyond_the_noise():
+    rng = np.random.default_rng(0)
+    n, h = 300, 7
+    actual = rng.poisson(rng.gamma(1.0, 2.0, (n, 1)), (n, h)).astype(float)
+    level = np.repeat(actual.mean(axis=1, keepdims=True), h, axis=1)
+    window = demand.DemandWindow([f"i{k}" for k in range(n)], ["item"] * n, np.zeros((n, 28)),
+                                 pd.DatetimeIndex(["2026-03-02"] * n), h, actual)
+    forecasts = {"seasonal_naive": np.roll(actual, 1, axis=0),                          # a weak reference
+                 "croston": level + rng.normal(0, 0.3, (n, h)).clip(-level, None),    # the best reference
+                 "moving_median": level + rng.normal(0, 0.29, (n, h)).clip(-level, None),  # level with it
+                 "cnn": 0.5 * level + 0.5 * actual}                                   # far better
+    metrics = {k: {"wape": demand.wape(actual, f)} for k, f in forecasts.items()}
+    assert metrics["moving_median"]["wape"] < metrics["croston"]["wape"] < metrics["seasonal_naive"]["wape"]
+
+    def choose(candidates, **selection):
+        cfg = DemandParams(candidates=candidates, references=["seasonal_naive", "croston"], selection=selection)
+        return demand.choose_demand_champion(window, {c: forecasts[c] for c in candidates}, {c: metrics[c] for c in candidates}, cfg)
+
+    noise = choose(["seasonal_naive", "moving_median", "croston"])
+    assert noise["best_on_valid"] == "moving_median" and noise["champion"] == "croston", noise["note"]
+    assert 0 < noise["lead_over_reference"] <= noise["se_of_lead"]
+    assert choose(["seasonal_naive", "moving_median", "croston"], rule="best")["champion"] == "moving_median"
+    clear = choose(["seasonal_naive", "moving_median", "croston", "cnn"])
+    assert clear["champion"] == "cnn" and clear["lead_over_reference"] > clear["se_of_lead"] > 0
+    assert choose(["seasonal_naive", "croston"])["champion"] == "croston"
 
 
 @pytest.mark.parametrize("champion", ["croston", "cnn"])
