@@ -37,6 +37,7 @@ from shopsight.candidates import (
     get_model,
     load_candidate,
     paired_bootstrap_se,
+    reference_unless_beaten,
     save_candidate,
     select_champion,
 )
@@ -296,13 +297,8 @@ def choose_demand_champion(window: DemandWindow, forecasts: dict[str, np.ndarray
     series_of_cell = np.repeat(np.arange(len(actual)), actual.shape[1])
     se = paired_bootstrap_se(actual.ravel(), {n: forecasts[n][items].ravel() for n in (best, ref)}, best, wape, sel.n_boot, sel.seed,
                              clusters=series_of_cell)[ref]
-    lead = valid_metrics[ref]["wape"] - valid_metrics[best]["wape"]
-    beaten = math.isfinite(se) and lead > sel.k_se * se
-    out.update(champion=best if beaten else ref, best_reference_on_valid=ref, k_se=sel.k_se, n_boot=sel.n_boot,
-               lead_over_reference=round(lead, 5), se_of_lead=round(se, 5) if math.isfinite(se) else None,
-               note=(f"{best} beats the best reference {ref} on validation item WAPE by {lead:.4f}, beyond {sel.k_se:g} SE ({se:.4f})"
-                     if beaten else f"{best} beats the best reference {ref} on validation item WAPE by only {lead:.4f}, within "
-                     f"{sel.k_se:g} SE ({se:.4f}): the reference is served"))
+    lead = valid_metrics[ref]["wape"] - valid_metrics[best]["wape"]  # lower is better: the WAPE it saves
+    out.update(reference_unless_beaten(best, ref, lead, se, sel.k_se, "on validation item WAPE"), n_boot=sel.n_boot)
     return out
 
 

@@ -149,6 +149,18 @@ def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower
     return next(n for n, v in scored if sign * v >= best - max(float(tol.get(n, 0.0)), 0.0) - 1e-12)
 
 
+def reference_unless_beaten(best: str, reference: str, lead: float, se: float, k_se: float, where: str) -> dict[str, Any]:
+    """The beat_reference choice: `best` (the best on validation, not a reference) is the champion only if its `lead`
+    over the best `reference` there is more than `k_se` times the paired-bootstrap SE of that lead (an undefined SE
+    never counts as beaten); otherwise the reference. What the choice rested on, with a note naming `where`."""
+    beaten = math.isfinite(se) and lead > k_se * se
+    return {"champion": best if beaten else reference, "best_reference_on_valid": reference, "k_se": k_se,
+            "lead_over_reference": round(lead, 5), "se_of_lead": round(se, 5) if math.isfinite(se) else None,
+            "note": (f"{best} leads the best reference {reference} {where} by {lead:.4f}, beyond {k_se:g} SE ({se:.4f})" if beaten else
+                     f"{best} leads the best reference {reference} {where} by only {lead:.4f}, within {k_se:g} SE ({se:.4f}): "
+                     "the reference is served")}
+
+
 def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: str,
                         metric: Callable[..., float], n_boot: int = 200, seed: int = 0,
                         groups: np.ndarray | None = None, clusters: np.ndarray | None = None) -> dict[str, float]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from shopsight import paths
-from shopsight.candidates import get_model, load_candidate, paired_bootstrap_se, save_candidate, select_champion
+from shopsight.candidates import get_model, load_candidate, paired_bootstrap_se, reference_unless_beaten, save_candidate, select_champion
 from shopsight.candidates.user_rows import UserRows
 from shopsight.config import Params, UserTaskParams
 from shopsight.evaluate import binary_metrics, strict_json
@@ -260,19 +260,13 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
                                    sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
 
     if sel.rule == "beat_reference":
-        refs = [r for r in cfg.references if r in valid_scores and math.isfinite(float(auc.get(r, math.nan)))]
+        refs = [r for r in cfg.references if r in valid_scores and math.isfinite(auc.get(r, math.nan))]
         if best in refs or not refs:
             out["note"] = f"{best} is the best on validation" + ("" if refs else " (no reference to compare with)")
             return out
         ref = select_champion({r: valid_metrics[r] for r in refs}, "roc_auc", order=cfg.candidates)
-        se = se_of_gaps([best, ref])[ref]
-        lead = auc[best] - auc[ref]
-        beaten = math.isfinite(se) and lead > sel.k_se * se
-        out.update(champion=best if beaten else ref, best_reference_on_valid=ref, k_se=sel.k_se, n_boot=sel.n_boot,
-                   lead_over_reference=round(lead, 5), se_of_lead=round(se, 5) if math.isfinite(se) else None,
-                   note=(f"{best} leads the best reference {ref} on validation by {lead:.4f}, beyond {sel.k_se:g} SE ({se:.4f})" if beaten else
-                         f"{best} leads the best reference {ref} on validation by only {lead:.4f}, within {sel.k_se:g} SE ({se:.4f}): "
-                         f"the reference is served"))
+        out.update(reference_unless_beaten(best, ref, auc[best] - auc[ref], se_of_gaps([best, ref])[ref], sel.k_se, "on validation"),
+                   n_boot=sel.n_boot)
         return out
     names = [n for n in cfg.candidates if n in valid_scores]
     se = se_of_gaps(names)
