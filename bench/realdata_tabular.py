@@ -212,13 +212,13 @@ def run(realdata_dir: Path, workdir: Path, quick: bool = False, only: str | None
     for name, spec in SETS.items():
         if (quick and name != "online_retail_ii") or (only and name != only):
             continue
+        base = workdir / "generated" if "generate" in spec else realdata_dir  # a synthetic set is written, not read
         if "generate" in spec:
-            realdata_dir = workdir / "generated"
-            spec["generate"](realdata_dir / spec["file"])
-        if not (realdata_dir / spec["file"]).exists():
-            parts.append(f"### {name}: skipped, {realdata_dir / spec['file']} not found (see ../shared/realdata/README.md)")
+            spec["generate"](base / spec["file"])
+        if not (base / spec["file"]).exists():
+            parts.append(f"### {name}: skipped, {base / spec['file']} not found (see ../shared/realdata/README.md)")
             continue
-        parts.append(table(name, measure(name, realdata_dir, workdir / name)))
+        parts.append(table(name, measure(name, base, workdir / name)))
     return "\n\n".join(parts)
 
 
