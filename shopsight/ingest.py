@@ -360,8 +360,6 @@ def _finalise(params: Params, report: IngestReport, *, staged: int, staged_witho
     distinct = "DISTINCT" if params.ingest.drop_duplicates else ""  # exact duplicate rows, counted in the report
     passes = min(math.ceil(staged * FINALISE_BYTES_PER_ROW / (memory_gb * 2**30)), FINALISE_MAX_PASSES)
     plan = _range_plan(con, staged_rows, tail, staged=staged, memory_passes=passes) if staged_without_session == 0 else None
-    if plan is None and staged_without_session == 0:
-        plan = ([], True)  # one range: all the staged rows
     if plan is not None:
         query = None  # sorted and deduplicated one time range at a time (below): each one's sort fits in memory
     else:
@@ -416,22 +414,22 @@ def _time_ranges_dir() -> Path:
 
 
 def _range_plan(con: duckdb.DuckDBPyConnection, staged_rows: str, tail: pa.Table | None, *, staged: int,
-                memory_passes: int) -> tuple[list, bool] | None:
-    """How to finalise in time ranges: (the ranges' bounds, whether each range is read straight from the staged rows),
-    or None for one pass. Ranges of FINALISE_RANGE_ROWS where the staging is in time order (read straight from it, if
+                memory_passes: int) -> tuple[list, bool]:
+    """How to finalise in time ranges: (the ranges' bounds, whether each range is read straight from the staged rows);
+    ([], True) for one pass over all of them. Ranges of FINALISE_RANGE_ROWS where the staging is in time order (read straight from it, if
     its row groups' time statistics say the range queries would read its rows at most FINALISE_MAX_READS times over);
     otherwise ranges only where DuckDB's memory needs them (`memory_passes`), the rows written out per range first."""
     wanted = min(max(memory_passes, math.ceil(staged / FINALISE_RANGE_ROWS)), FINALISE_MAX_PASSES)
     if wanted <= 1:
-        return None
+        return [], True
     quantiles = [round(q / wanted, 6) for q in range(1, wanted)]
     bounds = con.execute(f"SELECT approx_quantile(timestamp::TIMESTAMPTZ, {quantiles}::FLOAT[]) FROM {staged_rows}").fetchall()[0][0]
     bounds = sorted(set(b for b in bounds if b is not None))
     if not bounds:  # every row at one instant
-        return None
+        return [], True
     if staged_reads(bounds, tail) <= FINALISE_MAX_READS:
         return bounds, True
-    return (bounds, False) if memory_passes > 1 else None
+    return (bounds, False) if memory_passes > 1 else ([], True)
 
 
 def staged_reads(bounds: list, tail: pa.Table | None) -> float:
