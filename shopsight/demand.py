@@ -288,17 +288,27 @@ def choose_demand_champion(window: DemandWindow, forecasts: dict[str, np.ndarray
     sel = cfg.selection
     best = select_champion(valid_metrics, "wape", lower_is_better=True, order=cfg.candidates)
     out: dict[str, Any] = {"rule": sel.rule, "best_on_valid": best, "champion": best}
-    refs = [r for r in cfg.references if r in forecasts and math.isfinite(_or_inf(valid_metrics[r].get("wape")))]
-    if sel.rule == "best" or best in refs or not refs:
+    scored = [n for n in cfg.candidates if n in forecasts and math.isfinite(_or_inf(valid_metrics[n].get("wape")))]
+    refs = [n for n in scored if n in cfg.references]
+    learned = [n for n in scored if n not in cfg.references]
+    if sel.rule == "best" or not refs or not learned:
         return out
     ref = select_champion({r: valid_metrics[r] for r in refs}, "wape", lower_is_better=True, order=cfg.candidates)
+    top = select_champion({n: valid_metrics[n] for n in learned}, "wape", lower_is_better=True, order=cfg.candidates)
     items = ~window.is_category
     actual = window.actual[items]
     series_of_cell = np.repeat(np.arange(len(actual)), actual.shape[1])
-    se = paired_bootstrap_se(actual.ravel(), {n: forecasts[n][items].ravel() for n in (best, ref)}, best, wape, sel.n_boot, sel.seed,
+    se = paired_bootstrap_se(actual.ravel(), {n: forecasts[n][items].ravel() for n in (top, ref)}, top, wape, sel.n_boot, sel.seed,
                              clusters=series_of_cell)[ref]
-    lead = valid_metrics[ref]["wape"] - valid_metrics[best]["wape"]  # lower is better: the WAPE it saves
-    out.update(reference_unless_beaten(best, ref, lead, se, sel.k_se, "on validation item WAPE"), n_boot=sel.n_boot)
+    lead = valid_metrics[ref]["wape"] - valid_metrics[top]["wape"]  # lower is better: the WAPE it saves
+    out.update(best_learned_on_valid=top, n_boot=sel.n_boot)
+    if best == top:
+        out.update(reference_unless_beaten(best, ref, lead, se, sel.k_se, "on validation item WAPE"))
+    else:  # the SE is kept for the registry gate (shopsight.registry.with_reference_tolerance)
+        out.update(best_reference_on_valid=ref, k_se=sel.k_se, lead_over_reference=round(lead, 5),
+                   se_of_lead=round(se, 5) if math.isfinite(se) else None,
+                   note=f"{best}, a reference, is the best on validation item WAPE ({top}, the best other candidate, trails it "
+                        f"by {-lead:.4f}, SE {se:.4f})")
     return out
 
 
@@ -470,7 +480,7 @@ def _write_forecast_plots(series: DemandSeries, o: int, forecasts: dict[str, np.
 def register_demand(params: Params, model_dir: Path = DEMAND_DIR, events_path: Path = paths.EVENTS, task: str = "demand"):
     """Register the demand forecaster (task "demand"); the gate compares WAPE unless registry.tasks.demand says otherwise,
     with the champion forecasting this run's validation window where it was fitted on none of it."""
-    from shopsight.registry import champion_scores, register_model
+    from shopsight.registry import champion_scores, register_model, with_reference_tolerance
 
     metrics = json.loads(DEMAND_METRICS.read_text())
     gate = params.registry.tasks.get(task) or params.registry.gate.model_copy(update={"metric": "wape"})
@@ -493,7 +503,12 @@ def register_demand(params: Params, model_dir: Path = DEMAND_DIR, events_path: P
         main_metric=gate.metric,
         model_key=metrics["model_key"],
         gate=gate,
-        score_champion=lambda: champion_scores(task, metrics.get("gate_rows"), rescore, gate.metric, labels_until_of=labels_until),
+        lineage={"family": metrics["champion_family"], "candidate": metrics["model_key"],
+                 "is_reference": metrics["model_key"] in cfg.references},
+        framework=metrics["champion_family"],
+        score_champion=lambda: with_reference_tolerance(
+            task, champion_scores(task, metrics.get("gate_rows"), rescore, gate.metric, labels_until_of=labels_until),
+            metrics.get("selection"), metrics["model_key"], cfg.references),
         gate_rows=metrics.get("gate_rows"),
     )
 

@@ -78,12 +78,15 @@ class ChampionScores:
     """What the gate compares the challenger with, worked out by the task before registering: the champion `tag`
     scored on the challenger's own validation rows (`metrics`), or None to use the champion's stored validation
     scores, and why (`basis`). Stored scores come from the champion's own run, i.e. other rows once the data has
-    moved on: a champion whose validation happened to be easy would keep every later challenger out. Used only if
-    `tag` is still the champion when the index is locked."""
+    moved on: a champion whose validation happened to be easy would keep every later challenger out. `tolerance`: how
+    far the challenger's main metric may fall short of the champion's and still pass (lowers min_improvement by that
+    much; e.g. a reference challenger against a learned champion whose lead is within the validation noise, see
+    shopsight.tasks.user_binary.reference_tolerance). Used only if `tag` is still the champion when the index is locked."""
 
     tag: str
     metrics: dict[str, float] | None
     basis: str
+    tolerance: float = 0.0
 
 
 STORED_BASIS = "stored validation scores from the champion's own run"
@@ -123,6 +126,33 @@ def champion_scores(task: str, gate_rows: dict[str, Any] | None, rescore: "Calla
     said = f"{main_metric} {now:.4f}" if isinstance(now, (int, float)) else main_metric
     was = f"; {stored:.4f} stored from its own run" if isinstance(stored, (int, float)) else ""
     return ChampionScores(tag, scores, f"re-scored on the challenger's validation rows ({said}{was})")
+
+
+def with_reference_tolerance(task: str, scores: ChampionScores | None, selection: dict[str, Any] | None, challenger: str,
+                             references: Sequence[str]) -> ChampionScores | None:
+    """`scores` with a `tolerance` when the challenger is a reference that its run served under selection.rule
+    beat_reference, and the registered champion is not a reference: k_se SEs of a learned model's lead over the best
+    reference on the run's validation rows (`selection`: the run's choice, with k_se and se_of_lead), the noise
+    within which the run itself serves the reference. Without it a learned champion ahead by that noise would keep
+    the reference out at every retrain, though a fresh run would serve the reference. Otherwise `scores` unchanged."""
+    rule = selection or {}
+    se = rule.get("se_of_lead")
+    if scores is None or rule.get("rule") != "beat_reference" or challenger not in references or not se:
+        return scores
+    entry = load_index()["tasks"].get(task, {}).get("models", {}).get(scores.tag)
+    if entry is None or registered_is_reference(entry):
+        return scores
+    tolerance = float(rule["k_se"]) * float(se)
+    return replace(scores, tolerance=tolerance, basis=(
+        f"{scores.basis}; the challenger is the reference {challenger}: the learned champion stays only if it leads it by more "
+        f"than {rule['k_se']:g} SE of a learned model's lead on these rows ({tolerance:.4f}; selection.rule beat_reference)"))
+
+
+def registered_is_reference(entry: dict[str, Any]) -> bool:
+    """Whether a registered model (its index entry) is one of its task's references: as its lineage says
+    (`is_reference`, kept since registrations record it), else by family (a rule or a BTYD model)."""
+    lineage = entry.get("lineage") or {}
+    return bool(lineage["is_reference"]) if "is_reference" in lineage else entry.get("family") in ("rule", "btyd")
 
 
 def _instant(value: str) -> datetime:
@@ -417,6 +447,7 @@ def register_model(
             if rescored is not None and rescored.tag == current:
                 basis = rescored.basis
                 champion_metrics = rescored.metrics if rescored.metrics is not None else champion_metrics
+                gate_args["min_improvement"] -= max(rescored.tolerance, 0.0)
         decision = replace(compare_to_champion(challenger_metrics, champion_metrics, main_metric=main_metric, **gate_args), basis=basis)
         entry["models"][tag] = {
             "status": CHALLENGER,

@@ -277,6 +277,10 @@ def test_a_learned_champion_must_lead_the_best_reference_beyond_the_validation_n
     assert clear["champion"] == "lightgbm" and clear["lead_over_reference"] > clear["se_of_lead"] > 0
     # a reference that is the best on validation is served as it is; a reference with no score does not count
     assert choose(["frequency", "bgnbd"])["champion"] == "bgnbd"
+    # ...and the SE of the best learned candidate's gap to it is kept for the registry gate
+    ref_best = choose(["frequency", "bgnbd", "mlp"], references=["frequency", "mlp"])  # mlp a reference here, bgnbd trails it
+    assert ref_best["champion"] == ref_best["best_reference_on_valid"] == "mlp" and ref_best["best_learned_on_valid"] == "bgnbd"
+    assert ref_best["lead_over_reference"] < 0 < ref_best["se_of_lead"] and "a reference, is the best" in ref_best["note"]
     metrics["frequency"] = {"roc_auc": float("nan")}
     assert choose(["frequency", "mlp"], references=["frequency"])["champion"] == "mlp"
     assert choose(["frequency", "bgnbd", "mlp"], rule="best")["champion"] == "mlp"

@@ -216,6 +216,14 @@ def test_a_champion_that_is_not_a_reference_must_beat_the_best_reference_beyond_
     clear = choose(["seasonal_naive", "moving_median", "croston", "cnn"])
     assert clear["champion"] == "cnn" and clear["lead_over_reference"] > clear["se_of_lead"] > 0
     assert choose(["seasonal_naive", "croston"])["champion"] == "croston"
+    # a reference best on validation is served, and the noise of the best other candidate's gap is kept for the gate
+    forecasts["lstm"] = level + rng.normal(0, 0.6, (n, h)).clip(-level, None)
+    metrics["lstm"] = {"wape": demand.wape(actual, forecasts["lstm"])}
+    behind = choose(["seasonal_naive", "croston", "lstm"])
+    assert behind["champion"] == "croston" and behind["best_learned_on_valid"] == "lstm"
+    assert behind["lead_over_reference"] == pytest.approx(metrics["croston"]["wape"] - metrics["lstm"]["wape"], abs=1e-5)
+    assert behind["lead_over_reference"] < 0
+    assert behind["se_of_lead"] > 0 and "a reference, is the best" in behind["note"]
 
 
 @pytest.mark.parametrize("champion", ["croston", "cnn"])

@@ -110,6 +110,34 @@ def test_regression_in_another_metric_beyond_tolerance_is_rejected(task, tmp_pat
     assert within.promoted
 
 
+def test_a_reference_challenger_replaces_a_learned_champion_that_leads_it_only_by_the_validation_noise(task, tmp_path):
+    """selection.rule beat_reference serves a reference when no learned model leads it beyond k_se SEs; the gate
+    allows a reference challenger the same noise against a registered learned champion, and no more."""
+    selection = {"rule": "beat_reference", "k_se": 1.0, "se_of_lead": 0.02, "champion": "frequency"}
+    references = ["frequency", "recency"]
+    learned = _register(task, tmp_path, 0.70, lineage={"is_reference": False})
+
+    def challenger(roc_auc: float, sel=selection, name="frequency"):
+        def scores():
+            stored = registry.ChampionScores(registry.champion_tag(task), None, registry.STORED_BASIS)
+            return registry.with_reference_tolerance(task, stored, sel, name, references)
+        return _register(task, tmp_path, roc_auc, score_champion=scores, lineage={"is_reference": name in references})
+
+    # GATE asks +0.01 of a challenger; a reference gets 1 SE (0.02) off that: -0.01. 0.035 behind is beyond it
+    far = challenger(0.665)
+    assert not far.promoted and "the learned champion stays only if it leads it by more than 1 SE" in far.reason
+    assert not challenger(0.695, sel={**selection, "rule": "best"}).promoted  # another rule: the plain gate
+    assert not challenger(0.695, name="lightgbm").promoted  # a learned challenger: the plain gate
+    near = challenger(0.695)  # 0.005 behind: within the noise, so the reference is served as a fresh run would
+    assert near.promoted and registry.champion_tag(task) == near.tag and near.tag != learned.tag, near.reason
+    # a reference champion gets no allowance against another reference challenger, however noisy the run
+    assert not challenger(0.684, sel={**selection, "se_of_lead": 0.05}, name="recency").promoted
+    assert registry.champion_tag(task) == near.tag
+    # registrations from before lineage said it: a rule or BTYD model counts as a reference
+    assert registry.registered_is_reference({"family": "btyd", "lineage": {}})
+    assert not registry.registered_is_reference({"family": "lightgbm", "lineage": {}})
+
+
 def test_registering_the_same_model_files_again_is_a_no_op(task, tmp_path):
     model_dir = _model_dir(tmp_path)
     first = _register(task, tmp_path, 0.70, model_dir=model_dir)

@@ -260,13 +260,26 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
                                    sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
 
     if sel.rule == "beat_reference":
-        refs = [r for r in cfg.references if r in valid_scores and math.isfinite(auc.get(r, math.nan))]
-        if best in refs or not refs:
+        scored = [n for n in cfg.candidates if n in valid_scores and math.isfinite(auc.get(n, math.nan))]
+        refs = [n for n in scored if n in cfg.references]
+        learned = [n for n in scored if n not in cfg.references]
+        if not refs or not learned:
             out["note"] = f"{best} is the best on validation" + ("" if refs else " (no reference to compare with)")
             return out
         ref = select_champion({r: valid_metrics[r] for r in refs}, "roc_auc", order=cfg.candidates)
-        out.update(reference_unless_beaten(best, ref, auc[best] - auc[ref], se_of_gaps([best, ref])[ref], sel.k_se, "on validation"),
-                   n_boot=sel.n_boot)
+        top = select_champion({n: valid_metrics[n] for n in learned}, "roc_auc", order=cfg.candidates)
+        gap_se = se_of_gaps([top, ref])  # the paired SE of the gap, taken from whichever of the two is the best
+        se = gap_se[ref] if best == top else gap_se[top]
+        # the noise of a learned model's lead on these rows is also what the registry gate allows a reference challenger
+        # against a registered learned champion (register_user_task), so it is kept even when a reference is the best
+        out.update(best_learned_on_valid=top, n_boot=sel.n_boot)
+        if best == top:
+            out.update(reference_unless_beaten(best, ref, auc[best] - auc[ref], se, sel.k_se, "on validation"))
+        else:
+            out.update(best_reference_on_valid=ref, k_se=sel.k_se, lead_over_reference=round(auc[top] - auc[ref], 5),
+                       se_of_lead=round(se, 5) if math.isfinite(se) else None,
+                       note=f"{best}, a reference, is the best on validation ({top}, the best learned, trails it by "
+                            f"{auc[ref] - auc[top]:.4f}, SE {se:.4f})")
         return out
     names = [n for n in cfg.candidates if n in valid_scores]
     se = se_of_gaps(names)
@@ -438,7 +451,8 @@ def register_user_task(task: UserTask, params: Params):
         model_key=metrics["champion"],
         gate=gate,
         reference=reference,
-        lineage={"reference_features": str(task.dataset), "reference_split": "train", "family": metrics["champion_family"]},
+        lineage={"reference_features": str(task.dataset), "reference_split": "train", "family": metrics["champion_family"],
+                 "candidate": metrics["champion"], "is_reference": metrics["champion"] in task.section(params).references},
         framework=metrics["champion_family"],
         score_champion=lambda: champion_on_these_rows(task, params, metrics, features, gate.metric),
         gate_rows=metrics.get("gate_rows"),
@@ -448,7 +462,7 @@ def register_user_task(task: UserTask, params: Params):
 def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, Any], features: pd.DataFrame, main_metric: str):
     """The gate's view of the registered champion (shopsight.registry.champion_scores): re-scored on this run's
     validation rows, the raw score of whatever family it is, by the metric the challenger's validation scores used."""
-    from shopsight.registry import champion_scores
+    from shopsight.registry import champion_scores, with_reference_tolerance
 
     valid = features[features["split"] == "valid"]
 
@@ -461,7 +475,8 @@ def champion_on_these_rows(task: UserTask, params: Params, metrics: dict[str, An
         return binary_metrics(rows.y, scorer.model.predict(rows), task.section(params).calibration.n_bins, groups=rows.cutoff)
 
     # a champion registered before gate_rows were kept: no label it was fitted on reaches past its run's first test cutoff
-    return champion_scores(task.name, metrics.get("gate_rows"), rescore, main_metric, labels_until_of=lambda stored: stored.get("test_cutoff"))
+    scores = champion_scores(task.name, metrics.get("gate_rows"), rescore, main_metric, labels_until_of=lambda stored: stored.get("test_cutoff"))
+    return with_reference_tolerance(task.name, scores, metrics.get("selection"), metrics["champion"], task.section(params).references)
 
 
 class ChampionScorer:
