@@ -80,8 +80,8 @@ class ChampionScores:
     scores, and why (`basis`). Stored scores come from the champion's own run, i.e. other rows once the data has
     moved on: a champion whose validation happened to be easy would keep every later challenger out. `tolerance`: how
     far the challenger's main metric may fall short of the champion's and still pass (lowers min_improvement by that
-    much; e.g. a reference challenger against a learned champion whose lead is within the validation noise, see
-    shopsight.tasks.user_binary.reference_tolerance). Used only if `tag` is still the champion when the index is locked."""
+    much: a reference challenger against a learned champion whose lead is within the validation noise, see
+    with_reference_tolerance). Used only if `tag` is still the champion when the index is locked."""
 
     tag: str
     metrics: dict[str, float] | None
