@@ -224,6 +224,40 @@ def test_refit_on_train_and_valid_serves_the_latest_labels_with_the_rounds_valid
     assert booster.num_trees() == info["best_iteration"]
 
 
+def test_a_retrain_that_serves_a_reference_is_let_past_a_learned_champion_by_the_noise_its_rule_allowed(tmp_path, monkeypatch):
+    """End to end through train, evaluate and register: a learned champion is registered; a later run serves the
+    reference under beat_reference (k_se so large that no lead counts), and the gate, which on the plain
+    comparison would keep the learned champion, lets the reference in by k_se x the run's SE of the lead."""
+    from shopsight import registry
+    from shopsight.tasks.user_binary import register_user_task
+
+    monkeypatch.chdir(tmp_path)
+    task = dataclasses.replace(_task(tmp_path), name=f"ref{uuid.uuid4().hex[:8]}")  # a registry task of its own
+    params = _params(["recency", "logistic_regression"], ["recency"], rule="best")
+    params.registry.gate.max_regression = None
+
+    def run(seed: int):
+        _dataset(task.dataset, signal_column="purchase_days_total", seed=seed)  # recency is a weak reference here
+        train_user_task(task, params)
+        metrics = evaluate_user_task(task, params)
+        return metrics, register_user_task(task, params)
+
+    first, first_reg = run(seed=1)
+    assert first["champion"] == "logistic_regression" and first_reg.promoted
+    learned_score = first["valid"]["logistic_regression"]["roc_auc"]
+
+    params.propensity.selection.rule, params.propensity.selection.k_se = "beat_reference", 50.0
+    later, later_reg = run(seed=2)
+    rule = later["selection"]
+    assert later["champion"] == "recency" and rule["best_on_valid"] == "logistic_regression" and rule["se_of_lead"] > 0
+    assert later["valid"]["recency"]["roc_auc"] < learned_score - 0.02, "the plain gate would keep the learned champion"
+    assert 50.0 * rule["se_of_lead"] > learned_score - later["valid"]["recency"]["roc_auc"]
+    assert later_reg.promoted and registry.champion_tag(task.name) == later_reg.tag, later_reg.reason
+    assert "the challenger is the reference recency" in later_reg.decision.basis
+    lineage = {row["tag"]: row["lineage"] for row in registry.list_models(task.name)}
+    assert lineage[later_reg.tag]["is_reference"] is True and lineage[first_reg.tag]["is_reference"] is False
+
+
 def test_the_gate_scores_the_champion_on_the_challengers_validation_rows(tmp_path, monkeypatch):
     """Run 1's label follows recency: its champion scores high on its own validation rows. Weeks later the label follows
     frequency. The challenger, fitted on the new rows, beats the old champion on them; compared with the champion's
