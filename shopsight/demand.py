@@ -302,13 +302,7 @@ def choose_demand_champion(window: DemandWindow, forecasts: dict[str, np.ndarray
                              clusters=series_of_cell)[ref]
     lead = valid_metrics[ref]["wape"] - valid_metrics[top]["wape"]  # lower is better: the WAPE it saves
     out.update(best_learned_on_valid=top, n_boot=sel.n_boot)
-    if best == top:
-        out.update(reference_unless_beaten(best, ref, lead, se, sel.k_se, "on validation item WAPE"))
-    else:  # the SE is kept for the registry gate (shopsight.registry.with_reference_tolerance)
-        out.update(best_reference_on_valid=ref, k_se=sel.k_se, lead_over_reference=round(lead, 5),
-                   se_of_lead=round(se, 5) if math.isfinite(se) else None,
-                   note=f"{best}, a reference, is the best on validation item WAPE ({top}, the best other candidate, trails it "
-                        f"by {-lead:.4f}, SE {se:.4f})")
+    out.update(reference_unless_beaten(best, top, ref, lead, se, sel.k_se, "on validation item WAPE"))
     return out
 
 

@@ -149,16 +149,23 @@ def select_champion(valid: Mapping[str, Mapping[str, float]], metric: str, lower
     return next(n for n, v in scored if sign * v >= best - max(float(tol.get(n, 0.0)), 0.0) - 1e-12)
 
 
-def reference_unless_beaten(best: str, reference: str, lead: float, se: float, k_se: float, where: str) -> dict[str, Any]:
-    """The beat_reference choice: `best` (the best on validation, not a reference) is the champion only if its `lead`
-    over the best `reference` there is more than `k_se` times the paired-bootstrap SE of that lead (an undefined SE
-    never counts as beaten); otherwise the reference. What the choice rested on, with a note naming `where`."""
+def reference_unless_beaten(best: str, learned: str, reference: str, lead: float, se: float, k_se: float, where: str) -> dict[str, Any]:
+    """The beat_reference choice. `best`: the best `where`; `learned`: the best candidate that is not a reference,
+    `reference`: the best reference, `lead`: how far `learned` is ahead of it (negative when behind), `se`: the
+    paired-bootstrap SE of that lead. A reference that is the best is served; otherwise `learned` (the best) only if
+    its lead is more than `k_se` SEs (an undefined SE never counts as beaten), else the reference. What the choice
+    rested on, with a note; the SE is kept either way (the registry gate allows a reference challenger that much)."""
     beaten = math.isfinite(se) and lead > k_se * se
-    return {"champion": best if beaten else reference, "best_reference_on_valid": reference, "k_se": k_se,
-            "lead_over_reference": round(lead, 5), "se_of_lead": round(se, 5) if math.isfinite(se) else None,
-            "note": (f"{best} leads the best reference {reference} {where} by {lead:.4f}, beyond {k_se:g} SE ({se:.4f})" if beaten else
-                     f"{best} leads the best reference {reference} {where} by only {lead:.4f}, within {k_se:g} SE ({se:.4f}): "
-                     "the reference is served")}
+    champion = best if best != learned or beaten else reference
+    if best != learned:
+        note = f"{best}, a reference, is the best {where} ({learned}, the best learned candidate, trails it by {-lead:.4f}, SE {se:.4f})"
+    elif beaten:
+        note = f"{best} leads the best reference {reference} {where} by {lead:.4f}, beyond {k_se:g} SE ({se:.4f})"
+    else:
+        note = (f"{best} leads the best reference {reference} {where} by only {lead:.4f}, within {k_se:g} SE ({se:.4f}): "
+                "the reference is served")
+    return {"champion": champion, "best_reference_on_valid": reference, "k_se": k_se, "lead_over_reference": round(lead, 5),
+            "se_of_lead": round(se, 5) if math.isfinite(se) else None, "note": note}
 
 
 def paired_bootstrap_se(y: np.ndarray, scores: Mapping[str, np.ndarray], best: str,

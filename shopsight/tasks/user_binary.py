@@ -255,8 +255,8 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
     auc = {n: float(m.get("roc_auc", math.nan)) for n, m in valid_metrics.items()}
     y = valid_scores["label"].to_numpy()
 
-    def se_of_gaps(names: list[str]) -> dict[str, float]:
-        return paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, best, within_group_roc_auc, sel.n_boot,
+    def se_of_gaps(names: list[str], anchor: str = best) -> dict[str, float]:  # SE of metric(anchor) - metric(each)
+        return paired_bootstrap_se(y, {n: valid_scores[n].to_numpy("float64") for n in names}, anchor, within_group_roc_auc, sel.n_boot,
                                    sel.seed, groups=valid_scores["cutoff"].to_numpy(), clusters=valid_scores["user_id"].astype("string").to_numpy())
 
     if sel.rule == "beat_reference":
@@ -268,18 +268,8 @@ def choose_on_validation(valid_metrics: dict[str, dict[str, float]], valid_score
             return out
         ref = select_champion({r: valid_metrics[r] for r in refs}, "roc_auc", order=cfg.candidates)
         top = select_champion({n: valid_metrics[n] for n in learned}, "roc_auc", order=cfg.candidates)
-        gap_se = se_of_gaps([top, ref])  # the paired SE of the gap, taken from whichever of the two is the best
-        se = gap_se[ref] if best == top else gap_se[top]
-        # the noise of a learned model's lead on these rows is also what the registry gate allows a reference challenger
-        # against a registered learned champion (register_user_task), so it is kept even when a reference is the best
         out.update(best_learned_on_valid=top, n_boot=sel.n_boot)
-        if best == top:
-            out.update(reference_unless_beaten(best, ref, auc[best] - auc[ref], se, sel.k_se, "on validation"))
-        else:
-            out.update(best_reference_on_valid=ref, k_se=sel.k_se, lead_over_reference=round(auc[top] - auc[ref], 5),
-                       se_of_lead=round(se, 5) if math.isfinite(se) else None,
-                       note=f"{best}, a reference, is the best on validation ({top}, the best learned, trails it by "
-                            f"{auc[ref] - auc[top]:.4f}, SE {se:.4f})")
+        out.update(reference_unless_beaten(best, top, ref, auc[top] - auc[ref], se_of_gaps([top, ref], top)[ref], sel.k_se, "on validation"))
         return out
     names = [n for n in cfg.candidates if n in valid_scores]
     se = se_of_gaps(names)
